@@ -1,0 +1,132 @@
+//! The command line; every flag can also be set by its environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::db::PoolSettings;
+use crate::http::HttpSettings;
+use crate::ledger::Limits;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "chatledger",
+    version,
+    about = "Append-only, tamper-evident conversation ledger"
+)]
+pub struct Cli {
+    /// Log format.
+    #[arg(
+        long,
+        env = "CHATLEDGER_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP server (the default).
+    Serve(ServeArgs),
+    /// Apply pending database migrations and exit.
+    Migrate(DatabaseArgs),
+}
+
+/// Where the database is.
+#[derive(Clone, Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL URL of the schema owner role; without it chatledger runs its own cluster in
+    /// `<data-dir>/pg`.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Directory of the embedded PostgreSQL cluster (used without a database URL).
+    #[arg(long, env = "CHATLEDGER_DATA_DIR", default_value = "./chatledger-data")]
+    pub data_dir: PathBuf,
+}
+
+// The URL may hold a password: never print it.
+impl std::fmt::Debug for DatabaseArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseArgs")
+            .field(
+                "database_url",
+                &self.database_url.as_ref().map(|_| "<redacted>"),
+            )
+            .field("data_dir", &self.data_dir)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Address to listen on.
+    #[arg(long, env = "CHATLEDGER_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Maximum database connections of this server.
+    #[arg(long, env = "CHATLEDGER_POOL_SIZE", default_value_t = 16)]
+    pub pool_size: u32,
+    /// How long a request waits for a database connection before answering 503 (ms).
+    #[arg(long, env = "CHATLEDGER_ACQUIRE_TIMEOUT_MS", default_value_t = 2000)]
+    pub acquire_timeout_ms: u64,
+    /// Server-side statement timeout (ms).
+    #[arg(long, env = "CHATLEDGER_STATEMENT_TIMEOUT_MS", default_value_t = 5000)]
+    pub statement_timeout_ms: u64,
+    /// Maximum request body size (bytes).
+    #[arg(long, env = "CHATLEDGER_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Maximum serialized content plus metadata of one message (bytes).
+    #[arg(long, env = "CHATLEDGER_MAX_MESSAGE_BYTES", default_value_t = 256 * 1024)]
+    pub max_message_bytes: usize,
+    /// Maximum messages per append.
+    #[arg(long, env = "CHATLEDGER_MAX_BATCH", default_value_t = 100)]
+    pub max_batch: usize,
+}
+
+impl ServeArgs {
+    /// The serve arguments from the environment alone (`cargo run` with no subcommand).
+    pub fn from_env() -> Self {
+        #[derive(Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        Wrapper::parse_from(["chatledger"]).serve
+    }
+
+    pub fn pool_settings(&self) -> PoolSettings {
+        PoolSettings {
+            max_connections: self.pool_size,
+            acquire_timeout: Duration::from_millis(self.acquire_timeout_ms),
+            statement_timeout: Duration::from_millis(self.statement_timeout_ms),
+            ..PoolSettings::default()
+        }
+    }
+
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_message_bytes: self.max_message_bytes,
+            max_batch: self.max_batch,
+        }
+    }
+
+    pub fn http_settings(&self) -> HttpSettings {
+        HttpSettings {
+            max_body_bytes: self.max_body_bytes,
+            ..HttpSettings::default()
+        }
+    }
+}

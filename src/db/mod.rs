@@ -1,0 +1,204 @@
+//! PostgreSQL access: where the database is (external or embedded), migrations run as the owner,
+//! and the runtime pool whose every connection acts as the unprivileged `chatledger_app` role.
+
+pub mod embedded;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::ConnectOptions;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+pub use embedded::{EmbeddedCluster, EmbeddedError};
+
+/// The schema, embedded at build time (build.rs reruns on new migrations).
+pub static MIGRATOR: Migrator = sqlx::migrate!();
+
+/// The role every request runs as: not the owner, not a superuser, no BYPASSRLS.
+pub const RUNTIME_ROLE: &str = "chatledger_app";
+
+/// Why the database could not be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("invalid database URL: {0}")]
+    Url(#[source] sqlx::Error),
+    #[error("cannot connect to the database: {0}")]
+    Connect(#[source] sqlx::Error),
+    #[error("migrations failed: {0}")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    #[error("{0}")]
+    Embedded(#[from] EmbeddedError),
+    #[error("unsafe runtime role: {0}")]
+    RuntimeRole(String),
+    #[error("database error: {0}")]
+    Query(#[from] sqlx::Error),
+}
+
+/// Pool and timeout settings of the runtime pool.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+    pub statement_timeout: Duration,
+    pub idle_in_transaction_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(2),
+            statement_timeout: Duration::from_secs(5),
+            idle_in_transaction_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The database a command works on: an external URL, or the embedded cluster in a data dir.
+pub struct Database {
+    owner: PgConnectOptions,
+    embedded: Option<EmbeddedCluster>,
+}
+
+impl Database {
+    /// Uses `database_url` when given, else starts (or reuses) the embedded cluster in `data_dir`.
+    pub async fn open(
+        database_url: Option<&str>,
+        data_dir: &std::path::Path,
+    ) -> Result<Self, DbError> {
+        match database_url {
+            Some(url) => Ok(Self {
+                owner: parse_url(url)?,
+                embedded: None,
+            }),
+            None => {
+                let cluster = EmbeddedCluster::start(data_dir).await?;
+                Ok(Self {
+                    owner: parse_url(&cluster.database_url())?,
+                    embedded: Some(cluster),
+                })
+            }
+        }
+    }
+
+    /// Connection options of the schema owner, which runs migrations.
+    pub fn owner(&self) -> &PgConnectOptions {
+        &self.owner
+    }
+
+    pub fn is_embedded(&self) -> bool {
+        self.embedded.is_some()
+    }
+
+    /// Stops the embedded cluster if this process started it.
+    pub async fn close(self) -> Result<(), DbError> {
+        if let Some(cluster) = self.embedded {
+            cluster.stop().await?;
+        }
+        Ok(())
+    }
+}
+
+/// Applies pending migrations as the owner (which also creates the runtime role when it may).
+pub async fn migrate(owner: &PgConnectOptions) -> Result<(), DbError> {
+    let mut connection = owner.connect().await.map_err(DbError::Connect)?;
+    let result = MIGRATOR
+        .run(&mut connection)
+        .await
+        .map_err(DbError::Migrate);
+    // Closing is best effort; the migration outcome is what matters.
+    let _ = sqlx::Connection::close(connection).await;
+    result
+}
+
+/// The runtime pool: every connection enters the runtime role and gets server-side timeouts, so
+/// no statement and no forgotten transaction can hold a connection beyond them.
+pub async fn runtime_pool(
+    owner: &PgConnectOptions,
+    settings: &PoolSettings,
+) -> Result<PgPool, DbError> {
+    let options = owner.clone().application_name("chatledger").options([
+        ("role", RUNTIME_ROLE.to_owned()),
+        ("statement_timeout", millis(settings.statement_timeout)),
+        (
+            "idle_in_transaction_session_timeout",
+            millis(settings.idle_in_transaction_timeout),
+        ),
+    ]);
+    let pool = PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .min_connections(0)
+        .acquire_timeout(settings.acquire_timeout)
+        .connect_lazy_with(options);
+    check_runtime_role(&pool).await?;
+    Ok(pool)
+}
+
+/// Parses a PostgreSQL URL; the error never repeats the URL, which may hold a password.
+pub fn parse_url(url: &str) -> Result<PgConnectOptions, DbError> {
+    PgConnectOptions::from_str(url).map_err(DbError::Url)
+}
+
+fn millis(duration: Duration) -> String {
+    duration.as_millis().to_string()
+}
+
+/// Refuses a runtime role that row-level security or the append-only triggers would not bind.
+async fn check_runtime_role(pool: &PgPool) -> Result<(), DbError> {
+    let role = sqlx::query!(
+        r#"SELECT current_user AS "name!", r.rolsuper AS "superuser!", r.rolbypassrls AS "bypass_rls!",
+                  pg_has_role(current_user, c.relowner, 'USAGE') AS "owns_tables!"
+             FROM pg_roles r, pg_class c
+            WHERE r.rolname = current_user AND c.oid = 'entries'::regclass"#
+    )
+    .fetch_one(pool)
+    .await?;
+    let problem = if role.superuser {
+        Some("is a superuser")
+    } else if role.bypass_rls {
+        Some("has BYPASSRLS")
+    } else if role.owns_tables {
+        Some("owns the ledger tables")
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => Err(DbError::RuntimeRole(format!(
+            "requests would run as {}, which {problem}; row-level security would not bind it",
+            role.name
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Ready when the database answers and every migration this build knows is applied.
+pub async fn ready(pool: &PgPool) -> Result<bool, sqlx::Error> {
+    let applied =
+        sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM _sqlx_migrations WHERE success"#)
+            .fetch_one(pool)
+            .await?;
+    Ok(applied >= MIGRATOR.iter().count() as i64)
+}
+
+/// True when an error means "the database is unreachable or overloaded", worth a 503 and a retry.
+pub fn is_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // 08: connection exception; 53: insufficient resources; 57P0x: shutdown / cannot
+            // connect now; 57014: statement timeout; 40001/40P01: serialization failure, deadlock.
+            code.starts_with("08")
+                || code.starts_with("53")
+                || code.starts_with("57P0")
+                || code == "57014"
+                || code == "40001"
+                || code == "40P01"
+        }),
+        _ => false,
+    }
+}

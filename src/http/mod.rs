@@ -1,0 +1,118 @@
+//! The HTTP API: the router, shared state, error logging and graceful serving.
+
+mod extract;
+pub mod openapi;
+mod ops;
+pub mod problem;
+mod sessions;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tower_http::timeout::TimeoutLayer;
+use utoipa::OpenApi;
+
+use crate::ledger::{Limits, Scope};
+use problem::{ApiError, ErrorCause};
+
+/// Everything a handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub limits: Limits,
+    pub default_scope: Scope,
+    openapi: Arc<serde_json::Value>,
+}
+
+/// HTTP-level settings.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 4 * 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl AppState {
+    pub fn new(pool: PgPool, limits: Limits, default_scope: Scope) -> Self {
+        let openapi = serde_json::to_value(openapi::ApiDoc::openapi()).unwrap_or_default();
+        Self {
+            pool,
+            limits,
+            default_scope,
+            openapi: Arc::new(openapi),
+        }
+    }
+}
+
+/// The whole API as a router; tests drive it without a socket.
+pub fn router(state: AppState, settings: &HttpSettings) -> Router {
+    let v1 = Router::new()
+        .route("/sessions", get(sessions::list_sessions))
+        .route("/sessions/{session_id}", get(sessions::get_session))
+        .route(
+            "/sessions/{session_id}/messages",
+            post(sessions::append_messages).get(sessions::list_messages),
+        )
+        .route("/sessions/{session_id}/reset", post(sessions::reset))
+        .route("/sessions/{session_id}/context", get(sessions::context));
+    Router::new()
+        .nest("/v1", v1)
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/openapi.json", get(openapi_document))
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(settings.max_body_bytes))
+        .layer(middleware::from_fn(log_server_errors))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            settings.request_timeout,
+        ))
+        .with_state(state)
+}
+
+async fn openapi_document(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> Json<serde_json::Value> {
+    Json(state.openapi.as_ref().clone())
+}
+
+/// Logs the cause of every 5xx once, here rather than where the response is built.
+async fn log_server_errors(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    if let Some(ErrorCause(cause)) = response.extensions().get::<ErrorCause>() {
+        tracing::error!(%method, %path, status = response.status().as_u16(), %cause, "request failed");
+    }
+    response
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then finishes in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,36 @@
+//! The OpenAPI 3.1 document, generated from the handlers' annotations and the response types.
+
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::{ops, problem, sessions};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "chatledger", description = "Append-only, tamper-evident conversation ledger"),
+    paths(
+        sessions::append_messages,
+        sessions::reset,
+        sessions::get_session,
+        sessions::list_messages,
+        sessions::context,
+        sessions::list_sessions,
+        ops::healthz,
+        ops::readyz,
+    ),
+    components(schemas(problem::Problem)),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}

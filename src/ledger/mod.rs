@@ -1,0 +1,15 @@
+//! The ledger domain: sessions of hash-chained entries, appended and read through one PostgreSQL
+//! function call each. Nothing here knows about HTTP.
+
+mod append;
+mod error;
+pub mod hash;
+mod read;
+mod types;
+
+pub use append::{AppendRequest, Appended, AppendedEntry, Idempotency, append};
+pub use error::{Error, Invalid, InvalidKind};
+pub use read::{Entry, Page, Range, SessionSummary, entries, session, sessions};
+pub use types::{
+    AppendBody, EntryKind, IdempotencyKey, Limits, NewEntry, ResetBody, Role, Scope, SessionId,
+};

@@ -1,0 +1,171 @@
+//! Reading sessions and entries; each read is one call of a tenant-binding SQL function and walks
+//! an index, so its cost does not grow with the session's length.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::PgPool;
+
+use super::append::corrupt;
+use super::error::Error;
+use super::types::SessionId;
+
+/// A session's head and counters.
+#[derive(Debug, Clone)]
+pub struct SessionSummary {
+    pub session_id: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub last_seq: i64,
+    pub head_hash: Vec<u8>,
+    pub message_count: i64,
+    pub context_start_seq: i64,
+}
+
+/// One stored entry, exactly as recorded.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub seq: i64,
+    pub kind: String,
+    pub role: Option<String>,
+    pub content: Option<Value>,
+    pub metadata: Value,
+    pub created_at: DateTime<Utc>,
+    pub idempotency_key: Option<String>,
+    pub author: String,
+    pub salt: Vec<u8>,
+    pub payload_digest: Vec<u8>,
+    pub prev_hash: Vec<u8>,
+    pub hash: Vec<u8>,
+}
+
+/// Which entries to read.
+#[derive(Debug, Clone, Copy)]
+pub enum Range {
+    /// Ascending, seq greater than the given one.
+    After(i64),
+    /// Descending, seq less than the given one (default: from the head).
+    Before(Option<i64>),
+    /// The last entries after the latest context reset, ascending.
+    Context,
+}
+
+/// A page of entries with the session head it was read against.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub last_seq: i64,
+    pub context_start_seq: i64,
+    pub entries: Vec<Entry>,
+}
+
+/// One session's summary.
+pub async fn session(
+    pool: &PgPool,
+    tenant_id: i64,
+    session_id: &SessionId,
+) -> Result<SessionSummary, Error> {
+    summaries(pool, tenant_id, Some(session_id), None, 1)
+        .await?
+        .pop()
+        .ok_or(Error::SessionNotFound)
+}
+
+/// The tenant's sessions after `after` in byte order.
+pub async fn sessions(
+    pool: &PgPool,
+    tenant_id: i64,
+    after: Option<&SessionId>,
+    limit: i64,
+) -> Result<Vec<SessionSummary>, Error> {
+    summaries(pool, tenant_id, None, after, limit).await
+}
+
+async fn summaries(
+    pool: &PgPool,
+    tenant_id: i64,
+    session_id: Option<&SessionId>,
+    after: Option<&SessionId>,
+    limit: i64,
+) -> Result<Vec<SessionSummary>, Error> {
+    let rows = sqlx::query_as!(
+        SessionSummary,
+        r#"SELECT session_id AS "session_id!", created_at AS "created_at!", updated_at AS "updated_at!",
+                  last_seq AS "last_seq!", head_hash AS "head_hash!", message_count AS "message_count!",
+                  context_start_seq AS "context_start_seq!"
+             FROM chatledger_sessions($1, $2, $3, $4)"#,
+        tenant_id,
+        session_id.map(SessionId::as_str),
+        after.map(SessionId::as_str),
+        i32::try_from(limit).unwrap_or(i32::MAX),
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows)
+}
+
+/// A page of a session's entries; `SessionNotFound` when the session does not exist.
+pub async fn entries(
+    pool: &PgPool,
+    tenant_id: i64,
+    session_id: &SessionId,
+    range: Range,
+    limit: i64,
+) -> Result<Page, Error> {
+    let (after, before, descending, context) = match range {
+        Range::After(after) => (Some(after), None, false, false),
+        Range::Before(before) => (None, before, true, false),
+        Range::Context => (None, None, true, true),
+    };
+    let rows = sqlx::query!(
+        r#"SELECT last_seq AS "last_seq!", context_start_seq AS "context_start_seq!", seq, kind, role,
+                  content, metadata, created_at, idempotency_key, author, salt, payload_digest,
+                  prev_hash, hash
+             FROM chatledger_entries($1, $2, $3, $4, $5, $6, $7)"#,
+        tenant_id,
+        session_id.as_str(),
+        after,
+        before,
+        i32::try_from(limit).unwrap_or(i32::MAX),
+        descending,
+        context,
+    )
+    .fetch_all(pool)
+    .await?;
+    let Some(head) = rows.first() else {
+        return Err(Error::SessionNotFound);
+    };
+    let (last_seq, context_start_seq) = (head.last_seq, head.context_start_seq);
+    let mut entries = Vec::with_capacity(rows.len());
+    for row in rows {
+        let Some(seq) = row.seq else { continue };
+        entries.push(Entry {
+            seq,
+            kind: row.kind.ok_or_else(|| corrupt("entry without kind"))?,
+            role: row.role,
+            content: row.content,
+            metadata: row
+                .metadata
+                .ok_or_else(|| corrupt("entry without metadata"))?,
+            created_at: row
+                .created_at
+                .ok_or_else(|| corrupt("entry without created_at"))?,
+            idempotency_key: row.idempotency_key,
+            author: row.author.ok_or_else(|| corrupt("entry without author"))?,
+            salt: row.salt.ok_or_else(|| corrupt("entry without salt"))?,
+            payload_digest: row
+                .payload_digest
+                .ok_or_else(|| corrupt("entry without payload digest"))?,
+            prev_hash: row
+                .prev_hash
+                .ok_or_else(|| corrupt("entry without prev_hash"))?,
+            hash: row.hash.ok_or_else(|| corrupt("entry without hash"))?,
+        });
+    }
+    if context {
+        entries.reverse();
+    }
+    Ok(Page {
+        last_seq,
+        context_start_seq,
+        entries,
+    })
+}

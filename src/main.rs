@@ -1,0 +1,35 @@
+//! The `chatledger` binary: parse the command line, set up logging, dispatch.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use chatledger::commands;
+use chatledger::config::{Cli, Command, LogFormat, ServeArgs};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    match cli.log_format {
+        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init(),
+    }
+    let result = match cli.command {
+        None => commands::serve(ServeArgs::from_env()).await,
+        Some(Command::Serve(args)) => commands::serve(args).await,
+        Some(Command::Migrate(args)) => commands::migrate(args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error}");
+            eprintln!("chatledger: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! What the database itself guarantees, and how the service behaves when it is gone.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::helpers::{TestApp, TestDatabase, assert_problem};
+
+#[tokio::test]
+async fn the_database_refuses_update_delete_and_truncate_even_for_the_owner() {
+    let app = TestApp::spawn().await;
+    let body = json!({"messages": [{"role": "user", "content": "immutable"}, {"role": "assistant", "content": "truly"}]});
+    assert_eq!(
+        app.post_with_key("/v1/sessions/sealed/messages", "sealed-1", &body)
+            .await
+            .status(),
+        201
+    );
+    let owner = app.database.owner_pool().await;
+    let attacks = [
+        "UPDATE entries SET content = '\"edited\"'",
+        "DELETE FROM entries",
+        "TRUNCATE entries CASCADE",
+        "UPDATE idempotency_keys SET first_seq = 0",
+        "DELETE FROM idempotency_keys",
+        "TRUNCATE idempotency_keys",
+        "UPDATE sessions SET last_seq = last_seq - 1",
+        "UPDATE sessions SET session_id = 'other'",
+        "UPDATE sessions SET head_hash = head_hash, last_seq = last_seq",
+        "DELETE FROM sessions",
+        "TRUNCATE sessions CASCADE",
+    ];
+    for attack in attacks {
+        // The owner is not bound by row-level security here only through FORCE; bind the tenant so
+        // that rows are visible and the triggers, not RLS, are what refuses.
+        let mut tx = owner.begin().await.expect("begin");
+        sqlx::query("SELECT set_config('chatledger.tenant_id', (SELECT id::text FROM tenants WHERE name = 'default'), true)")
+            .execute(&mut *tx)
+            .await
+            .expect("bind tenant");
+        let error = sqlx::query(attack)
+            .execute(&mut *tx)
+            .await
+            .expect_err(attack);
+        tx.rollback().await.expect("rollback");
+        let message = error.to_string();
+        assert!(
+            message.contains("not allowed") || message.contains("may only advance"),
+            "{attack}: {message}"
+        );
+    }
+    let runtime = app.database.runtime_pool().await;
+    for attack in [
+        "UPDATE entries SET author = 'x'",
+        "DELETE FROM entries",
+        "TRUNCATE entries",
+        "DELETE FROM sessions",
+    ] {
+        let error = sqlx::query(attack)
+            .execute(&runtime)
+            .await
+            .expect_err(attack);
+        assert!(
+            error.to_string().contains("permission denied"),
+            "{attack}: {error}"
+        );
+    }
+    assert_eq!(app.all_entries("sealed").await.len(), 2);
+}
+
+#[tokio::test]
+async fn the_runtime_role_is_unprivileged_timed_out_and_sees_no_row_without_a_tenant() {
+    let app = TestApp::spawn().await;
+    app.append("hidden", &[("user", "secret")]).await;
+    let runtime = app.database.runtime_pool().await;
+    let (user, superuser, bypass): (String, bool, bool) = sqlx::query_as(
+        "SELECT current_user::text, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user",
+    )
+    .fetch_one(&runtime)
+    .await
+    .expect("role");
+    assert_eq!(user, "chatledger_app");
+    assert!(!superuser && !bypass);
+    let timeout: String = sqlx::query_scalar("SHOW statement_timeout")
+        .fetch_one(&runtime)
+        .await
+        .expect("show");
+    assert_eq!(timeout, "5s");
+    let idle: String = sqlx::query_scalar("SHOW idle_in_transaction_session_timeout")
+        .fetch_one(&runtime)
+        .await
+        .expect("show");
+    assert_eq!(idle, "10s");
+    for table in ["entries", "sessions", "idempotency_keys"] {
+        let count: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+            .fetch_one(&runtime)
+            .await
+            .expect("count");
+        assert_eq!(count, 0, "{table} is invisible without a tenant");
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_database_gives_a_quick_503_with_retry_after_and_readiness_fails() {
+    let database = TestDatabase::new().await;
+    let dead = PgConnectOptions::new()
+        .socket("/nonexistent-chatledger-socket-dir")
+        .database("nothing");
+    let pool = PgPoolOptions::new()
+        .acquire_timeout(Duration::from_millis(500))
+        .connect_lazy_with(dead);
+    let app = TestApp::spawn_with(database, pool, Default::default()).await;
+
+    let started = Instant::now();
+    let response = app
+        .post_json(
+            "/v1/sessions/x/messages",
+            &json!({"messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert_eq!(
+        response.headers().get("retry-after").map(|v| v.as_bytes()),
+        Some(&b"1"[..])
+    );
+    let problem = assert_problem(response, 503, "unavailable").await;
+    assert!(
+        !problem.to_string().contains("nonexistent"),
+        "no internals leak: {problem}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "answered instead of hanging"
+    );
+    assert_problem(app.get("/v1/sessions/x/context").await, 503, "unavailable").await;
+    assert_eq!(app.get("/readyz").await.status(), 503);
+    assert_eq!(app.get("/healthz").await.status(), 200);
+}
+
+#[tokio::test]
+async fn probes_and_the_openapi_document_need_no_key_and_cover_every_route() {
+    let app = TestApp::spawn().await;
+    assert_eq!(app.get("/healthz").await.status(), 200);
+    assert_eq!(app.get("/readyz").await.status(), 200);
+    let document: serde_json::Value = app.get("/openapi.json").await.json().await.expect("json");
+    assert!(
+        document["openapi"]
+            .as_str()
+            .is_some_and(|version| version.starts_with("3.1"))
+    );
+    let paths = document["paths"].as_object().expect("paths");
+    for (path, methods) in [
+        ("/v1/sessions", &["get"][..]),
+        ("/v1/sessions/{session_id}", &["get"]),
+        ("/v1/sessions/{session_id}/messages", &["get", "post"]),
+        ("/v1/sessions/{session_id}/reset", &["post"]),
+        ("/v1/sessions/{session_id}/context", &["get"]),
+        ("/healthz", &["get"]),
+        ("/readyz", &["get"]),
+    ] {
+        for method in methods {
+            assert!(
+                paths.get(path).and_then(|p| p.get(*method)).is_some(),
+                "{method} {path} documented"
+            );
+        }
+    }
+}

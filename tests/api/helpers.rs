@@ -1,0 +1,216 @@
+//! Test harness: a fresh database per test and app instances serving it on port 0.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chatledger::db::{self, PoolSettings};
+use chatledger::http::{self, AppState, HttpSettings};
+use chatledger::ledger::Limits;
+use reqwest::{Response, StatusCode};
+use serde_json::Value;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, PgPool};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A freshly created and migrated database, shared by every app instance a test spawns on it.
+#[derive(Clone)]
+pub struct TestDatabase {
+    pub owner: PgConnectOptions,
+}
+
+impl TestDatabase {
+    pub async fn new() -> Self {
+        let url = std::env::var("DATABASE_URL").expect(
+            "DATABASE_URL is not set: run ./scripts/test.sh, which starts a throwaway PostgreSQL cluster",
+        );
+        let base = PgConnectOptions::from_str(&url).expect("DATABASE_URL parses");
+        let name = format!("chatledger_test_{:016x}", rand::random::<u64>());
+        let mut admin = base.connect().await.expect("connect to DATABASE_URL");
+        sqlx::query(&format!(r#"CREATE DATABASE "{name}""#))
+            .execute(&mut admin)
+            .await
+            .expect("create test database");
+        let owner = base.database(&name);
+        db::migrate(&owner).await.expect("migrations apply");
+        Self { owner }
+    }
+
+    /// A connection as the schema owner, for inspecting or tampering with the database directly.
+    pub async fn owner_pool(&self) -> PgPool {
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(4)
+            .connect_with(self.owner.clone())
+            .await
+            .expect("owner connects")
+    }
+
+    /// The pool the app itself would use.
+    pub async fn runtime_pool(&self) -> PgPool {
+        db::runtime_pool(&self.owner, &PoolSettings::default())
+            .await
+            .expect("runtime pool")
+    }
+}
+
+/// One running chatledger server.
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub database: TestDatabase,
+    pub pool: PgPool,
+    server: JoinHandle<std::io::Result<()>>,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl TestApp {
+    /// A server on a fresh database.
+    pub async fn spawn() -> Self {
+        Self::spawn_on(TestDatabase::new().await).await
+    }
+
+    /// Another server on an existing database.
+    pub async fn spawn_on(database: TestDatabase) -> Self {
+        let pool = database.runtime_pool().await;
+        Self::spawn_with(database, pool, Limits::default()).await
+    }
+
+    /// A server whose requests use `pool`, which may point anywhere (even at nothing).
+    pub async fn spawn_with(database: TestDatabase, pool: PgPool, limits: Limits) -> Self {
+        let scope = chatledger::auth::default_scope(&database.runtime_pool().await)
+            .await
+            .expect("default tenant");
+        let state = AppState::new(pool.clone(), limits, scope);
+        let router = http::router(state, &HttpSettings::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = format!("http://{}", listener.local_addr().expect("address"));
+        let (shutdown, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(http::serve(listener, router, async {
+            let _ = stopped.await;
+        }));
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client");
+        Self {
+            address,
+            client,
+            database,
+            pool,
+            server,
+            shutdown: Some(shutdown),
+        }
+    }
+
+    /// Stops the server abruptly: no graceful shutdown, connections dropped.
+    pub async fn kill(mut self) {
+        self.server.abort();
+        let _ = (&mut self.server).await;
+        self.pool.close().await;
+        self.shutdown.take();
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn post_with_key(&self, path: &str, key: &str, body: &Value) -> Response {
+        self.client
+            .post(self.url(path))
+            .header("Idempotency-Key", key)
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// Appends `messages` (role, content) pairs and returns the 201 body.
+    pub async fn append(&self, session: &str, messages: &[(&str, &str)]) -> Value {
+        let messages: Vec<Value> = messages
+            .iter()
+            .map(|(role, content)| serde_json::json!({"role": role, "content": content}))
+            .collect();
+        let response = self
+            .post_json(
+                &format!("/v1/sessions/{session}/messages"),
+                &serde_json::json!({"messages": messages}),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        response.json().await.expect("json body")
+    }
+
+    /// Every entry of a session, paging through `messages`.
+    pub async fn all_entries(&self, session: &str) -> Vec<Value> {
+        let mut entries = Vec::new();
+        let mut after = 0;
+        loop {
+            let page: Value = json_ok(
+                self.get(&format!(
+                    "/v1/sessions/{session}/messages?after_seq={after}&limit=1000"
+                ))
+                .await,
+            )
+            .await;
+            entries.extend(page["entries"].as_array().expect("entries").iter().cloned());
+            match page["next_after_seq"].as_i64() {
+                Some(next) => after = next,
+                None => return entries,
+            }
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+/// Asserts a 200 and returns the JSON body.
+pub async fn json_ok(response: Response) -> Value {
+    assert_eq!(response.status(), StatusCode::OK, "unexpected status");
+    response.json().await.expect("json body")
+}
+
+/// Asserts a problem document with `status` and `code`, and returns it.
+pub async fn assert_problem(response: Response, status: u16, code: &str) -> Value {
+    assert_eq!(response.status().as_u16(), status, "status for {code}");
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let problem: Value = response.json().await.expect("problem body");
+    assert_eq!(problem["code"], code, "{problem}");
+    assert_eq!(problem["status"], status);
+    assert!(
+        problem["title"].is_string()
+            && problem["detail"].is_string()
+            && problem["type"].is_string()
+    );
+    problem
+}

@@ -1,0 +1,9 @@
+//! Integration tests against a real PostgreSQL (DATABASE_URL, set by ./scripts/test.sh), each in a
+//! freshly migrated database, driving real HTTP servers on loopback.
+
+mod appending;
+mod concurrency;
+mod database;
+mod helpers;
+mod reading;
+mod validation;

@@ -2,6 +2,7 @@
 //! freshly migrated database, driving real HTTP servers on loopback.
 
 mod appending;
+mod binary;
 mod concurrency;
 mod database;
 mod helpers;

@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# The project's test command: ./scripts/test.sh [extra `cargo test` arguments]
+#
+# Without DATABASE_URL it runs a throwaway PostgreSQL cluster (unix socket only, fsync off)
+# for the duration of the run and points DATABASE_URL at it. With
+# CHATLEDGER_TEST_PREPARE_CHECK=1 it also migrates a database and runs
+# `cargo sqlx prepare --check` against it (CI sets this).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+die() {
+    printf 'error: %s\n' "$*" >&2
+    exit 1
+}
+
+# Query macros compile against the committed .sqlx metadata, because the throwaway database
+# is not migrated while cargo builds. SQLX_OFFLINE=false checks against DATABASE_URL instead.
+export SQLX_OFFLINE="${SQLX_OFFLINE:-true}"
+
+has_server_binaries() { [[ -x "$1/initdb" && -x "$1/pg_ctl" ]]; }
+
+# Same search order as src/db/embedded.rs: $PATH, `pg_config --bindir`, the newest
+# /usr/lib/postgresql/*/bin.
+find_pg_bindir() {
+    local dir
+    local -a path_dirs
+    IFS=: read -r -a path_dirs <<<"$PATH"
+    for dir in "${path_dirs[@]}"; do
+        if has_server_binaries "$dir"; then
+            printf '%s\n' "$dir"
+            return
+        fi
+    done
+    if dir="$(pg_config --bindir 2>/dev/null)" && has_server_binaries "$dir"; then
+        printf '%s\n' "$dir"
+        return
+    fi
+    for dir in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -t/ -k5,5 -V -r); do
+        if has_server_binaries "$dir"; then
+            printf '%s\n' "$dir"
+            return
+        fi
+    done
+    return 1
+}
+
+# PostgreSQL refuses to run as root, so as root the cluster runs as the postgres account.
+# Commands run from / so that account never needs access to the caller's directory.
+RUN_AS_POSTGRES=0
+as_cluster_user() {
+    if [[ "$RUN_AS_POSTGRES" == 1 ]]; then
+        (cd / && runuser -u postgres -- "$@")
+    else
+        (cd / && "$@")
+    fi
+}
+
+PG_TMPDIR=""
+PG_BINDIR=""
+
+stop_throwaway_cluster() {
+    local status=$?
+    if [[ -n "$PG_TMPDIR" ]]; then
+        as_cluster_user "$PG_BINDIR/pg_ctl" -D "$PG_TMPDIR/pg" -m immediate -w stop \
+            >/dev/null 2>&1 || true
+        rm -rf -- "$PG_TMPDIR"
+    fi
+    exit "$status"
+}
+
+start_throwaway_cluster() {
+    PG_BINDIR="$(find_pg_bindir)" || die "PostgreSQL server binaries (initdb, pg_ctl) not \
+found in PATH, pg_config --bindir or /usr/lib/postgresql/*/bin; install them (Debian/Ubuntu: \
+apt-get install postgresql, Fedora: dnf install postgresql-server, macOS: brew install \
+postgresql@16) or set DATABASE_URL"
+    if [[ "$(id -u)" == 0 ]]; then
+        id -u postgres >/dev/null 2>&1 || die "running as root, but there is no 'postgres' \
+account to run PostgreSQL as; create it (useradd --system postgres) or set DATABASE_URL"
+        RUN_AS_POSTGRES=1
+    fi
+
+    PG_TMPDIR="$(mktemp -d /tmp/chatledger-test.XXXXXX)"
+    trap stop_throwaway_cluster EXIT
+    if [[ "$RUN_AS_POSTGRES" == 1 ]]; then
+        chown postgres: "$PG_TMPDIR"
+    fi
+
+    step "Starting a throwaway PostgreSQL cluster in $PG_TMPDIR (binaries: $PG_BINDIR)"
+    if ! as_cluster_user "$PG_BINDIR/initdb" -D "$PG_TMPDIR/pg" -U postgres \
+        --auth-local=trust --auth-host=reject --encoding=UTF8 --locale=C --no-sync \
+        >"$PG_TMPDIR/initdb.log" 2>&1; then
+        cat "$PG_TMPDIR/initdb.log" >&2
+        die "initdb failed"
+    fi
+    if ! as_cluster_user "$PG_BINDIR/pg_ctl" -D "$PG_TMPDIR/pg" -l "$PG_TMPDIR/postgres.log" \
+        -w -t 60 -o "-c listen_addresses='' -c unix_socket_directories='$PG_TMPDIR' \
+-c max_connections=300 -c fsync=off -c shared_buffers=128MB" start >/dev/null; then
+        cat "$PG_TMPDIR/postgres.log" >&2
+        die "could not start PostgreSQL"
+    fi
+
+    local psql="$PG_BINDIR/psql"
+    [[ -x "$psql" ]] || psql=psql
+    as_cluster_user "$psql" -h "$PG_TMPDIR" -U postgres -d postgres -X -q -v ON_ERROR_STOP=1 \
+        -c "CREATE ROLE chatledger_owner LOGIN CREATEDB CREATEROLE" \
+        -c "CREATE DATABASE chatledger OWNER chatledger_owner" \
+        -c "CREATE DATABASE chatledger_prepare OWNER chatledger_owner"
+
+    export DATABASE_URL="postgres://chatledger_owner@localhost/chatledger?host=$PG_TMPDIR"
+    # The prepare check migrates its own database, leaving the suite's one untouched.
+    PREPARE_DATABASE_URL="postgres://chatledger_owner@localhost/chatledger_prepare?host=$PG_TMPDIR"
+}
+
+if [[ -n "${DATABASE_URL:-}" ]]; then
+    step "Using the database in DATABASE_URL"
+    PREPARE_DATABASE_URL="$DATABASE_URL"
+else
+    start_throwaway_cluster
+fi
+
+step "cargo test --locked --all-targets $*"
+cargo test --locked --all-targets "$@"
+
+# ---- Later test steps go here, in order (Python client tests, then schemathesis against a
+# ---- running server). DATABASE_URL is set; print a `step` line before each one.
+
+if [[ "${CHATLEDGER_TEST_PREPARE_CHECK:-0}" == 1 ]]; then
+    step "Migrating a database for the sqlx prepare check"
+    DATABASE_URL="$PREPARE_DATABASE_URL" cargo run --quiet --locked -- migrate
+    step "cargo sqlx prepare --check -- --all-targets"
+    DATABASE_URL="$PREPARE_DATABASE_URL" cargo sqlx prepare --check -- --all-targets
+fi
+
+step "All test steps passed"

@@ -34,6 +34,18 @@ CREATE TABLE tenants (
     created_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 
+-- API keys are stored only as the SHA-256 digest of the key, looked up by index. A key can be
+-- revoked once and never deleted, so authorship stays attributable.
+CREATE TABLE api_keys (
+    id         text COLLATE "C" PRIMARY KEY CHECK (id ~ '^key_[0-9A-Z]{26}$'),
+    tenant_id  bigint NOT NULL REFERENCES tenants (id),
+    role       text NOT NULL CHECK (role IN ('writer', 'reader', 'auditor')),
+    label      text CHECK (length(label) <= 200),
+    digest     bytea NOT NULL UNIQUE CHECK (length(digest) = 32),
+    created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    revoked_at timestamptz
+);
+
 CREATE TABLE sessions (
     id                bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     tenant_id         bigint NOT NULL REFERENCES tenants (id),
@@ -104,6 +116,24 @@ BEGIN
 END
 $$;
 
+CREATE FUNCTION chatledger_key_revokes_once() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF OLD.revoked_at IS NOT NULL OR NEW.revoked_at IS NULL
+       OR (NEW.id, NEW.tenant_id, NEW.role, NEW.label, NEW.digest, NEW.created_at)
+          IS DISTINCT FROM (OLD.id, OLD.tenant_id, OLD.role, OLD.label, OLD.digest, OLD.created_at) THEN
+        RAISE EXCEPTION 'chatledger: an API key may only be revoked, once'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER api_keys_revoke_only BEFORE UPDATE ON api_keys
+    FOR EACH ROW EXECUTE FUNCTION chatledger_key_revokes_once();
+CREATE TRIGGER api_keys_no_delete BEFORE DELETE ON api_keys
+    FOR EACH ROW EXECUTE FUNCTION chatledger_refuse_change();
+CREATE TRIGGER api_keys_no_truncate BEFORE TRUNCATE ON api_keys
+    FOR EACH STATEMENT EXECUTE FUNCTION chatledger_refuse_change();
 CREATE TRIGGER entries_append_only BEFORE UPDATE OR DELETE ON entries
     FOR EACH ROW EXECUTE FUNCTION chatledger_refuse_change();
 CREATE TRIGGER entries_no_truncate BEFORE TRUNCATE ON entries
@@ -140,10 +170,8 @@ CREATE POLICY tenant_isolation ON entries
 CREATE POLICY tenant_isolation ON idempotency_keys
     USING (tenant_id = chatledger_current_tenant()) WITH CHECK (tenant_id = chatledger_current_tenant());
 
--- Until API keys exist every request runs in this tenant.
-INSERT INTO tenants (name) VALUES ('default');
-
--- Least privilege for the runtime role: read and insert, advance a session head, nothing else.
-GRANT SELECT, INSERT ON tenants, entries, idempotency_keys TO chatledger_app;
+-- Least privilege for the runtime role: read and insert, advance a session head, revoke a key.
+GRANT SELECT, INSERT ON tenants, api_keys, entries, idempotency_keys TO chatledger_app;
+GRANT UPDATE (revoked_at) ON api_keys TO chatledger_app;
 GRANT SELECT, INSERT, UPDATE ON sessions TO chatledger_app;
 GRANT SELECT ON _sqlx_migrations TO chatledger_app;

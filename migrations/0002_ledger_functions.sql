@@ -1,6 +1,34 @@
--- Every tenant-scoped operation is one function call that first binds the tenant for row-level
--- security (transaction-local), so each request is a single round trip in its own implicit
--- transaction and no connection is ever returned to the pool inside an open transaction.
+-- Every tenant-scoped operation is one function call that authenticates the caller's key digest,
+-- binds its tenant for row-level security (transaction-local), and acts, so each request is a
+-- single round trip in its own implicit transaction, no key is ever cached, and no connection is
+-- returned to the pool inside an open transaction.
+
+-- Authenticates a key digest for a role: raises CL401 for an unknown or revoked key, CL403 for
+-- a role that may not act, else binds the key's tenant. Writers and auditors may also read.
+CREATE FUNCTION chatledger_authenticate(
+    p_key_digest bytea,
+    p_role text,
+    OUT key_id text,
+    OUT tenant_id bigint,
+    OUT tenant_name text
+) LANGUAGE plpgsql AS $$
+DECLARE
+    v_role text;
+    v_revoked_at timestamptz;
+BEGIN
+    SELECT k.id, k.tenant_id, t.name, k.role, k.revoked_at
+      INTO key_id, tenant_id, tenant_name, v_role, v_revoked_at
+      FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
+     WHERE k.digest = p_key_digest;
+    IF NOT FOUND OR v_revoked_at IS NOT NULL THEN
+        RAISE EXCEPTION 'unauthenticated' USING ERRCODE = 'CL401';
+    END IF;
+    IF NOT (v_role = p_role OR (p_role = 'reader' AND v_role IN ('writer', 'auditor'))) THEN
+        RAISE EXCEPTION 'forbidden' USING ERRCODE = 'CL403';
+    END IF;
+    PERFORM set_config('chatledger.tenant_id', tenant_id::text, true);
+END
+$$;
 
 -- Appends a batch to a session in one transaction: create the session if allowed, lock its head,
 -- replay or refuse an idempotency key, check expected_seq, chain the hashes, insert, advance.
@@ -10,14 +38,12 @@
 -- (\" \\ \b \f \n \r \t, other control characters as lower-case \u00xx, everything else verbatim).
 -- Payload digests are computed by the caller, which alone can canonicalise arbitrary JSON.
 CREATE FUNCTION chatledger_append(
-    p_tenant_id bigint,
-    p_tenant_name text,
+    p_key_digest bytea,
     p_session_id text,
     p_create_session boolean,
     p_expected_seq bigint,
     p_idempotency_key text,
     p_request_digest bytea,
-    p_author text,
     p_kinds text[],
     p_roles text[],
     p_contents jsonb[],
@@ -28,6 +54,7 @@ CREATE FUNCTION chatledger_append(
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
+    v_caller record;
     v_session sessions%ROWTYPE;
     v_key idempotency_keys%ROWTYPE;
     v_count int := coalesce(cardinality(p_kinds), 0);
@@ -40,10 +67,10 @@ BEGIN
     IF v_count = 0 THEN
         RAISE EXCEPTION 'chatledger_append: empty batch';
     END IF;
-    PERFORM set_config('chatledger.tenant_id', p_tenant_id::text, true);
+    SELECT * INTO STRICT v_caller FROM chatledger_authenticate(p_key_digest, 'writer');
 
     SELECT * INTO v_session FROM sessions
-     WHERE tenant_id = p_tenant_id AND session_id = p_session_id
+     WHERE tenant_id = v_caller.tenant_id AND session_id = p_session_id
        FOR UPDATE;
     IF NOT FOUND THEN
         IF NOT p_create_session THEN
@@ -56,17 +83,17 @@ BEGIN
         END IF;
         v_now := clock_timestamp();
         INSERT INTO sessions (tenant_id, session_id, created_at, updated_at, head_hash)
-        VALUES (p_tenant_id, p_session_id, v_now, v_now, '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea)
+        VALUES (v_caller.tenant_id, p_session_id, v_now, v_now, '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea)
         ON CONFLICT (tenant_id, session_id) DO NOTHING;
         -- A concurrent first append may have won the race; either way the row exists now.
         SELECT * INTO STRICT v_session FROM sessions
-         WHERE tenant_id = p_tenant_id AND session_id = p_session_id
+         WHERE tenant_id = v_caller.tenant_id AND session_id = p_session_id
            FOR UPDATE;
     END IF;
 
     IF p_idempotency_key IS NOT NULL THEN
         SELECT * INTO v_key FROM idempotency_keys
-         WHERE tenant_id = p_tenant_id AND session_pk = v_session.id AND key = p_idempotency_key;
+         WHERE tenant_id = v_caller.tenant_id AND session_pk = v_session.id AND key = p_idempotency_key;
         IF FOUND THEN
             IF v_key.request_digest <> p_request_digest THEN
                 RETURN QUERY SELECT 'idempotency_key_reused', v_session.last_seq,
@@ -78,7 +105,7 @@ BEGIN
                        array_agg(e.seq ORDER BY e.seq), array_agg(e.created_at ORDER BY e.seq),
                        array_agg(e.hash ORDER BY e.seq)
                   FROM entries e
-                 WHERE e.tenant_id = p_tenant_id AND e.session_pk = v_session.id
+                 WHERE e.tenant_id = v_caller.tenant_id AND e.session_pk = v_session.id
                    AND e.seq BETWEEN v_key.first_seq AND v_key.last_seq;
             RETURN;
         END IF;
@@ -101,7 +128,7 @@ BEGIN
     v_prev := v_session.head_hash;
     FOR i IN 1..v_count LOOP
         v_prev := sha256(v_prev || convert_to(
-            '{"author":' || to_json(p_author)::text
+            '{"author":' || to_json(v_caller.key_id)::text
             || ',"created_at":"' || v_created || '"'
             || ',"idempotency_key":' || coalesce(to_json(p_idempotency_key)::text, 'null')
             || ',"kind":' || to_json(p_kinds[i])::text
@@ -109,15 +136,15 @@ BEGIN
             || ',"role":' || coalesce(to_json(p_roles[i])::text, 'null')
             || ',"seq":' || (v_first + i - 1)::text
             || ',"session_id":' || to_json(p_session_id)::text
-            || ',"tenant":' || to_json(p_tenant_name)::text
+            || ',"tenant":' || to_json(v_caller.tenant_name)::text
             || '}', 'UTF8'));
         v_hashes := array_append(v_hashes, v_prev);
     END LOOP;
 
     INSERT INTO entries (tenant_id, session_pk, seq, kind, role, content, metadata, created_at,
                          idempotency_key, author, salt, payload_digest, prev_hash, hash)
-    SELECT p_tenant_id, v_session.id, v_first + i - 1, p_kinds[i], p_roles[i], nullif(p_contents[i], 'null'::jsonb), p_metadata[i],
-           v_now, p_idempotency_key, p_author, p_salts[i], p_payload_digests[i],
+    SELECT v_caller.tenant_id, v_session.id, v_first + i - 1, p_kinds[i], p_roles[i], nullif(p_contents[i], 'null'::jsonb), p_metadata[i],
+           v_now, p_idempotency_key, v_caller.key_id, p_salts[i], p_payload_digests[i],
            CASE WHEN i = 1 THEN v_session.head_hash ELSE v_hashes[i - 1] END, v_hashes[i]
       FROM generate_series(1, v_count) AS i;
 
@@ -135,7 +162,7 @@ BEGIN
 
     IF p_idempotency_key IS NOT NULL THEN
         INSERT INTO idempotency_keys (tenant_id, session_pk, key, request_digest, first_seq, last_seq)
-        VALUES (p_tenant_id, v_session.id, p_idempotency_key, p_request_digest,
+        VALUES (v_caller.tenant_id, v_session.id, p_idempotency_key, p_request_digest,
                 v_first, v_session.last_seq + v_count);
     END IF;
 
@@ -146,16 +173,18 @@ END
 $$;
 
 -- One session's summary (p_session_id given) or a keyset page of the tenant's sessions.
-CREATE FUNCTION chatledger_sessions(p_tenant_id bigint, p_session_id text, p_after text, p_limit int)
+CREATE FUNCTION chatledger_sessions(p_key_digest bytea, p_session_id text, p_after text, p_limit int)
 RETURNS SETOF sessions
 LANGUAGE plpgsql AS $$
+DECLARE
+    v_caller record;
 BEGIN
-    PERFORM set_config('chatledger.tenant_id', p_tenant_id::text, true);
+    SELECT * INTO STRICT v_caller FROM chatledger_authenticate(p_key_digest, 'reader');
     IF p_session_id IS NOT NULL THEN
-        RETURN QUERY SELECT * FROM sessions WHERE tenant_id = p_tenant_id AND session_id = p_session_id;
+        RETURN QUERY SELECT * FROM sessions WHERE tenant_id = v_caller.tenant_id AND session_id = p_session_id;
     ELSE
         RETURN QUERY SELECT * FROM sessions
-                      WHERE tenant_id = p_tenant_id AND session_id > coalesce(p_after, '')
+                      WHERE tenant_id = v_caller.tenant_id AND session_id > coalesce(p_after, '')
                       ORDER BY session_id LIMIT p_limit;
     END IF;
 END
@@ -166,7 +195,7 @@ $$;
 -- session's head; a session with no entry in range yields one row whose seq is NULL, a missing
 -- session yields no row.
 CREATE FUNCTION chatledger_entries(
-    p_tenant_id bigint,
+    p_key_digest bytea,
     p_session_id text,
     p_after_seq bigint,
     p_before_seq bigint,
@@ -181,12 +210,13 @@ CREATE FUNCTION chatledger_entries(
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
+    v_caller record;
     v_session sessions%ROWTYPE;
     v_low bigint;
     v_high bigint;
 BEGIN
-    PERFORM set_config('chatledger.tenant_id', p_tenant_id::text, true);
-    SELECT * INTO v_session FROM sessions WHERE tenant_id = p_tenant_id AND session_id = p_session_id;
+    SELECT * INTO STRICT v_caller FROM chatledger_authenticate(p_key_digest, 'reader');
+    SELECT * INTO v_session FROM sessions WHERE tenant_id = v_caller.tenant_id AND session_id = p_session_id;
     IF NOT FOUND THEN
         RETURN;
     END IF;
@@ -199,7 +229,7 @@ BEGIN
                    e.metadata, e.created_at, e.idempotency_key, e.author, e.salt, e.payload_digest,
                    e.prev_hash, e.hash
               FROM entries e
-             WHERE e.tenant_id = p_tenant_id AND e.session_pk = v_session.id
+             WHERE e.tenant_id = v_caller.tenant_id AND e.session_pk = v_session.id
                AND e.seq > v_low AND e.seq < v_high
              ORDER BY e.seq DESC
              LIMIT p_limit;
@@ -209,7 +239,7 @@ BEGIN
                    e.metadata, e.created_at, e.idempotency_key, e.author, e.salt, e.payload_digest,
                    e.prev_hash, e.hash
               FROM entries e
-             WHERE e.tenant_id = p_tenant_id AND e.session_pk = v_session.id
+             WHERE e.tenant_id = v_caller.tenant_id AND e.session_pk = v_session.id
                AND e.seq > v_low AND e.seq < v_high
              ORDER BY e.seq
              LIMIT p_limit;
@@ -222,9 +252,11 @@ BEGIN
 END
 $$;
 
+REVOKE ALL ON FUNCTION chatledger_authenticate FROM PUBLIC;
 REVOKE ALL ON FUNCTION chatledger_append FROM PUBLIC;
 REVOKE ALL ON FUNCTION chatledger_sessions FROM PUBLIC;
 REVOKE ALL ON FUNCTION chatledger_entries FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION chatledger_authenticate TO chatledger_app;
 GRANT EXECUTE ON FUNCTION chatledger_append TO chatledger_app;
 GRANT EXECUTE ON FUNCTION chatledger_sessions TO chatledger_app;
 GRANT EXECUTE ON FUNCTION chatledger_entries TO chatledger_app;

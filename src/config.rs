@@ -42,6 +42,49 @@ pub enum Command {
     Serve(ServeArgs),
     /// Apply pending database migrations and exit.
     Migrate(DatabaseArgs),
+    /// Manage tenants.
+    #[command(subcommand)]
+    Tenants(TenantsCommand),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantsCommand {
+    /// Create a tenant (name: 1 to 63 of a-z 0-9 -).
+    Create {
+        name: String,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create an API key and print it (it is shown only this once).
+    Create {
+        #[arg(long)]
+        tenant: String,
+        /// writer, reader or auditor.
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        label: Option<String>,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// List API keys without their secrets.
+    List {
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Revoke an API key at once.
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
 }
 
 /// Where the database is.
@@ -69,13 +112,19 @@ impl std::fmt::Debug for DatabaseArgs {
     }
 }
 
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 pub struct ServeArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
     /// Address to listen on.
     #[arg(long, env = "CHATLEDGER_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// File holding the admin key (keeps it out of the process list).
+    #[arg(long, env = "CHATLEDGER_ADMIN_KEY_FILE")]
+    pub admin_key_file: Option<PathBuf>,
+    /// The admin key itself (at least 32 characters); prefer --admin-key-file.
+    #[arg(long, env = "CHATLEDGER_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
     /// Maximum database connections of this server.
     #[arg(long, env = "CHATLEDGER_POOL_SIZE", default_value_t = 16)]
     pub pool_size: u32,
@@ -94,6 +143,18 @@ pub struct ServeArgs {
     /// Maximum messages per append.
     #[arg(long, env = "CHATLEDGER_MAX_BATCH", default_value_t = 100)]
     pub max_batch: usize,
+}
+
+// The admin key must never reach a log.
+impl std::fmt::Debug for ServeArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeArgs")
+            .field("database", &self.database)
+            .field("listen", &self.listen)
+            .field("admin_key_file", &self.admin_key_file)
+            .field("admin_key", &self.admin_key.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
 }
 
 impl ServeArgs {

@@ -11,18 +11,22 @@ use chatledger::config::{Cli, Command, LogFormat, ServeArgs};
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Logs go to stderr: stdout carries command output, such as a newly created key.
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match cli.log_format {
-        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
-        LogFormat::Json => tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init(),
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
     }
     let result = match cli.command {
         None => commands::serve(ServeArgs::from_env()).await,
         Some(Command::Serve(args)) => commands::serve(args).await,
         Some(Command::Migrate(args)) => commands::migrate(args).await,
+        Some(Command::Tenants(command)) => commands::tenants(command).await,
+        Some(Command::Keys(command)) => commands::keys(command).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

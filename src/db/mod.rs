@@ -145,7 +145,7 @@ fn millis(duration: Duration) -> String {
 }
 
 /// Refuses a runtime role that row-level security or the append-only triggers would not bind.
-async fn check_runtime_role(pool: &PgPool) -> Result<(), DbError> {
+pub async fn check_runtime_role(pool: &PgPool) -> Result<(), DbError> {
     let role = sqlx::query!(
         r#"SELECT current_user AS "name!", r.rolsuper AS "superuser!", r.rolbypassrls AS "bypass_rls!",
                   pg_has_role(current_user, c.relowner, 'USAGE') AS "owns_tables!"

@@ -3,34 +3,122 @@
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
-use axum::http::header::CONTENT_TYPE;
+use std::marker::PhantomData;
+
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::Value;
 
-use super::AppState;
 use super::problem::ApiError;
-use crate::ledger::{IdempotencyKey, Invalid, InvalidKind, Scope, SessionId};
+use super::{AppState, detached};
+use crate::auth::{self, Credential, Role};
+use crate::ledger::{IdempotencyKey, Invalid, InvalidKind, SessionId};
 
-/// A caller allowed to append (role writer).
-pub struct Writer(pub Scope);
+/// The presented key: `Authorization: Bearer <key>`; anything else is 401 at once.
+enum Caller {
+    Admin,
+    Key(Credential),
+}
 
-/// A caller allowed to read sessions (role reader or stronger).
-pub struct Reader(pub Scope);
+impl Caller {
+    fn from_parts(parts: &Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(AUTHORIZATION)
+            .ok_or(ApiError::Unauthenticated)?;
+        let value = header.to_str().map_err(|_| ApiError::Unauthenticated)?;
+        let (scheme, secret) = value.split_once(' ').ok_or(ApiError::Unauthenticated)?;
+        let secret = secret.trim();
+        if !scheme.eq_ignore_ascii_case("bearer") || secret.is_empty() {
+            return Err(ApiError::Unauthenticated);
+        }
+        let credential = Credential::from_secret(secret);
+        Ok(if state.admin_key.matches(&credential) {
+            Caller::Admin
+        } else {
+            Caller::Key(credential)
+        })
+    }
 
-impl FromRequestParts<AppState> for Writer {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(_parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        Ok(Writer(state.default_scope.clone()))
+    /// A tenant key for a session route; the admin key is known but may read no conversation.
+    fn tenant_key(parts: &Parts, state: &AppState) -> Result<Credential, ApiError> {
+        match Self::from_parts(parts, state)? {
+            Caller::Admin => Err(ApiError::Forbidden),
+            Caller::Key(credential) => Ok(credential),
+        }
     }
 }
 
-impl FromRequestParts<AppState> for Reader {
+/// A tenant key presented for a route of role `R`. Whether the key is live and its role strong
+/// enough is decided by the database in the same call that does the work (see `admit`).
+pub struct TenantKey<R: RequiredRole>(pub Credential, PhantomData<R>);
+
+/// The role a route needs.
+pub trait RequiredRole: Send + Sync {
+    const ROLE: Role;
+}
+
+pub struct WriterRole;
+pub struct ReaderRole;
+
+impl RequiredRole for WriterRole {
+    const ROLE: Role = Role::Writer;
+}
+impl RequiredRole for ReaderRole {
+    const ROLE: Role = Role::Reader;
+}
+
+pub type Writer = TenantKey<WriterRole>;
+pub type Reader = TenantKey<ReaderRole>;
+
+impl<R: RequiredRole> FromRequestParts<AppState> for TenantKey<R> {
     type Rejection = ApiError;
 
-    async fn from_request_parts(_parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        Ok(Reader(state.default_scope.clone()))
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Ok(TenantKey(Caller::tenant_key(parts, state)?, PhantomData))
+    }
+}
+
+impl<R: RequiredRole> TenantKey<R> {
+    /// Passes valid input through untouched (the work itself authenticates). Invalid input is
+    /// reported only after the key has been checked, so that authentication and role problems
+    /// come first, as API.md orders them.
+    pub async fn admit<T>(
+        &self,
+        state: &AppState,
+        input: Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let error = match input {
+            Ok(value) => return Ok(value),
+            Err(error) => error,
+        };
+        let (pool, credential) = (state.pool.clone(), self.0.clone());
+        detached(async move { auth::verify(&pool, &credential, R::ROLE).await }).await?;
+        Err(error)
+    }
+}
+
+/// The admin key.
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        match Caller::from_parts(parts, state)? {
+            Caller::Admin => Ok(Admin),
+            Caller::Key(credential) => {
+                let pool = state.pool.clone();
+                let known =
+                    detached(async move { auth::is_known_key(&pool, &credential).await }).await?;
+                Err(if known {
+                    ApiError::Forbidden
+                } else {
+                    ApiError::Unauthenticated
+                })
+            }
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! The HTTP API: the router, shared state, error logging and graceful serving.
 
+mod admin;
 mod extract;
 pub mod openapi;
 mod ops;
@@ -22,7 +23,8 @@ use tokio::net::TcpListener;
 use tower_http::timeout::TimeoutLayer;
 use utoipa::OpenApi;
 
-use crate::ledger::{Limits, Scope};
+use crate::auth::AdminKey;
+use crate::ledger::{self, Limits};
 use problem::{ApiError, ErrorCause};
 
 /// Everything a handler needs; cheap to clone.
@@ -30,7 +32,7 @@ use problem::{ApiError, ErrorCause};
 pub struct AppState {
     pub pool: PgPool,
     pub limits: Limits,
-    pub default_scope: Scope,
+    pub admin_key: AdminKey,
     openapi: Arc<serde_json::Value>,
 }
 
@@ -51,12 +53,12 @@ impl Default for HttpSettings {
 }
 
 impl AppState {
-    pub fn new(pool: PgPool, limits: Limits, default_scope: Scope) -> Self {
+    pub fn new(pool: PgPool, limits: Limits, admin_key: AdminKey) -> Self {
         let openapi = serde_json::to_value(openapi::ApiDoc::openapi()).unwrap_or_default();
         Self {
             pool,
             limits,
-            default_scope,
+            admin_key,
             openapi: Arc::new(openapi),
         }
     }
@@ -72,7 +74,10 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
             post(sessions::append_messages).get(sessions::list_messages),
         )
         .route("/sessions/{session_id}/reset", post(sessions::reset))
-        .route("/sessions/{session_id}/context", get(sessions::context));
+        .route("/sessions/{session_id}/context", get(sessions::context))
+        .route("/admin/tenants", post(admin::create_tenant))
+        .route("/admin/keys", post(admin::create_key).get(admin::list_keys))
+        .route("/admin/keys/{id}", axum::routing::delete(admin::revoke_key));
     Router::new()
         .nest("/v1", v1)
         .route("/healthz", get(ops::healthz))
@@ -93,6 +98,19 @@ async fn openapi_document(
     axum::extract::State(state): axum::extract::State<AppState>,
 ) -> Json<serde_json::Value> {
     Json(state.openapi.as_ref().clone())
+}
+
+/// Runs one unit of database work in its own task, so that a client hanging up never drops a
+/// future halfway through a database call: the work finishes (or fails) as a whole.
+pub(crate) async fn detached<T, F>(work: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: Future<Output = Result<T, ledger::Error>> + Send + 'static,
+{
+    match tokio::spawn(work).await {
+        Ok(result) => result.map_err(ApiError::from),
+        Err(join) => Err(ApiError::Internal(format!("database task failed: {join}"))),
+    }
 }
 
 /// Logs the cause of every 5xx once, here rather than where the response is built.

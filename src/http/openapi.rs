@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{ops, problem, sessions};
+use super::{admin, ops, problem, sessions};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -15,6 +15,10 @@ use super::{ops, problem, sessions};
         sessions::list_messages,
         sessions::context,
         sessions::list_sessions,
+        admin::create_tenant,
+        admin::create_key,
+        admin::list_keys,
+        admin::revoke_key,
         ops::healthz,
         ops::readyz,
     ),

@@ -99,6 +99,25 @@ impl ApiError {
                     "Payload too large",
                 ),
             },
+            ApiError::Ledger(L::Unauthenticated) | ApiError::Unauthenticated => (
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "Unauthenticated",
+            ),
+            ApiError::Ledger(L::Forbidden) | ApiError::Forbidden => {
+                (StatusCode::FORBIDDEN, "forbidden", "Forbidden")
+            }
+            ApiError::Ledger(L::AlreadyExists(_)) => {
+                (StatusCode::CONFLICT, "already_exists", "Already exists")
+            }
+            ApiError::Ledger(L::UnknownTenant) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown_tenant",
+                "Unknown tenant",
+            ),
+            ApiError::Ledger(L::NotFound) | ApiError::NotFound => {
+                (StatusCode::NOT_FOUND, "not_found", "Not found")
+            }
             ApiError::Ledger(L::SessionNotFound) => (
                 StatusCode::NOT_FOUND,
                 "session_not_found",
@@ -135,13 +154,6 @@ impl ApiError {
                 "payload_too_large",
                 "Payload too large",
             ),
-            ApiError::Unauthenticated => (
-                StatusCode::UNAUTHORIZED,
-                "unauthenticated",
-                "Unauthenticated",
-            ),
-            ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
-            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found", "Not found"),
             ApiError::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
@@ -159,8 +171,8 @@ impl ApiError {
                 "an internal error occurred; it has been logged".to_owned()
             }
             ApiError::Ledger(ledger::Error::SessionNotFound) => "no such session".to_owned(),
-            ApiError::Unauthenticated => {
-                "send a valid API key as 'Authorization: Bearer <key>'".to_owned()
+            ApiError::Unauthenticated | ApiError::Ledger(ledger::Error::Unauthenticated) => {
+                "send a valid, unrevoked API key as 'Authorization: Bearer <key>'".to_owned()
             }
             ApiError::UnsupportedMediaType => {
                 "send the body as application/json (charset utf-8)".to_owned()

@@ -9,9 +9,9 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::AppState;
 use super::extract::{IdempotencyKeyHeader, JsonBody, QueryParams, Reader, SessionPath, Writer};
 use super::problem::{ApiError, Problem};
+use super::{AppState, detached};
 use crate::ledger::hash::format_timestamp;
 use crate::ledger::{
     self, AppendBody, AppendRequest, Appended, Entry, Idempotency, Invalid, InvalidKind, Range,
@@ -19,19 +19,6 @@ use crate::ledger::{
 };
 
 const MAX_PAGE: i64 = 1000;
-
-/// Runs one unit of database work in its own task, so that a client hanging up never drops a
-/// future halfway through a database call: the work finishes (or fails) as a whole.
-async fn detached<T, F>(work: F) -> Result<T, ApiError>
-where
-    T: Send + 'static,
-    F: Future<Output = Result<T, ledger::Error>> + Send + 'static,
-{
-    match tokio::spawn(work).await {
-        Ok(result) => result.map_err(ApiError::from),
-        Err(join) => Err(ApiError::Internal(format!("database task failed: {join}"))),
-    }
-}
 
 // ---- documentation-only request schemas (bodies are parsed by `ledger::AppendBody`) ----
 
@@ -280,21 +267,27 @@ fn created(appended: Appended) -> Response {
 )]
 pub async fn append_messages(
     State(state): State<AppState>,
-    Writer(scope): Writer,
-    SessionPath(session_id): SessionPath,
-    IdempotencyKeyHeader(key): IdempotencyKeyHeader,
-    JsonBody(body): JsonBody,
+    caller: Writer,
+    path: Result<SessionPath, ApiError>,
+    key: Result<IdempotencyKeyHeader, ApiError>,
+    body: Result<JsonBody, ApiError>,
 ) -> Result<Response, ApiError> {
-    let parsed = AppendBody::parse(&body, &state.limits)?;
-    let request = AppendRequest {
-        session_id,
-        expected_seq: parsed.expected_seq,
-        entries: parsed.messages,
-        idempotency: key.map(|key| Idempotency::new(key, "messages", &body)),
-        create_session: true,
-    };
-    let pool = state.pool.clone();
-    let appended = detached(async move { ledger::append(&pool, &scope, request).await }).await?;
+    let input = (|| {
+        let (SessionPath(session_id), IdempotencyKeyHeader(key), JsonBody(body)) =
+            (path?, key?, body?);
+        let parsed = AppendBody::parse(&body, &state.limits)?;
+        Ok(AppendRequest {
+            session_id,
+            expected_seq: parsed.expected_seq,
+            entries: parsed.messages,
+            idempotency: key.map(|key| Idempotency::new(key, "messages", &body)),
+            create_session: true,
+        })
+    })();
+    let request = caller.admit(&state, input).await?;
+    let (pool, credential) = (state.pool.clone(), caller.0);
+    let appended =
+        detached(async move { ledger::append(&pool, &credential, request).await }).await?;
     Ok(created(appended))
 }
 
@@ -322,21 +315,27 @@ pub async fn append_messages(
 )]
 pub async fn reset(
     State(state): State<AppState>,
-    Writer(scope): Writer,
-    SessionPath(session_id): SessionPath,
-    IdempotencyKeyHeader(key): IdempotencyKeyHeader,
-    JsonBody(body): JsonBody,
+    caller: Writer,
+    path: Result<SessionPath, ApiError>,
+    key: Result<IdempotencyKeyHeader, ApiError>,
+    body: Result<JsonBody, ApiError>,
 ) -> Result<Response, ApiError> {
-    let parsed = ResetBody::parse(&body, &state.limits)?;
-    let request = AppendRequest {
-        session_id,
-        expected_seq: parsed.expected_seq,
-        entries: vec![parsed.entry],
-        idempotency: key.map(|key| Idempotency::new(key, "reset", &body)),
-        create_session: false,
-    };
-    let pool = state.pool.clone();
-    let appended = detached(async move { ledger::append(&pool, &scope, request).await }).await?;
+    let input = (|| {
+        let (SessionPath(session_id), IdempotencyKeyHeader(key), JsonBody(body)) =
+            (path?, key?, body?);
+        let parsed = ResetBody::parse(&body, &state.limits)?;
+        Ok(AppendRequest {
+            session_id,
+            expected_seq: parsed.expected_seq,
+            entries: vec![parsed.entry],
+            idempotency: key.map(|key| Idempotency::new(key, "reset", &body)),
+            create_session: false,
+        })
+    })();
+    let request = caller.admit(&state, input).await?;
+    let (pool, credential) = (state.pool.clone(), caller.0);
+    let appended =
+        detached(async move { ledger::append(&pool, &credential, request).await }).await?;
     Ok(created(appended))
 }
 
@@ -356,12 +355,13 @@ pub async fn reset(
 )]
 pub async fn get_session(
     State(state): State<AppState>,
-    Reader(scope): Reader,
-    SessionPath(session_id): SessionPath,
+    caller: Reader,
+    path: Result<SessionPath, ApiError>,
 ) -> Result<Json<SessionView>, ApiError> {
-    let pool = state.pool.clone();
+    let SessionPath(session_id) = caller.admit(&state, path).await?;
+    let (pool, credential) = (state.pool.clone(), caller.0);
     let summary =
-        detached(async move { ledger::session(&pool, scope.tenant_id, &session_id).await }).await?;
+        detached(async move { ledger::session(&pool, &credential, &session_id).await }).await?;
     Ok(Json(summary.into()))
 }
 
@@ -387,64 +387,77 @@ pub async fn get_session(
 )]
 pub async fn list_messages(
     State(state): State<AppState>,
-    Reader(scope): Reader,
-    SessionPath(session_id): SessionPath,
-    query: QueryParams,
+    caller: Reader,
+    path: Result<SessionPath, ApiError>,
+    query: Result<QueryParams, ApiError>,
 ) -> Result<Json<EntriesPage>, ApiError> {
-    let limit = query
-        .integer("limit", 1, MAX_PAGE, Some(100))?
-        .unwrap_or(100);
-    let descending = match query.get("order")? {
-        None | Some("asc") => false,
-        Some("desc") => true,
-        Some(_) => {
-            return Err(Invalid::new(InvalidKind::Parameter, "order must be asc or desc").into());
-        }
-    };
-    let range = if descending {
-        if query.get("after_seq")?.is_some() {
-            return Err(Invalid::new(
-                InvalidKind::Parameter,
-                "order=desc pages with before_seq, not after_seq",
-            )
-            .into());
-        }
-        Range::Before(query.integer("before_seq", 1, i64::MAX, None)?)
-    } else {
-        if query.get("before_seq")?.is_some() {
-            return Err(Invalid::new(InvalidKind::Parameter, "before_seq needs order=desc").into());
-        }
-        Range::After(
-            query
-                .integer("after_seq", 0, i64::MAX, Some(0))?
-                .unwrap_or(0),
-        )
-    };
-    let pool = state.pool.clone();
-    let id = session_id.clone();
+    let input = (|| {
+        let (SessionPath(session_id), query) = (path?, query?);
+        let (range, limit) = page_range(&query)?;
+        Ok((session_id, range, limit))
+    })();
+    let (session_id, range, limit) = caller.admit(&state, input).await?;
+    let (pool, credential, id) = (state.pool.clone(), caller.0, session_id.clone());
     let page =
-        detached(async move { ledger::entries(&pool, scope.tenant_id, &id, range, limit).await })
+        detached(async move { ledger::entries(&pool, &credential, &id, range, limit).await })
             .await?;
     // Seqs have no gaps, so whether more entries follow is known from the page's edge alone.
     let edge = page.entries.last().map(|entry| entry.seq);
     let full = page.entries.len() as i64 == limit;
     let session_id = session_id.as_str().to_owned();
     let entries = page.entries.into_iter().map(EntryView::from).collect();
-    Ok(Json(if descending {
-        EntriesPage::Descending(DescendingPage {
+    Ok(Json(match range {
+        Range::Before(_) => EntriesPage::Descending(DescendingPage {
             session_id,
             last_seq: page.last_seq,
             entries,
             next_before_seq: edge.filter(|&seq| full && seq > 1),
-        })
-    } else {
-        EntriesPage::Ascending(AscendingPage {
+        }),
+        _ => EntriesPage::Ascending(AscendingPage {
             session_id,
             last_seq: page.last_seq,
             entries,
             next_after_seq: edge.filter(|&seq| full && seq < page.last_seq),
-        })
+        }),
     }))
+}
+
+/// The range and limit of a `messages` page from its query parameters.
+fn page_range(query: &QueryParams) -> Result<(Range, i64), Invalid> {
+    let limit = query
+        .integer("limit", 1, MAX_PAGE, Some(100))?
+        .unwrap_or(100);
+    let range = match query.get("order")? {
+        None | Some("asc") => {
+            if query.get("before_seq")?.is_some() {
+                return Err(Invalid::new(
+                    InvalidKind::Parameter,
+                    "before_seq needs order=desc",
+                ));
+            }
+            Range::After(
+                query
+                    .integer("after_seq", 0, i64::MAX, Some(0))?
+                    .unwrap_or(0),
+            )
+        }
+        Some("desc") => {
+            if query.get("after_seq")?.is_some() {
+                return Err(Invalid::new(
+                    InvalidKind::Parameter,
+                    "order=desc pages with before_seq, not after_seq",
+                ));
+            }
+            Range::Before(query.integer("before_seq", 1, i64::MAX, None)?)
+        }
+        Some(_) => {
+            return Err(Invalid::new(
+                InvalidKind::Parameter,
+                "order must be asc or desc",
+            ));
+        }
+    };
+    Ok((range, limit))
 }
 
 /// The context window: the last `limit` messages after the latest context reset, ascending.
@@ -466,17 +479,22 @@ pub async fn list_messages(
 )]
 pub async fn context(
     State(state): State<AppState>,
-    Reader(scope): Reader,
-    SessionPath(session_id): SessionPath,
-    query: QueryParams,
+    caller: Reader,
+    path: Result<SessionPath, ApiError>,
+    query: Result<QueryParams, ApiError>,
 ) -> Result<Json<ContextWindow>, ApiError> {
-    let limit = query.integer("limit", 1, MAX_PAGE, Some(50))?.unwrap_or(50);
-    let pool = state.pool.clone();
-    let id = session_id.clone();
-    let page = detached(async move {
-        ledger::entries(&pool, scope.tenant_id, &id, Range::Context, limit).await
-    })
-    .await?;
+    let input = (|| {
+        let (SessionPath(session_id), query) = (path?, query?);
+        let limit = query.integer("limit", 1, MAX_PAGE, Some(50))?.unwrap_or(50);
+        Ok((session_id, limit))
+    })();
+    let (session_id, limit) = caller.admit(&state, input).await?;
+    let (pool, credential, id) = (state.pool.clone(), caller.0, session_id.clone());
+    let page =
+        detached(
+            async move { ledger::entries(&pool, &credential, &id, Range::Context, limit).await },
+        )
+        .await?;
     Ok(Json(ContextWindow {
         session_id: session_id.as_str().to_owned(),
         last_seq: page.last_seq,
@@ -503,26 +521,32 @@ pub async fn context(
 )]
 pub async fn list_sessions(
     State(state): State<AppState>,
-    Reader(scope): Reader,
-    query: QueryParams,
+    caller: Reader,
+    query: Result<QueryParams, ApiError>,
 ) -> Result<Json<SessionsPage>, ApiError> {
-    let limit = query
-        .integer("limit", 1, MAX_PAGE, Some(100))?
-        .unwrap_or(100);
-    let after = query
-        .get("after")?
-        .map(|raw| {
-            SessionId::parse(raw).map_err(|_| {
-                Invalid::new(InvalidKind::Parameter, "after must be a valid session_id")
+    let input = (|| {
+        let query = query?;
+        let limit = query
+            .integer("limit", 1, MAX_PAGE, Some(100))?
+            .unwrap_or(100);
+        let after = query
+            .get("after")?
+            .map(|raw| {
+                SessionId::parse(raw).map_err(|_| {
+                    Invalid::new(InvalidKind::Parameter, "after must be a valid session_id")
+                })
             })
-        })
-        .transpose()?;
-    let pool = state.pool.clone();
+            .transpose()?;
+        Ok::<_, ApiError>((after, limit))
+    })();
+    let (after, limit) = caller.admit(&state, input).await?;
+    let (pool, credential) = (state.pool.clone(), caller.0);
     // One extra row tells whether another page follows.
-    let mut sessions = detached(async move {
-        ledger::sessions(&pool, scope.tenant_id, after.as_ref(), limit + 1).await
-    })
-    .await?;
+    let mut sessions =
+        detached(
+            async move { ledger::sessions(&pool, &credential, after.as_ref(), limit + 1).await },
+        )
+        .await?;
     let more = sessions.len() as i64 > limit;
     sessions.truncate(limit as usize);
     let next_after = if more {

@@ -8,7 +8,8 @@ use sqlx::PgPool;
 
 use super::error::Error;
 use super::hash;
-use super::types::{IdempotencyKey, NewEntry, Scope, SessionId};
+use super::types::{IdempotencyKey, NewEntry, SessionId};
+use crate::auth::Credential;
 
 /// An idempotency key and the fingerprint of the request it was sent with.
 #[derive(Debug, Clone)]
@@ -65,7 +66,7 @@ pub struct AppendedEntry {
 /// Appends `request.entries` as one contiguous run of seqs, or fails having written nothing.
 pub async fn append(
     pool: &PgPool,
-    scope: &Scope,
+    caller: &Credential,
     request: AppendRequest,
 ) -> Result<Appended, Error> {
     let count = request.entries.len();
@@ -95,15 +96,13 @@ pub async fn append(
 
     let row = sqlx::query!(
         r#"SELECT outcome AS "outcome!", current_seq AS "current_seq!", seqs, created_ats, hashes
-             FROM chatledger_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"#,
-        scope.tenant_id,
-        scope.tenant_name,
+             FROM chatledger_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"#,
+        &caller.digest()[..],
         request.session_id.as_str(),
         request.create_session,
         request.expected_seq,
         idempotency_key,
         request_digest,
-        scope.author,
         &kinds,
         &roles as &[Option<String>],
         &contents,

@@ -8,12 +8,27 @@ pub enum Error {
     /// The caller's input is not acceptable; nothing was written.
     #[error("{0}")]
     Invalid(Invalid),
+    /// The key is missing, unknown or revoked.
+    #[error("unknown or revoked API key")]
+    Unauthenticated,
+    /// The key's role may not do this.
+    #[error("the API key's role may not do this")]
+    Forbidden,
     /// The session does not exist (or belongs to another tenant).
     #[error("session not found")]
     SessionNotFound,
     /// `expected_seq` did not match the session's last seq; nothing was written.
     #[error("expected_seq does not match the session's last seq {current_seq}")]
     SeqConflict { current_seq: i64 },
+    /// The thing to create exists already.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The named tenant does not exist.
+    #[error("no such tenant")]
+    UnknownTenant,
+    /// The named resource (such as an API key) does not exist.
+    #[error("not found")]
+    NotFound,
     /// The idempotency key was used before with another endpoint or body.
     #[error("idempotency key reused with a different request")]
     IdempotencyKeyReused,
@@ -67,6 +82,16 @@ impl From<Invalid> for Error {
 
 impl From<sqlx::Error> for Error {
     fn from(error: sqlx::Error) -> Self {
+        let code = match &error {
+            sqlx::Error::Database(db) => db.code().map(|code| code.into_owned()),
+            _ => None,
+        };
+        // Raised by chatledger_authenticate.
+        match code.as_deref() {
+            Some("CL401") => return Error::Unauthenticated,
+            Some("CL403") => return Error::Forbidden,
+            _ => {}
+        }
         if crate::db::is_unavailable(&error) {
             Error::Unavailable(error)
         } else {

@@ -11,5 +11,5 @@ pub use append::{AppendRequest, Appended, AppendedEntry, Idempotency, append};
 pub use error::{Error, Invalid, InvalidKind};
 pub use read::{Entry, Page, Range, SessionSummary, entries, session, sessions};
 pub use types::{
-    AppendBody, EntryKind, IdempotencyKey, Limits, NewEntry, ResetBody, Role, Scope, SessionId,
+    AppendBody, EntryKind, IdempotencyKey, Limits, NewEntry, ResetBody, Role, SessionId,
 };

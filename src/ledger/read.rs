@@ -8,6 +8,7 @@ use sqlx::PgPool;
 use super::append::corrupt;
 use super::error::Error;
 use super::types::SessionId;
+use crate::auth::Credential;
 
 /// A session's head and counters.
 #[derive(Debug, Clone)]
@@ -60,10 +61,10 @@ pub struct Page {
 /// One session's summary.
 pub async fn session(
     pool: &PgPool,
-    tenant_id: i64,
+    caller: &Credential,
     session_id: &SessionId,
 ) -> Result<SessionSummary, Error> {
-    summaries(pool, tenant_id, Some(session_id), None, 1)
+    summaries(pool, caller, Some(session_id), None, 1)
         .await?
         .pop()
         .ok_or(Error::SessionNotFound)
@@ -72,16 +73,16 @@ pub async fn session(
 /// The tenant's sessions after `after` in byte order.
 pub async fn sessions(
     pool: &PgPool,
-    tenant_id: i64,
+    caller: &Credential,
     after: Option<&SessionId>,
     limit: i64,
 ) -> Result<Vec<SessionSummary>, Error> {
-    summaries(pool, tenant_id, None, after, limit).await
+    summaries(pool, caller, None, after, limit).await
 }
 
 async fn summaries(
     pool: &PgPool,
-    tenant_id: i64,
+    caller: &Credential,
     session_id: Option<&SessionId>,
     after: Option<&SessionId>,
     limit: i64,
@@ -92,7 +93,7 @@ async fn summaries(
                   last_seq AS "last_seq!", head_hash AS "head_hash!", message_count AS "message_count!",
                   context_start_seq AS "context_start_seq!"
              FROM chatledger_sessions($1, $2, $3, $4)"#,
-        tenant_id,
+        &caller.digest()[..],
         session_id.map(SessionId::as_str),
         after.map(SessionId::as_str),
         i32::try_from(limit).unwrap_or(i32::MAX),
@@ -105,7 +106,7 @@ async fn summaries(
 /// A page of a session's entries; `SessionNotFound` when the session does not exist.
 pub async fn entries(
     pool: &PgPool,
-    tenant_id: i64,
+    caller: &Credential,
     session_id: &SessionId,
     range: Range,
     limit: i64,
@@ -120,7 +121,7 @@ pub async fn entries(
                   content, metadata, created_at, idempotency_key, author, salt, payload_digest,
                   prev_hash, hash
              FROM chatledger_entries($1, $2, $3, $4, $5, $6, $7)"#,
-        tenant_id,
+        &caller.digest()[..],
         session_id.as_str(),
         after,
         before,

@@ -119,15 +119,6 @@ impl Default for Limits {
     }
 }
 
-/// Where a request acts and who makes it.
-#[derive(Debug, Clone)]
-pub struct Scope {
-    pub tenant_id: i64,
-    pub tenant_name: String,
-    /// Id of the API key that makes the request; recorded as `author`.
-    pub author: String,
-}
-
 /// An entry about to be appended.
 #[derive(Debug, Clone)]
 pub struct NewEntry {
@@ -430,13 +421,17 @@ mod tests {
         let limits = Limits::default();
         let nul = json!({"messages": [{"role": "user", "content": "a\u{0}b"}]});
         assert_eq!(
-            AppendBody::parse(&nul, &limits).expect_err("must be rejected").kind,
+            AppendBody::parse(&nul, &limits)
+                .expect_err("must be rejected")
+                .kind,
             InvalidKind::Text
         );
         let nul_key =
             json!({"messages": [{"role": "user", "content": "", "metadata": {"a\u{0}": 1}}]});
         assert_eq!(
-            AppendBody::parse(&nul_key, &limits).expect_err("must be rejected").kind,
+            AppendBody::parse(&nul_key, &limits)
+                .expect_err("must be rejected")
+                .kind,
             InvalidKind::Text
         );
         for number in [
@@ -446,7 +441,9 @@ mod tests {
         ] {
             let body = json!({"messages": [{"role": "user", "content": [{"n": number}]}]});
             assert_eq!(
-                AppendBody::parse(&body, &limits).expect_err("must be rejected").kind,
+                AppendBody::parse(&body, &limits)
+                    .expect_err("must be rejected")
+                    .kind,
                 InvalidKind::Number
             );
         }
@@ -462,12 +459,16 @@ mod tests {
         };
         let three = json!({"messages": [{"role": "user", "content": ""}, {"role": "user", "content": ""}, {"role": "user", "content": ""}]});
         assert_eq!(
-            AppendBody::parse(&three, &limits).expect_err("must be rejected").kind,
+            AppendBody::parse(&three, &limits)
+                .expect_err("must be rejected")
+                .kind,
             InvalidKind::Validation
         );
         let big = json!({"messages": [{"role": "user", "content": "x".repeat(64)}]});
         assert_eq!(
-            AppendBody::parse(&big, &limits).expect_err("must be rejected").kind,
+            AppendBody::parse(&big, &limits)
+                .expect_err("must be rejected")
+                .kind,
             InvalidKind::TooLarge
         );
     }

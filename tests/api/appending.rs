@@ -98,10 +98,10 @@ async fn unicode_text_and_structured_content_round_trip_exactly() {
             entry["metadata"],
             sent.get("metadata").cloned().unwrap_or(json!({}))
         );
-        assert_eq!(entry["author"], "key_default");
+        assert_eq!(entry["author"], json!(app.database.writer_key_id));
         assert_eq!(entry["idempotency_key"], Value::Null);
     }
-    assert_chain_verifies("default", "unicode-1", &entries);
+    assert_chain_verifies(&app.database.tenant, "unicode-1", &entries);
 }
 
 #[tokio::test]
@@ -139,7 +139,7 @@ async fn appends_return_contiguous_seqs_hashes_and_microsecond_utc_times() {
 
     let entries = app.all_entries("s-1").await;
     assert_eq!(entries.len(), 3);
-    assert_chain_verifies("default", "s-1", &entries);
+    assert_chain_verifies(&app.database.tenant, "s-1", &entries);
     let summary = json_ok(app.get("/v1/sessions/s-1").await).await;
     assert_eq!(summary["head_hash"], second["head_hash"]);
     assert_eq!(summary["last_seq"], 3);
@@ -338,7 +338,7 @@ async fn reset_appends_a_context_reset_and_moves_the_context_window() {
     assert_eq!(entries[2]["role"], Value::Null);
     assert_eq!(entries[2]["content"], Value::Null);
     assert_eq!(entries[2]["metadata"], json!({"reason": "new topic"}));
-    assert_chain_verifies("default", "r", &entries);
+    assert_chain_verifies(&app.database.tenant, "r", &entries);
 
     let summary = json_ok(app.get("/v1/sessions/r").await).await;
     assert_eq!(summary["message_count"], 3);
@@ -397,5 +397,5 @@ async fn a_new_instance_after_a_kill_sees_every_acknowledged_write() {
         assert_eq!(&entries[turn * 2 + 1]["hash"], head);
         assert_eq!(entries[turn * 2]["content"], json!(format!("u{turn}")));
     }
-    assert_chain_verifies("default", "survivor", &entries);
+    assert_chain_verifies(&restarted.database.tenant, "survivor", &entries);
 }

@@ -1,6 +1,7 @@
 //! The real binary on its embedded default: first start initialises a private cluster, a restart
 //! finds everything again, SIGTERM shuts down gracefully with exit status 0.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -22,13 +23,13 @@ async fn start(data_dir: &Path) -> Server {
         .arg("--data-dir")
         .arg(data_dir)
         .env_remove("DATABASE_URL")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .expect("chatledger starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
     let address = tokio::time::timeout(Duration::from_secs(120), async {
         while let Some(line) = lines.next_line().await.expect("read log") {
             let Ok(record) = serde_json::from_str::<Value>(&line) else {
@@ -79,8 +80,38 @@ async fn the_embedded_default_keeps_data_across_restarts_and_stops_cleanly() {
         data_dir.join("pg").join("PG_VERSION").exists(),
         "a private cluster lives in <data-dir>/pg"
     );
+    let admin_key_file = data_dir.join("admin.key");
+    let mode = std::fs::metadata(&admin_key_file)
+        .expect("admin.key generated")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let admin_key = std::fs::read_to_string(&admin_key_file)
+        .expect("admin key")
+        .trim()
+        .to_owned();
+    let tenant = client
+        .post(format!("{}/v1/admin/tenants", server.address))
+        .bearer_auth(&admin_key)
+        .json(&json!({"name": "acme"}))
+        .send()
+        .await
+        .expect("create tenant");
+    assert_eq!(tenant.status(), 201);
+    let key: Value = client
+        .post(format!("{}/v1/admin/keys", server.address))
+        .bearer_auth(&admin_key)
+        .json(&json!({"tenant": "acme", "role": "writer", "label": "support-bot"}))
+        .send()
+        .await
+        .expect("create key")
+        .json()
+        .await
+        .expect("json");
+    let key = key["key"].as_str().expect("key").to_owned();
     let response = client
         .post(format!("{}/v1/sessions/user-42/messages", server.address))
+        .bearer_auth(&key)
         .json(&json!({"messages": [{"role": "user", "content": "My order number is 8892"}]}))
         .send()
         .await
@@ -96,6 +127,7 @@ async fn the_embedded_default_keeps_data_across_restarts_and_stops_cleanly() {
     let server = start(&data_dir).await;
     let summary: Value = client
         .get(format!("{}/v1/sessions/user-42", server.address))
+        .bearer_auth(&key)
         .send()
         .await
         .expect("summary")

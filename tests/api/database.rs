@@ -30,12 +30,16 @@ async fn the_database_refuses_update_delete_and_truncate_even_for_the_owner() {
         "UPDATE sessions SET head_hash = head_hash, last_seq = last_seq",
         "DELETE FROM sessions",
         "TRUNCATE sessions CASCADE",
+        "UPDATE api_keys SET label = 'renamed'",
+        "UPDATE api_keys SET role = 'writer', revoked_at = now()",
+        "DELETE FROM api_keys",
+        "TRUNCATE api_keys CASCADE",
     ];
     for attack in attacks {
         // The owner is not bound by row-level security here only through FORCE; bind the tenant so
         // that rows are visible and the triggers, not RLS, are what refuses.
         let mut tx = owner.begin().await.expect("begin");
-        sqlx::query("SELECT set_config('chatledger.tenant_id', (SELECT id::text FROM tenants WHERE name = 'default'), true)")
+        sqlx::query("SELECT set_config('chatledger.tenant_id', (SELECT id::text FROM tenants WHERE name = 'acme'), true)")
             .execute(&mut *tx)
             .await
             .expect("bind tenant");
@@ -46,7 +50,9 @@ async fn the_database_refuses_update_delete_and_truncate_even_for_the_owner() {
         tx.rollback().await.expect("rollback");
         let message = error.to_string();
         assert!(
-            message.contains("not allowed") || message.contains("may only advance"),
+            ["not allowed", "may only advance", "may only be revoked"]
+                .iter()
+                .any(|refusal| message.contains(refusal)),
             "{attack}: {message}"
         );
     }

@@ -3,9 +3,11 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use chatledger::auth::{self, AdminKey, Role};
 use chatledger::db::{self, PoolSettings};
 use chatledger::http::{self, AppState, HttpSettings};
 use chatledger::ledger::Limits;
+use reqwest::header::AUTHORIZATION;
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
 use sqlx::postgres::PgConnectOptions;
@@ -13,10 +15,21 @@ use sqlx::{ConnectOptions, PgPool};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-/// A freshly created and migrated database, shared by every app instance a test spawns on it.
+/// The admin key of every test server.
+pub const ADMIN_KEY: &str = "test-admin-key-0123456789abcdef0123456789";
+
+/// A freshly created and migrated database with one tenant and a key of each role, shared by
+/// every app instance a test spawns on it.
 #[derive(Clone)]
 pub struct TestDatabase {
     pub owner: PgConnectOptions,
+    /// The same database as a URL, for the command line.
+    pub owner_url: String,
+    pub tenant: String,
+    pub writer_key: String,
+    pub writer_key_id: String,
+    pub reader_key: String,
+    pub auditor_key: String,
 }
 
 impl TestDatabase {
@@ -33,7 +46,40 @@ impl TestDatabase {
             .expect("create test database");
         let owner = base.database(&name);
         db::migrate(&owner).await.expect("migrations apply");
-        Self { owner }
+        let pool = db::runtime_pool(&owner, &PoolSettings::default())
+            .await
+            .expect("runtime pool");
+        let tenant = "acme".to_owned();
+        auth::create_tenant(&pool, &tenant).await.expect("tenant");
+        let writer = auth::create_key(&pool, &tenant, Role::Writer, Some("bot"))
+            .await
+            .expect("writer key");
+        let reader = auth::create_key(&pool, &tenant, Role::Reader, None)
+            .await
+            .expect("reader key");
+        let auditor = auth::create_key(&pool, &tenant, Role::Auditor, None)
+            .await
+            .expect("auditor key");
+        pool.close().await;
+        Self {
+            owner,
+            owner_url: with_database_name(&url, &name),
+            tenant,
+            writer_key: writer.secret,
+            writer_key_id: writer.info.id,
+            reader_key: reader.secret,
+            auditor_key: auditor.secret,
+        }
+    }
+
+    /// A new tenant with a key of `role`; returns the key.
+    pub async fn tenant_with_key(&self, tenant: &str, role: Role) -> String {
+        let pool = self.runtime_pool().await;
+        auth::create_tenant(&pool, tenant).await.expect("tenant");
+        auth::create_key(&pool, tenant, role, None)
+            .await
+            .expect("key")
+            .secret
     }
 
     /// A connection as the schema owner, for inspecting or tampering with the database directly.
@@ -77,10 +123,8 @@ impl TestApp {
 
     /// A server whose requests use `pool`, which may point anywhere (even at nothing).
     pub async fn spawn_with(database: TestDatabase, pool: PgPool, limits: Limits) -> Self {
-        let scope = chatledger::auth::default_scope(&database.runtime_pool().await)
-            .await
-            .expect("default tenant");
-        let state = AppState::new(pool.clone(), limits, scope);
+        let admin = AdminKey::new(ADMIN_KEY).expect("admin key");
+        let state = AppState::new(pool.clone(), limits, admin);
         let router = http::router(state, &HttpSettings::default());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -90,8 +134,13 @@ impl TestApp {
         let server = tokio::spawn(http::serve(listener, router, async {
             let _ = stopped.await;
         }));
+        // Requests carry the writer key unless a test says otherwise.
+        let mut headers = reqwest::header::HeaderMap::new();
+        let bearer = format!("Bearer {}", database.writer_key);
+        headers.insert(AUTHORIZATION, bearer.parse().expect("header value"));
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
+            .default_headers(headers)
             .build()
             .expect("client");
         Self {
@@ -213,4 +262,33 @@ pub async fn assert_problem(response: Response, status: u16, code: &str) -> Valu
             && problem["type"].is_string()
     );
     problem
+}
+
+impl TestApp {
+    /// A request to `path` made with `key`, or with no Authorization header at all.
+    pub fn request_as(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        // A fresh client, so the default writer key is not sent along.
+        let request = reqwest::Client::new().request(method, self.url(path));
+        match key {
+            Some(key) => request.bearer_auth(key),
+            None => request,
+        }
+    }
+}
+
+/// `url` with its database name replaced: scheme://authority/NAME?query.
+fn with_database_name(url: &str, name: &str) -> String {
+    let authority_start = url.find("://").map_or(0, |index| index + 3);
+    let path_start = url[authority_start..]
+        .find('/')
+        .map_or(url.len(), |index| authority_start + index);
+    let query_start = url[path_start..]
+        .find('?')
+        .map_or(url.len(), |index| path_start + index);
+    format!("{}/{name}{}", &url[..path_start], &url[query_start..])
 }

@@ -1,6 +1,7 @@
 //! Integration tests against a real PostgreSQL (DATABASE_URL, set by ./scripts/test.sh), each in a
 //! freshly migrated database, driving real HTTP servers on loopback.
 
+mod access;
 mod appending;
 mod binary;
 mod concurrency;

@@ -129,8 +129,9 @@ async fn raw(
         .await
         .expect("connect");
     let mut request = format!(
-        "{method} {target} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
+        "{method} {target} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nContent-Length: {}\r\nAuthorization: Bearer {}\r\n",
+        body.len(),
+        app.database.writer_key,
     )
     .into_bytes();
     for (name, value) in headers {

@@ -191,11 +191,13 @@ END
 $$;
 
 -- A page of a session's entries with seq in (p_after_seq, p_before_seq), ascending or descending;
--- with p_context the lower bound is the session's latest context reset. Every row carries the
+-- with p_context the lower bound is the session's latest context reset. p_role is the role the
+-- caller needs: reader to read, auditor to verify or export. Every row carries the
 -- session's head; a session with no entry in range yields one row whose seq is NULL, a missing
 -- session yields no row.
 CREATE FUNCTION chatledger_entries(
     p_key_digest bytea,
+    p_role text,
     p_session_id text,
     p_after_seq bigint,
     p_before_seq bigint,
@@ -215,7 +217,7 @@ DECLARE
     v_low bigint;
     v_high bigint;
 BEGIN
-    SELECT * INTO STRICT v_caller FROM chatledger_authenticate(p_key_digest, 'reader');
+    SELECT * INTO STRICT v_caller FROM chatledger_authenticate(p_key_digest, p_role);
     SELECT * INTO v_session FROM sessions WHERE tenant_id = v_caller.tenant_id AND session_id = p_session_id;
     IF NOT FOUND THEN
         RETURN;
@@ -252,11 +254,31 @@ BEGIN
 END
 $$;
 
+-- What an audit starts from (role auditor): the tenant's name, which every entry hash commits
+-- to, the session head, and the highest seq actually stored, which must not exceed the head.
+CREATE FUNCTION chatledger_audit_head(p_key_digest bytea, p_session_id text)
+RETURNS TABLE (tenant text, last_seq bigint, head_hash bytea, max_stored_seq bigint)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    v_caller record;
+BEGIN
+    SELECT * INTO STRICT v_caller FROM chatledger_authenticate(p_key_digest, 'auditor');
+    RETURN QUERY
+        SELECT v_caller.tenant_name, s.last_seq, s.head_hash,
+               (SELECT max(e.seq) FROM entries e WHERE e.tenant_id = s.tenant_id AND e.session_pk = s.id)
+          FROM sessions s
+         WHERE s.tenant_id = v_caller.tenant_id AND s.session_id = p_session_id;
+END
+$$;
+
 REVOKE ALL ON FUNCTION chatledger_authenticate FROM PUBLIC;
+REVOKE ALL ON FUNCTION chatledger_audit_head FROM PUBLIC;
 REVOKE ALL ON FUNCTION chatledger_append FROM PUBLIC;
 REVOKE ALL ON FUNCTION chatledger_sessions FROM PUBLIC;
 REVOKE ALL ON FUNCTION chatledger_entries FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION chatledger_authenticate TO chatledger_app;
+GRANT EXECUTE ON FUNCTION chatledger_audit_head TO chatledger_app;
 GRANT EXECUTE ON FUNCTION chatledger_append TO chatledger_app;
 GRANT EXECUTE ON FUNCTION chatledger_sessions TO chatledger_app;
 GRANT EXECUTE ON FUNCTION chatledger_entries TO chatledger_app;

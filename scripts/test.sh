@@ -109,6 +109,8 @@ account to run PostgreSQL as; create it (useradd --system postgres) or set DATAB
         -c "CREATE DATABASE chatledger_prepare OWNER chatledger_owner"
 
     export DATABASE_URL="postgres://chatledger_owner@localhost/chatledger?host=$PG_TMPDIR"
+    # The audit tests tamper with the ledger as a superuser, the strongest attacker there is.
+    export CHATLEDGER_TEST_SUPERUSER_URL="postgres://postgres@localhost/chatledger?host=$PG_TMPDIR"
     # The prepare check migrates its own database, leaving the suite's one untouched.
     PREPARE_DATABASE_URL="postgres://chatledger_owner@localhost/chatledger_prepare?host=$PG_TMPDIR"
 }
@@ -119,6 +121,16 @@ if [[ -n "${DATABASE_URL:-}" ]]; then
 else
     start_throwaway_cluster
 fi
+
+# An independent verifier of exports (tests/independent/verify_export.py) needs only Python and
+# the rfc8785 package; the Rust tests run it through CHATLEDGER_TEST_PYTHON.
+step "Preparing the independent Python verifier"
+VERIFIER_VENV="${CHATLEDGER_VERIFIER_VENV:-target/verifier-venv}"
+if [[ ! -x "$VERIFIER_VENV/bin/python" ]] || ! "$VERIFIER_VENV/bin/python" -c 'import rfc8785' 2>/dev/null; then
+    python3 -m venv "$VERIFIER_VENV"
+    "$VERIFIER_VENV/bin/python" -m pip install --quiet --disable-pip-version-check 'rfc8785>=0.1.4,<0.2'
+fi
+export CHATLEDGER_TEST_PYTHON="$PWD/$VERIFIER_VENV/bin/python"
 
 step "cargo test --locked --all-targets $*"
 cargo test --locked --all-targets "$@"

@@ -5,11 +5,15 @@ use std::error::Error as StdError;
 use tokio::net::TcpListener;
 
 use crate::auth::{self, AdminKey, Role};
-use crate::config::{DatabaseArgs, KeysCommand, ServeArgs, TenantsCommand};
+use crate::config::{DatabaseArgs, KeysCommand, ServeArgs, TenantsCommand, VerifyArgs};
 use crate::db::{self, Database, PoolSettings};
 use crate::http;
+use crate::ledger::SessionId;
+use crate::ledger::audit::{self, OperatorSource, Verification};
+use crate::ledger::export::{self, ExportVerdict};
 
-pub type CommandResult = Result<(), Box<dyn StdError + Send + Sync>>;
+pub type BoxError = Box<dyn StdError + Send + Sync>;
+pub type CommandResult = Result<(), BoxError>;
 
 /// `chatledger serve`: migrate, then serve until SIGTERM or Ctrl-C.
 pub async fn serve(args: ServeArgs) -> CommandResult {
@@ -63,10 +67,10 @@ pub async fn migrate(args: DatabaseArgs) -> CommandResult {
 }
 
 /// Runs `work` on a migrated database with the runtime role, then closes the database.
-async fn with_database<F, Fut>(args: &DatabaseArgs, work: F) -> CommandResult
+async fn with_database<T, F, Fut>(args: &DatabaseArgs, work: F) -> Result<T, BoxError>
 where
     F: FnOnce(sqlx::PgPool) -> Fut,
-    Fut: Future<Output = CommandResult>,
+    Fut: Future<Output = Result<T, BoxError>>,
 {
     let database = Database::open(args.database_url.as_deref(), &args.data_dir).await?;
     let result = async {
@@ -78,8 +82,9 @@ where
     }
     .await;
     let closed = database.close().await;
-    result?;
-    Ok(closed?)
+    let value = result?;
+    closed?;
+    Ok(value)
 }
 
 /// `chatledger tenants ...`.
@@ -149,6 +154,123 @@ pub async fn keys(command: KeysCommand) -> CommandResult {
             .await
         }
     }
+}
+
+/// `chatledger verify`: true when every chain checked is intact. Broken sessions are listed
+/// with their first bad seq as they are found; sessions are streamed, never all loaded.
+pub async fn verify(args: VerifyArgs) -> Result<bool, BoxError> {
+    with_database(&args.database, |pool| async move {
+        let mut tally = Tally::default();
+        if let (Some(session), Some(tenant)) = (&args.session, &args.tenant) {
+            let source = OperatorSource {
+                pool: pool.clone(),
+                tenant: tenant.clone(),
+            };
+            let verification = audit::verify_session(&source, &SessionId::parse(session)?).await?;
+            tally.report(tenant, session, &verification, true);
+            return Ok(tally.broken == 0);
+        }
+        let mut after_tenant = String::new();
+        loop {
+            let tenants = match &args.tenant {
+                Some(tenant) => vec![tenant.clone()],
+                None => auth::tenant_names(&pool, &after_tenant, PAGE).await?,
+            };
+            for tenant in &tenants {
+                let source = OperatorSource {
+                    pool: pool.clone(),
+                    tenant: tenant.clone(),
+                };
+                let mut after: Option<String> = None;
+                loop {
+                    let ids = source.session_ids(after.as_deref(), PAGE).await?;
+                    for id in &ids {
+                        let verification =
+                            audit::verify_session(&source, &SessionId::parse(id)?).await?;
+                        tally.report(tenant, id, &verification, false);
+                    }
+                    match ids.last() {
+                        Some(last) if ids.len() as i64 == PAGE => after = Some(last.clone()),
+                        _ => break,
+                    }
+                }
+            }
+            match tenants.last() {
+                Some(last) if args.tenant.is_none() && tenants.len() as i64 == PAGE => {
+                    after_tenant = last.clone()
+                }
+                _ => break,
+            }
+        }
+        println!(
+            "verified {} sessions: {} intact, {} broken",
+            tally.checked,
+            tally.checked - tally.broken,
+            tally.broken
+        );
+        Ok(tally.broken == 0)
+    })
+    .await
+}
+
+/// Tenants and sessions read per page by `verify --all`.
+const PAGE: i64 = 1000;
+
+#[derive(Default)]
+struct Tally {
+    checked: u64,
+    broken: u64,
+}
+
+impl Tally {
+    fn report(&mut self, tenant: &str, session: &str, verification: &Verification, verbose: bool) {
+        self.checked += 1;
+        match verification {
+            Ok(verified) if verbose => println!(
+                "{tenant}/{session}: intact through seq {}, head {}",
+                verified.verified_through_seq,
+                hex::encode(verified.head_hash)
+            ),
+            Ok(_) => {}
+            Err(found) => {
+                self.broken += 1;
+                println!(
+                    "{tenant}/{session}: BROKEN at seq {} ({})",
+                    found.first_bad_seq,
+                    found.reason.as_str()
+                );
+            }
+        }
+    }
+}
+
+/// `chatledger verify-export`: true when the export is intact.
+pub fn verify_export(file: &std::path::Path, expect_head: Option<&str>) -> Result<bool, BoxError> {
+    let verdict = if file.as_os_str() == "-" {
+        export::verify_export(std::io::stdin().lock(), expect_head)?
+    } else {
+        let opened = std::fs::File::open(file)
+            .map_err(|error| format!("cannot open {}: {error}", file.display()))?;
+        export::verify_export(std::io::BufReader::new(opened), expect_head)?
+    };
+    Ok(match verdict {
+        ExportVerdict::Intact {
+            tenant,
+            session_id,
+            verified,
+        } => {
+            println!(
+                "intact: {tenant}/{session_id} through seq {}, head {}",
+                verified.verified_through_seq,
+                hex::encode(verified.head_hash)
+            );
+            true
+        }
+        ExportVerdict::Broken(why) => {
+            println!("BROKEN: {why}");
+            false
+        }
+    })
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -48,6 +48,36 @@ pub enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Recompute stored hash chains (exit 0: all intact, 1: something broken, 2: other error).
+    Verify(VerifyArgs),
+    /// Verify an export offline, with no database and no server (exit 0, 1 or 2 as verify).
+    VerifyExport {
+        /// The export file, or - for standard input.
+        file: PathBuf,
+        /// A receipt: a head_hash from a 201 response, which the chain must reach.
+        #[arg(long)]
+        expect_head: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The session to verify (with --tenant).
+    #[arg(
+        long,
+        requires = "tenant",
+        conflicts_with = "all",
+        required_unless_present = "all"
+    )]
+    pub session: Option<String>,
+    /// The session's tenant; with --all, only this tenant's sessions.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Every session (of every tenant, or of --tenant), streamed.
+    #[arg(long)]
+    pub all: bool,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 }
 
 #[derive(Debug, Subcommand)]

@@ -21,19 +21,38 @@ async fn main() -> ExitCode {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),
     }
-    let result = match cli.command {
-        None => commands::serve(ServeArgs::from_env()).await,
-        Some(Command::Serve(args)) => commands::serve(args).await,
-        Some(Command::Migrate(args)) => commands::migrate(args).await,
-        Some(Command::Tenants(command)) => commands::tenants(command).await,
-        Some(Command::Keys(command)) => commands::keys(command).await,
-    };
+    match cli.command {
+        None => finish(commands::serve(ServeArgs::from_env()).await),
+        Some(Command::Serve(args)) => finish(commands::serve(args).await),
+        Some(Command::Migrate(args)) => finish(commands::migrate(args).await),
+        Some(Command::Tenants(command)) => finish(commands::tenants(command).await),
+        Some(Command::Keys(command)) => finish(commands::keys(command).await),
+        Some(Command::Verify(args)) => verdict(commands::verify(args).await),
+        Some(Command::VerifyExport { file, expect_head }) => {
+            verdict(commands::verify_export(&file, expect_head.as_deref()))
+        }
+    }
+}
+
+fn finish(result: commands::CommandResult) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error}");
             eprintln!("chatledger: {error}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Verify commands: 0 intact, 1 broken, 2 could not check.
+fn verdict(result: Result<bool, commands::BoxError>) -> ExitCode {
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(error) => {
+            eprintln!("chatledger: {error}");
+            ExitCode::from(2)
         }
     }
 }

@@ -241,6 +241,18 @@ pub async fn create_tenant(pool: &PgPool, name: &str) -> Result<Tenant, Error> {
     created.ok_or_else(|| Error::AlreadyExists(format!("tenant {name} already exists")))
 }
 
+/// Tenant names after `after`, in byte order.
+pub async fn tenant_names(pool: &PgPool, after: &str, limit: i64) -> Result<Vec<String>, Error> {
+    let names = sqlx::query_scalar!(
+        "SELECT name FROM tenants WHERE name > $1 ORDER BY name LIMIT $2",
+        after,
+        limit
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(names)
+}
+
 /// An API key without its secret.
 #[derive(Debug, Clone)]
 pub struct KeyInfo {

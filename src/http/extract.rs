@@ -61,6 +61,7 @@ pub trait RequiredRole: Send + Sync {
 
 pub struct WriterRole;
 pub struct ReaderRole;
+pub struct AuditorRole;
 
 impl RequiredRole for WriterRole {
     const ROLE: Role = Role::Writer;
@@ -68,9 +69,13 @@ impl RequiredRole for WriterRole {
 impl RequiredRole for ReaderRole {
     const ROLE: Role = Role::Reader;
 }
+impl RequiredRole for AuditorRole {
+    const ROLE: Role = Role::Auditor;
+}
 
 pub type Writer = TenantKey<WriterRole>;
 pub type Reader = TenantKey<ReaderRole>;
+pub type Auditor = TenantKey<AuditorRole>;
 
 impl<R: RequiredRole> FromRequestParts<AppState> for TenantKey<R> {
     type Rejection = ApiError;

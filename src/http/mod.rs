@@ -1,6 +1,7 @@
 //! The HTTP API: the router, shared state, error logging and graceful serving.
 
 mod admin;
+mod audit;
 mod extract;
 pub mod openapi;
 mod ops;
@@ -75,6 +76,8 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
         )
         .route("/sessions/{session_id}/reset", post(sessions::reset))
         .route("/sessions/{session_id}/context", get(sessions::context))
+        .route("/sessions/{session_id}/verify", get(audit::verify))
+        .route("/sessions/{session_id}/export", get(audit::export))
         .route("/admin/tenants", post(admin::create_tenant))
         .route("/admin/keys", post(admin::create_key).get(admin::list_keys))
         .route("/admin/keys/{id}", axum::routing::delete(admin::revoke_key));

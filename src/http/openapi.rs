@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, ops, problem, sessions};
+use super::{admin, audit, ops, problem, sessions};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -15,6 +15,8 @@ use super::{admin, ops, problem, sessions};
         sessions::list_messages,
         sessions::context,
         sessions::list_sessions,
+        audit::verify,
+        audit::export,
         admin::create_tenant,
         admin::create_key,
         admin::list_keys,

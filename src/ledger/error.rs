@@ -99,3 +99,5 @@ impl From<sqlx::Error> for Error {
         }
     }
 }
+
+impl std::error::Error for Invalid {}

@@ -2,10 +2,13 @@
 //! function call each. Nothing here knows about HTTP.
 
 mod append;
+pub mod audit;
 mod error;
+pub mod export;
 pub mod hash;
 mod read;
 mod types;
+pub mod verify;
 
 pub use append::{AppendRequest, Appended, AppendedEntry, Idempotency, append};
 pub use error::{Error, Invalid, InvalidKind};

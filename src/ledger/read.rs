@@ -8,7 +8,7 @@ use sqlx::PgPool;
 use super::append::corrupt;
 use super::error::Error;
 use super::types::SessionId;
-use crate::auth::Credential;
+use crate::auth::{Credential, Role};
 
 /// A session's head and counters.
 #[derive(Debug, Clone)]
@@ -48,6 +48,8 @@ pub enum Range {
     Before(Option<i64>),
     /// The last entries after the latest context reset, ascending.
     Context,
+    /// Ascending, seq strictly between the two.
+    Between(i64, i64),
 }
 
 /// A page of entries with the session head it was read against.
@@ -111,17 +113,31 @@ pub async fn entries(
     range: Range,
     limit: i64,
 ) -> Result<Page, Error> {
+    fetch(pool, caller, Role::Reader, session_id, range, limit).await
+}
+
+/// A page read with the authority of `role` (reader to read, auditor to audit).
+pub(super) async fn fetch(
+    pool: &PgPool,
+    caller: &Credential,
+    role: Role,
+    session_id: &SessionId,
+    range: Range,
+    limit: i64,
+) -> Result<Page, Error> {
     let (after, before, descending, context) = match range {
         Range::After(after) => (Some(after), None, false, false),
         Range::Before(before) => (None, before, true, false),
         Range::Context => (None, None, true, true),
+        Range::Between(after, before) => (Some(after), Some(before), false, false),
     };
     let rows = sqlx::query!(
         r#"SELECT last_seq AS "last_seq!", context_start_seq AS "context_start_seq!", seq, kind, role,
                   content, metadata, created_at, idempotency_key, author, salt, payload_digest,
                   prev_hash, hash
-             FROM chatledger_entries($1, $2, $3, $4, $5, $6, $7)"#,
+             FROM chatledger_entries($1, $2, $3, $4, $5, $6, $7, $8)"#,
         &caller.digest()[..],
+        role.as_str(),
         session_id.as_str(),
         after,
         before,

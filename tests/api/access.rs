@@ -28,7 +28,21 @@ fn session_routes(session: &str) -> Vec<(Method, String, Option<Value>)> {
             format!("/v1/sessions/{session}/reset"),
             Some(json!({})),
         ),
+        (Method::GET, format!("/v1/sessions/{session}/verify"), None),
+        (Method::GET, format!("/v1/sessions/{session}/export"), None),
     ]
+}
+
+/// Which key roles may use a session route: writers write, auditors audit, all three read.
+fn allowed(route: &(Method, String, Option<Value>), role: &str) -> bool {
+    let (method, path, _) = route;
+    if *method == Method::POST {
+        role == "writer"
+    } else if path.ends_with("/verify") || path.ends_with("/export") {
+        role == "auditor"
+    } else {
+        true
+    }
 }
 
 fn admin_routes() -> Vec<(Method, String, Option<Value>)> {
@@ -161,10 +175,9 @@ async fn each_role_reaches_exactly_its_routes() {
         &database.auditor_key,
     );
     for (index, route) in session_routes("s").iter().enumerate() {
-        let is_write = route.0 == Method::POST;
         for (name, key) in [("writer", writer), ("reader", reader), ("auditor", auditor)] {
             let response = call(&app, route, Some(key)).await;
-            if is_write && name != "writer" {
+            if !allowed(route, name) {
                 assert_problem(response, 403, "forbidden").await;
             } else {
                 assert!(
@@ -209,6 +222,7 @@ async fn each_role_reaches_exactly_its_routes() {
 async fn another_tenants_session_is_404_exactly_like_a_missing_one_and_ids_do_not_collide() {
     let app = TestApp::spawn().await;
     let theirs = app.database.tenant_with_key("globex", Role::Writer).await;
+    let their_auditor = app.database.key_for("globex", Role::Auditor).await;
     app.append("shared-id", &[("user", "acme's secret loan details")])
         .await;
     app.append("acme-only", &[("user", "acme only")]).await;
@@ -218,13 +232,18 @@ async fn another_tenants_session_is_404_exactly_like_a_missing_one_and_ids_do_no
         if path == "/v1/sessions" || (method == Method::POST && path.ends_with("/messages")) {
             continue;
         }
-        let foreign = call(&app, &route, Some(&theirs)).await;
+        let key = if allowed(&route, "writer") {
+            &theirs
+        } else {
+            &their_auditor
+        };
+        let foreign = call(&app, &route, Some(key)).await;
         let missing_route = (
             method.clone(),
             path.replace("acme-only", "never-created"),
             body.clone(),
         );
-        let missing = call(&app, &missing_route, Some(&theirs)).await;
+        let missing = call(&app, &missing_route, Some(key)).await;
         let foreign = assert_problem(foreign, 404, "session_not_found").await;
         let missing = assert_problem(missing, 404, "session_not_found").await;
         assert_eq!(

@@ -72,6 +72,15 @@ impl TestDatabase {
         }
     }
 
+    /// Another key of `role` for an existing tenant.
+    pub async fn key_for(&self, tenant: &str, role: Role) -> String {
+        let pool = self.runtime_pool().await;
+        auth::create_key(&pool, tenant, role, None)
+            .await
+            .expect("key")
+            .secret
+    }
+
     /// A new tenant with a key of `role`; returns the key.
     pub async fn tenant_with_key(&self, tenant: &str, role: Role) -> String {
         let pool = self.runtime_pool().await;

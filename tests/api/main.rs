@@ -3,6 +3,7 @@
 
 mod access;
 mod appending;
+mod audit;
 mod binary;
 mod concurrency;
 mod database;

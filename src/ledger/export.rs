@@ -1,0 +1,225 @@
+//! The export format (NDJSON: one entry per line with `tenant` and `session_id`, then a trailer)
+//! and its offline verifier, which needs nothing but the export and the rules of API.md.
+
+use std::io::BufRead;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::hash::format_timestamp;
+use super::read::Entry;
+use super::verify::{Break, ChainVerifier, Reason, Verified};
+
+/// One exported entry, every value exactly as the API returns it.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntryLine {
+    pub tenant: String,
+    pub session_id: String,
+    pub seq: i64,
+    pub kind: String,
+    pub role: Option<String>,
+    pub content: Option<Value>,
+    pub metadata: Value,
+    pub created_at: String,
+    pub idempotency_key: Option<String>,
+    pub author: String,
+    pub salt: String,
+    pub payload_digest: String,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// The last line of an export, so that a truncated export is detectable.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trailer {
+    pub tenant: String,
+    pub session_id: String,
+    pub last_seq: i64,
+    pub head_hash: String,
+    pub exported_at: String,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrailerLine {
+    export_trailer: Trailer,
+}
+
+impl EntryLine {
+    pub fn new(tenant: &str, session_id: &str, entry: Entry) -> Self {
+        Self {
+            tenant: tenant.to_owned(),
+            session_id: session_id.to_owned(),
+            seq: entry.seq,
+            kind: entry.kind,
+            role: entry.role,
+            content: entry.content,
+            metadata: entry.metadata,
+            created_at: format_timestamp(entry.created_at),
+            idempotency_key: entry.idempotency_key,
+            author: entry.author,
+            salt: hex::encode(entry.salt),
+            payload_digest: hex::encode(entry.payload_digest),
+            prev_hash: hex::encode(entry.prev_hash),
+            hash: hex::encode(entry.hash),
+        }
+    }
+
+    /// Back to an entry; `None` when a value is not in the form the API writes (then the line
+    /// cannot be the one that was hashed).
+    fn to_entry(&self) -> Option<Entry> {
+        let created_at = DateTime::parse_from_rfc3339(&self.created_at)
+            .ok()?
+            .with_timezone(&Utc);
+        if format_timestamp(created_at) != self.created_at {
+            return None;
+        }
+        let hex32 = |text: &str| hex::decode(text).ok().filter(|bytes| bytes.len() == 32);
+        Some(Entry {
+            seq: self.seq,
+            kind: self.kind.clone(),
+            role: self.role.clone(),
+            content: self.content.clone(),
+            metadata: self.metadata.clone(),
+            created_at,
+            idempotency_key: self.idempotency_key.clone(),
+            author: self.author.clone(),
+            salt: hex::decode(&self.salt).ok()?,
+            payload_digest: hex32(&self.payload_digest)?,
+            prev_hash: hex32(&self.prev_hash)?,
+            hash: hex32(&self.hash)?,
+        })
+    }
+}
+
+/// A serialized entry line, newline included.
+pub fn entry_line(tenant: &str, session_id: &str, entry: Entry) -> Vec<u8> {
+    line(&EntryLine::new(tenant, session_id, entry))
+}
+
+/// The serialized trailer line, newline included.
+pub fn trailer_line(trailer: Trailer) -> Vec<u8> {
+    line(&TrailerLine {
+        export_trailer: trailer,
+    })
+}
+
+fn line<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serializing these plain structs of JSON values into memory cannot fail.
+    let mut bytes = serde_json::to_vec(value).unwrap_or_default();
+    bytes.push(b'\n');
+    bytes
+}
+
+/// What the offline verifier concluded.
+#[derive(Debug)]
+pub enum ExportVerdict {
+    /// The chain is intact, ends at the trailer's head, and reaches the expected head if given.
+    Intact {
+        tenant: String,
+        session_id: String,
+        verified: Verified,
+    },
+    /// Something that matters was changed, added or removed.
+    Broken(String),
+}
+
+/// Why an export could not be read at all.
+#[derive(Debug, thiserror::Error)]
+pub enum UnreadableExport {
+    #[error("cannot read the export: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("not a chatledger export: the first line is not an entry or a trailer")]
+    NotAnExport,
+}
+
+/// Verifies an export line by line in constant memory. `expect_head` is a receipt: a
+/// `head_hash` a client got from a 201, which the chain must reach.
+pub fn verify_export(
+    input: impl BufRead,
+    expect_head: Option<&str>,
+) -> Result<ExportVerdict, UnreadableExport> {
+    let broken = |why: String| Ok(ExportVerdict::Broken(why));
+    let at_break = |found: Break| {
+        Ok(ExportVerdict::Broken(format!(
+            "seq {}: {}",
+            found.first_bad_seq,
+            found.reason.as_str()
+        )))
+    };
+    let expected = match expect_head.map(hex::decode) {
+        Some(Ok(bytes)) if bytes.len() == 32 => Some(bytes),
+        Some(_) => return broken("--expect-head is not a 64-digit hex hash".to_owned()),
+        None => None,
+    };
+    let mut reached_expected = expected.is_none();
+    let mut chain: Option<(ChainVerifier, String, String)> = None;
+    let mut trailer: Option<Trailer> = None;
+    for (index, line) in input.lines().enumerate() {
+        let line = line?;
+        let number = index + 1;
+        if trailer.is_some() {
+            return broken(format!("line {number}: content after the trailer"));
+        }
+        if let Ok(TrailerLine { export_trailer }) = serde_json::from_str::<TrailerLine>(&line) {
+            trailer = Some(export_trailer);
+            continue;
+        }
+        let Ok(entry_line) = serde_json::from_str::<EntryLine>(&line) else {
+            if number == 1 {
+                return Err(UnreadableExport::NotAnExport);
+            }
+            return broken(format!("line {number}: not an entry line"));
+        };
+        let (verifier, tenant, session_id) = chain.get_or_insert_with(|| {
+            let verifier = ChainVerifier::new(&entry_line.tenant, &entry_line.session_id);
+            (
+                verifier,
+                entry_line.tenant.clone(),
+                entry_line.session_id.clone(),
+            )
+        });
+        if &entry_line.tenant != tenant || &entry_line.session_id != session_id {
+            return broken(format!("line {number}: another tenant or session"));
+        }
+        let Some(entry) = entry_line.to_entry() else {
+            return at_break(Break {
+                first_bad_seq: verifier.next_seq(),
+                reason: Reason::HashMismatch,
+            });
+        };
+        if let Err(found) = verifier.check(&entry) {
+            return at_break(found);
+        }
+        if expected.as_deref() == Some(&entry.hash[..]) {
+            reached_expected = true;
+        }
+    }
+    let Some(trailer) = trailer else {
+        return broken("no trailer: the export is truncated".to_owned());
+    };
+    let Some((verifier, tenant, session_id)) = chain else {
+        return broken("the export holds no entry".to_owned());
+    };
+    if trailer.tenant != tenant || trailer.session_id != session_id {
+        return broken("the trailer names another tenant or session".to_owned());
+    }
+    let Ok(head_hash) = hex::decode(&trailer.head_hash) else {
+        return broken("the trailer's head_hash is not hex".to_owned());
+    };
+    let verified = match verifier.finish(trailer.last_seq, &head_hash) {
+        Ok(verified) => verified,
+        Err(found) => return at_break(found),
+    };
+    if !reached_expected {
+        return broken("the chain does not reach the expected head hash".to_owned());
+    }
+    Ok(ExportVerdict::Intact {
+        tenant,
+        session_id,
+        verified,
+    })
+}

@@ -1,0 +1,257 @@
+//! Verifying a hash chain entry by entry, in constant memory: the one implementation of the
+//! rules of API.md "Hash chain" used by the server, the command line and the offline verifier.
+
+use super::hash::{EntryHeader, GENESIS_HASH, entry_hash, format_timestamp, payload_digest};
+use super::read::Entry;
+
+/// Why a chain is broken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    PayloadDigestMismatch,
+    PrevHashMismatch,
+    HashMismatch,
+    SeqGap,
+    HeadMismatch,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::PayloadDigestMismatch => "payload_digest_mismatch",
+            Reason::PrevHashMismatch => "prev_hash_mismatch",
+            Reason::HashMismatch => "hash_mismatch",
+            Reason::SeqGap => "seq_gap",
+            Reason::HeadMismatch => "head_mismatch",
+        }
+    }
+}
+
+/// The first place a chain breaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Break {
+    pub first_bad_seq: i64,
+    pub reason: Reason,
+}
+
+/// What an intact chain proves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub verified_through_seq: i64,
+    pub head_hash: [u8; 32],
+}
+
+/// Checks entries fed in seq order against each other; `finish` checks the head.
+#[derive(Debug, Clone)]
+pub struct ChainVerifier {
+    tenant: String,
+    session_id: String,
+    next_seq: i64,
+    prev_hash: [u8; 32],
+}
+
+impl ChainVerifier {
+    pub fn new(tenant: &str, session_id: &str) -> Self {
+        Self {
+            tenant: tenant.to_owned(),
+            session_id: session_id.to_owned(),
+            next_seq: 1,
+            prev_hash: GENESIS_HASH,
+        }
+    }
+
+    /// The seq the next entry must carry.
+    pub fn next_seq(&self) -> i64 {
+        self.next_seq
+    }
+
+    /// The hash of the last entry accepted so far (32 zero bytes before the first).
+    pub fn last_hash(&self) -> &[u8; 32] {
+        &self.prev_hash
+    }
+
+    pub fn check(&mut self, entry: &Entry) -> Result<(), Break> {
+        let broken = |reason| Break {
+            first_bad_seq: self.next_seq,
+            reason,
+        };
+        if entry.seq != self.next_seq {
+            // A missing entry shows as the next one arriving early; an extra or repeated one
+            // as a seq already passed.
+            return Err(broken(Reason::SeqGap));
+        }
+        let content = entry.content.as_ref();
+        let metadata = entry
+            .metadata
+            .as_object()
+            .ok_or_else(|| broken(Reason::PayloadDigestMismatch))?;
+        let digest = payload_digest(&entry.salt, content, metadata);
+        if entry.salt.len() != 16 || entry.payload_digest != digest {
+            return Err(broken(Reason::PayloadDigestMismatch));
+        }
+        if entry.prev_hash != self.prev_hash {
+            return Err(broken(Reason::PrevHashMismatch));
+        }
+        let digest_hex = hex::encode(digest);
+        let created_at = format_timestamp(entry.created_at);
+        let header = EntryHeader {
+            tenant: &self.tenant,
+            session_id: &self.session_id,
+            seq: entry.seq,
+            kind: &entry.kind,
+            role: entry.role.as_deref(),
+            created_at: &created_at,
+            idempotency_key: entry.idempotency_key.as_deref(),
+            author: &entry.author,
+            payload_digest: &digest_hex,
+        };
+        let hash = entry_hash(&self.prev_hash, &header);
+        if entry.hash != hash {
+            return Err(broken(Reason::HashMismatch));
+        }
+        self.prev_hash = hash;
+        self.next_seq += 1;
+        Ok(())
+    }
+
+    /// Checks that the entries seen end exactly at the head (`last_seq`, `head_hash`).
+    pub fn finish(self, last_seq: i64, head_hash: &[u8]) -> Result<Verified, Break> {
+        let through = self.next_seq - 1;
+        if through < last_seq {
+            return Err(Break {
+                first_bad_seq: self.next_seq,
+                reason: Reason::SeqGap,
+            });
+        }
+        if through > last_seq || head_hash != self.prev_hash {
+            return Err(Break {
+                first_bad_seq: last_seq.max(1),
+                reason: Reason::HeadMismatch,
+            });
+        }
+        Ok(Verified {
+            verified_through_seq: through,
+            head_hash: self.prev_hash,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{DateTime, Utc};
+    use serde_json::json;
+
+    fn chain(count: i64) -> Vec<Entry> {
+        let created_at = DateTime::parse_from_rfc3339("2026-11-21T10:15:30.123456Z")
+            .expect("time")
+            .with_timezone(&Utc);
+        let mut prev = GENESIS_HASH;
+        (1..=count)
+            .map(|seq| {
+                let salt = vec![seq as u8; 16];
+                let content = json!(format!("message {seq}"));
+                let metadata = json!({"n": seq});
+                let digest =
+                    payload_digest(&salt, Some(&content), metadata.as_object().expect("object"));
+                let digest_hex = hex::encode(digest);
+                let time = format_timestamp(created_at);
+                let header = EntryHeader {
+                    tenant: "acme",
+                    session_id: "s",
+                    seq,
+                    kind: "message",
+                    role: Some("user"),
+                    created_at: &time,
+                    idempotency_key: None,
+                    author: "key_1",
+                    payload_digest: &digest_hex,
+                };
+                let hash = entry_hash(&prev, &header);
+                let entry = Entry {
+                    seq,
+                    kind: "message".into(),
+                    role: Some("user".into()),
+                    content: Some(content),
+                    metadata,
+                    created_at,
+                    idempotency_key: None,
+                    author: "key_1".into(),
+                    salt,
+                    payload_digest: digest.to_vec(),
+                    prev_hash: prev.to_vec(),
+                    hash: hash.to_vec(),
+                };
+                prev = hash;
+                entry
+            })
+            .collect()
+    }
+
+    fn run(entries: &[Entry], last_seq: i64, head: &[u8]) -> Result<Verified, Break> {
+        let mut verifier = ChainVerifier::new("acme", "s");
+        entries.iter().try_for_each(|entry| verifier.check(entry))?;
+        verifier.finish(last_seq, head)
+    }
+
+    #[test]
+    fn an_intact_chain_verifies_through_its_head() {
+        let entries = chain(5);
+        let head = entries[4].hash.clone();
+        let verified = run(&entries, 5, &head).expect("intact");
+        assert_eq!(verified.verified_through_seq, 5);
+        assert_eq!(verified.head_hash.to_vec(), head);
+        assert_eq!(
+            run(&[], 0, &GENESIS_HASH)
+                .expect("empty")
+                .verified_through_seq,
+            0
+        );
+    }
+
+    #[test]
+    fn each_kind_of_damage_names_its_first_bad_seq() {
+        let entries = chain(5);
+        let head = entries[4].hash.clone();
+        let broken = |edit: &dyn Fn(&mut Vec<Entry>)| {
+            let mut copy = entries.clone();
+            edit(&mut copy);
+            run(&copy, 5, &head).expect_err("damage is detected")
+        };
+        let expect = |first_bad_seq, reason| Break {
+            first_bad_seq,
+            reason,
+        };
+        assert_eq!(
+            broken(&|e| e[2].content = Some(json!("edited"))),
+            expect(3, Reason::PayloadDigestMismatch)
+        );
+        assert_eq!(
+            broken(&|e| e[2].role = Some("assistant".into())),
+            expect(3, Reason::HashMismatch)
+        );
+        assert_eq!(
+            broken(&|e| e[1].author = "key_2".into()),
+            expect(2, Reason::HashMismatch)
+        );
+        assert_eq!(
+            broken(&|e| e[3].prev_hash = vec![1; 32]),
+            expect(4, Reason::PrevHashMismatch)
+        );
+        assert_eq!(
+            broken(&|e| {
+                e.remove(2);
+            }),
+            expect(3, Reason::SeqGap)
+        );
+        assert_eq!(broken(&|e| e.swap(1, 2)), expect(2, Reason::SeqGap));
+        assert_eq!(broken(&|e| e.truncate(3)), expect(4, Reason::SeqGap));
+        assert_eq!(
+            run(&entries, 5, &[9; 32]).expect_err("head"),
+            expect(5, Reason::HeadMismatch)
+        );
+        assert_eq!(
+            run(&entries, 4, &head).expect_err("extra"),
+            expect(4, Reason::HeadMismatch)
+        );
+    }
+}

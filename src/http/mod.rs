@@ -3,6 +3,7 @@
 mod admin;
 mod audit;
 mod extract;
+mod observe;
 pub mod openapi;
 mod ops;
 pub mod problem;
@@ -14,10 +15,9 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
-use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::middleware;
 use axum::routing::{get, post};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -26,7 +26,7 @@ use utoipa::OpenApi;
 
 use crate::auth::AdminKey;
 use crate::ledger::{self, Limits};
-use problem::{ApiError, ErrorCause};
+use problem::ApiError;
 
 /// Everything a handler needs; cheap to clone.
 #[derive(Clone)]
@@ -56,6 +56,7 @@ impl Default for HttpSettings {
 impl AppState {
     pub fn new(pool: PgPool, limits: Limits, admin_key: AdminKey) -> Self {
         let openapi = serde_json::to_value(openapi::ApiDoc::openapi()).unwrap_or_default();
+        observe::prometheus();
         Self {
             pool,
             limits,
@@ -86,10 +87,11 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/openapi.json", get(openapi_document))
+        .route("/metrics", get(observe::metrics))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))
-        .layer(middleware::from_fn(log_server_errors))
+        .layer(middleware::from_fn(observe::observe))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             settings.request_timeout,
@@ -110,21 +112,11 @@ where
     T: Send + 'static,
     F: Future<Output = Result<T, ledger::Error>> + Send + 'static,
 {
+    let _in_flight = observe::InFlight::start();
     match tokio::spawn(work).await {
         Ok(result) => result.map_err(ApiError::from),
         Err(join) => Err(ApiError::Internal(format!("database task failed: {join}"))),
     }
-}
-
-/// Logs the cause of every 5xx once, here rather than where the response is built.
-async fn log_server_errors(request: Request, next: Next) -> Response {
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    let response = next.run(request).await;
-    if let Some(ErrorCause(cause)) = response.extensions().get::<ErrorCause>() {
-        tracing::error!(%method, %path, status = response.status().as_u16(), %cause, "request failed");
-    }
-    response
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then finishes in-flight requests.

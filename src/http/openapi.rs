@@ -23,6 +23,7 @@ use super::{admin, audit, ops, problem, sessions};
         admin::revoke_key,
         ops::healthz,
         ops::readyz,
+        super::observe::metrics,
     ),
     components(schemas(problem::Problem)),
     modifiers(&BearerAuth)

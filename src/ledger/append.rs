@@ -117,6 +117,7 @@ pub async fn append(
         "appended" => false,
         "replayed" => true,
         "seq_conflict" => {
+            metrics::counter!("chatledger_seq_conflicts_total").increment(1);
             return Err(Error::SeqConflict {
                 current_seq: row.current_seq,
             });
@@ -146,6 +147,12 @@ pub async fn append(
             })
         })
         .collect::<Result<_, Error>>()?;
+    if replayed {
+        metrics::counter!("chatledger_idempotent_replays_total").increment(1);
+    } else {
+        metrics::counter!("chatledger_appends_total").increment(1);
+        metrics::counter!("chatledger_entries_written_total").increment(entries.len() as u64);
+    }
     match (entries.first(), entries.last()) {
         (Some(first), Some(last)) => Ok(Appended {
             session_id: request.session_id,

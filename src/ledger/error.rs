@@ -93,8 +93,10 @@ impl From<sqlx::Error> for Error {
             _ => {}
         }
         if crate::db::is_unavailable(&error) {
+            metrics::counter!("chatledger_db_errors_total", "kind" => "unavailable").increment(1);
             Error::Unavailable(error)
         } else {
+            metrics::counter!("chatledger_db_errors_total", "kind" => "error").increment(1);
             Error::Database(error)
         }
     }

@@ -1,9 +1,10 @@
-//! The real binary on its embedded default: first start initialises a private cluster, a restart
-//! finds everything again, SIGTERM shuts down gracefully with exit status 0.
+//! The real binary as a process: its embedded default across restarts, graceful SIGTERM, a large
+//! export in constant memory, and what it logs and counts.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -13,23 +14,46 @@ use tokio::process::{Child, Command};
 struct Server {
     child: Child,
     address: String,
+    /// Every log line after the listening one.
+    log: Arc<Mutex<Vec<String>>>,
 }
 
-/// Starts `chatledger serve` on port 0 with its embedded cluster in `data_dir`, and waits for the
-/// line that says where it listens.
+/// Starts `chatledger serve` on port 0 with its embedded cluster in `data_dir`.
 async fn start(data_dir: &Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_chatledger"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+    let mut command = serve_command();
+    command
         .arg("--data-dir")
         .arg(data_dir)
-        .env_remove("DATABASE_URL")
+        .env_remove("DATABASE_URL");
+    spawn_server(command).await
+}
+
+/// Starts `chatledger serve` on an external database (a test database) with an admin key file.
+async fn start_external(database: &crate::helpers::TestDatabase, admin_key_file: &Path) -> Server {
+    let mut command = serve_command();
+    command
+        .arg("--admin-key-file")
+        .arg(admin_key_file)
+        .env("DATABASE_URL", &database.owner_url);
+    spawn_server(command).await
+}
+
+/// `chatledger serve` with JSON logs on port 0; callers add their own flags.
+fn serve_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_chatledger"));
+    command.args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"]);
+    command
+}
+
+/// Runs a `serve_command` and waits for the line that says where it listens.
+async fn spawn_server(mut command: Command) -> Server {
+    let mut child = command
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .expect("chatledger starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
     let address = tokio::time::timeout(Duration::from_secs(120), async {
         while let Some(line) = lines.next_line().await.expect("read log") {
             let Ok(record) = serde_json::from_str::<Value>(&line) else {
@@ -47,10 +71,17 @@ async fn start(data_dir: &Path) -> Server {
     .await
     .expect("chatledger listens within two minutes");
     // Keep draining the log so the server never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let collected = log.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            collected.lock().expect("log").push(line);
+        }
+    });
     Server {
         child,
         address: format!("http://{address}"),
+        log,
     }
 }
 
@@ -141,42 +172,6 @@ async fn the_embedded_default_keeps_data_across_restarts_and_stops_cleanly() {
     let _ = std::fs::remove_dir_all(&data_dir);
 }
 
-/// Starts `chatledger serve` on an external database (a test database) with an admin key file.
-async fn start_external(database: &crate::helpers::TestDatabase, admin_key_file: &Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_chatledger"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
-        .arg("--admin-key-file")
-        .arg(admin_key_file)
-        .env("DATABASE_URL", &database.owner_url)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("chatledger starts");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let address = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Some(line) = lines.next_line().await.expect("read log") {
-            let Ok(record) = serde_json::from_str::<Value>(&line) else {
-                continue;
-            };
-            if record["fields"]["message"] == "chatledger listening" {
-                return record["fields"]["address"]
-                    .as_str()
-                    .expect("address")
-                    .to_owned();
-            }
-        }
-        panic!("chatledger exited before listening");
-    })
-    .await
-    .expect("chatledger listens");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Server {
-        child,
-        address: format!("http://{address}"),
-    }
-}
-
 /// Peak resident memory of a process so far, in bytes.
 fn peak_rss(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
@@ -265,5 +260,147 @@ async fn a_large_export_streams_in_constant_memory() {
     );
     assert!(server.terminate().await.success());
     let _ = std::fs::remove_file(&export_path);
+    let _ = std::fs::remove_file(&admin_key_file);
+}
+
+#[tokio::test]
+async fn metrics_count_what_happened_and_logs_carry_request_ids_but_never_contents_or_keys() {
+    let database = crate::helpers::TestDatabase::new().await;
+    let admin_key_file =
+        std::env::temp_dir().join(format!("chatledger-admin-{:016x}", rand::random::<u64>()));
+    std::fs::write(&admin_key_file, crate::helpers::ADMIN_KEY).expect("admin key file");
+    let server = start_external(&database, &admin_key_file).await;
+    let client = reqwest::Client::new();
+    let canary = format!("CANARY-{:016x}", rand::random::<u64>());
+    let url = format!("{}/v1/sessions/observed/messages", server.address);
+    let turn = json!({"expected_seq": 0, "messages": [
+        {"role": "user", "content": canary, "metadata": {"note": canary}},
+        {"role": "assistant", "content": [{"type": "text", "text": canary}]},
+    ]});
+    let send = |body: &Value, request_id: &str| {
+        client
+            .post(&url)
+            .bearer_auth(&database.writer_key)
+            .header("Idempotency-Key", format!("key-{canary}"))
+            .header("x-request-id", request_id)
+            .json(body)
+            .send()
+    };
+    let first = send(&turn, "trace-one").await.expect("append");
+    assert_eq!(first.status(), 201);
+    assert_eq!(
+        first.headers()["x-request-id"],
+        "trace-one",
+        "the caller's request id comes back"
+    );
+    assert_eq!(
+        send(&turn, "trace-two").await.expect("replay").status(),
+        201
+    );
+    let stale = json!({"expected_seq": 0, "messages": [{"role": "user", "content": canary}]});
+    let conflict = client
+        .post(&url)
+        .bearer_auth(&database.writer_key)
+        .json(&stale)
+        .send()
+        .await
+        .expect("conflict");
+    assert_eq!(conflict.status(), 409);
+    let generated = conflict.headers()["x-request-id"]
+        .to_str()
+        .expect("id")
+        .to_owned();
+    assert_eq!(
+        generated.len(),
+        32,
+        "a request id is made when none is sent"
+    );
+    let unauthorized = client
+        .get(&url)
+        .bearer_auth("clk_wrong")
+        .send()
+        .await
+        .expect("401");
+    assert_eq!(unauthorized.status(), 401);
+
+    let metrics = client
+        .get(format!("{}/metrics", server.address))
+        .send()
+        .await
+        .expect("metrics");
+    assert_eq!(metrics.status(), 200);
+    let text = metrics.text().await.expect("text");
+    let value = |series: &str| {
+        text.lines()
+            .find(|line| line.starts_with(series) && line[series.len()..].starts_with(' '))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|number| number.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{series} in {text}"))
+    };
+    assert_eq!(value("chatledger_appends_total"), 1.0);
+    assert_eq!(value("chatledger_entries_written_total"), 2.0);
+    assert_eq!(value("chatledger_idempotent_replays_total"), 1.0);
+    assert_eq!(value("chatledger_seq_conflicts_total"), 1.0);
+    let route = r#"route="/v1/sessions/{session_id}/messages""#;
+    assert_eq!(
+        value(&format!(
+            r#"chatledger_http_requests_total{{method="POST",{route},status="201"}}"#
+        )),
+        2.0
+    );
+    assert_eq!(
+        value(&format!(
+            r#"chatledger_http_requests_total{{method="POST",{route},status="409"}}"#
+        )),
+        1.0
+    );
+    assert_eq!(
+        value(&format!(
+            r#"chatledger_http_requests_total{{method="GET",{route},status="401"}}"#
+        )),
+        1.0
+    );
+    assert!(text.contains(&format!(r#"chatledger_http_request_duration_seconds_bucket{{method="POST",{route},status="201",le="0.5"}}"#)));
+    for gauge in [
+        "chatledger_db_pool_connections",
+        "chatledger_db_pool_idle_connections",
+        "chatledger_db_pool_waiting_requests",
+    ] {
+        value(gauge);
+    }
+    value(r#"chatledger_db_errors_total{kind="unavailable"}"#);
+
+    let log = server.log.clone();
+    assert!(server.terminate().await.success());
+    let lines = log.lock().expect("log").clone();
+    let records: Vec<Value> = lines
+        .iter()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    assert_eq!(records.len(), lines.len(), "every log line is JSON");
+    let requests: Vec<&Value> = records
+        .iter()
+        .filter(|record| record["fields"]["message"] == "request")
+        .collect();
+    for id in ["trace-one", "trace-two", generated.as_str()] {
+        let line = requests
+            .iter()
+            .find(|record| record["fields"]["request_id"] == id)
+            .expect("logged");
+        assert_eq!(
+            line["fields"]["route"],
+            "/v1/sessions/{session_id}/messages"
+        );
+    }
+    let everything = lines.join("\n");
+    for secret in [
+        canary.as_str(),
+        &database.writer_key,
+        &database.writer_key[4..],
+        crate::helpers::ADMIN_KEY,
+        "clk_wrong",
+    ] {
+        assert!(!everything.contains(secret), "the log holds {secret}");
+    }
     let _ = std::fs::remove_file(&admin_key_file);
 }

@@ -1,0 +1,156 @@
+//! Observability: a request id per request (taken from `x-request-id` or made), one log line per
+//! request with its route template, status and latency (and the cause of a 5xx), Prometheus
+//! metrics, and the pool gauges. Bodies, headers and keys are never logged.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use super::AppState;
+use super::problem::ErrorCause;
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Database calls in flight, to tell how many wait for a connection.
+static IN_FLIGHT: AtomicI64 = AtomicI64::new(0);
+
+/// The process-wide Prometheus recorder, installed on first use.
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let buckets = [
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ];
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), &buckets)
+            .unwrap_or_else(|_| PrometheusBuilder::new());
+        let handle = match builder.install_recorder() {
+            Ok(handle) => handle,
+            // Another recorder is installed (only possible in embedding programs): render ours alone.
+            Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+        };
+        // Counters exist from the start, so a dashboard sees zero rather than nothing.
+        for name in [
+            "chatledger_appends_total",
+            "chatledger_entries_written_total",
+            "chatledger_seq_conflicts_total",
+            "chatledger_idempotent_replays_total",
+        ] {
+            metrics::counter!(name).increment(0);
+        }
+        for kind in ["unavailable", "error"] {
+            metrics::counter!("chatledger_db_errors_total", "kind" => kind).increment(0);
+        }
+        handle
+    })
+}
+
+/// Marks a database call in flight for as long as the guard lives.
+pub struct InFlight;
+
+impl InFlight {
+    pub fn start() -> Self {
+        IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// `GET /metrics`: Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, body = String, content_type = "text/plain")))]
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let size = i64::from(state.pool.size());
+    let idle = state.pool.num_idle() as i64;
+    let waiting = (IN_FLIGHT.load(Ordering::Relaxed) - (size - idle)).max(0);
+    metrics::gauge!("chatledger_db_pool_connections").set(size as f64);
+    metrics::gauge!("chatledger_db_pool_idle_connections").set(idle as f64);
+    metrics::gauge!("chatledger_db_pool_waiting_requests").set(waiting as f64);
+    let text = prometheus().render();
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// Request id, metrics and the one log line of every request.
+pub async fn observe(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let request_id = request
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|value| value.to_str().ok())
+        .filter(|id| is_acceptable_id(id))
+        .map_or_else(|| hex::encode(rand::random::<[u8; 16]>()), str::to_owned);
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |path| path.as_str())
+        .to_owned();
+
+    let mut response = next.run(request).await;
+
+    let status = response.status();
+    let elapsed = started.elapsed();
+    let labels = [
+        ("method", method.as_str().to_owned()),
+        ("route", route.clone()),
+        ("status", status.as_u16().to_string()),
+    ];
+    metrics::counter!("chatledger_http_requests_total", &labels).increment(1);
+    metrics::histogram!("chatledger_http_request_duration_seconds", &labels)
+        .record(elapsed.as_secs_f64());
+    let latency_ms = elapsed.as_secs_f64() * 1000.0;
+    match response.extensions().get::<ErrorCause>() {
+        Some(ErrorCause(cause)) => tracing::error!(
+            %request_id, %method, %route, status = status.as_u16(), latency_ms, error = %cause, "request failed"
+        ),
+        None if status == StatusCode::SERVICE_UNAVAILABLE || status.is_server_error() => {
+            tracing::warn!(%request_id, %method, %route, status = status.as_u16(), latency_ms, "request")
+        }
+        None => {
+            tracing::info!(%request_id, %method, %route, status = status.as_u16(), latency_ms, "request")
+        }
+    }
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    response
+}
+
+/// A caller's request id is kept when it is short and harmless to log.
+fn is_acceptable_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_from_callers_must_be_short_and_plain() {
+        assert!(is_acceptable_id("req-42_a.b:c"));
+        assert!(!is_acceptable_id(""));
+        assert!(!is_acceptable_id(&"a".repeat(129)));
+        assert!(!is_acceptable_id("new\nline"));
+        assert!(!is_acceptable_id("a b"));
+    }
+}

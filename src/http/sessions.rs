@@ -54,6 +54,7 @@ pub enum Content {
 /// One message to append.
 #[derive(Serialize, ToSchema)]
 #[allow(dead_code)]
+#[serde(deny_unknown_fields)]
 pub struct NewMessage {
     role: MessageRole,
     content: Content,
@@ -64,17 +65,20 @@ pub struct NewMessage {
 /// Body of an append.
 #[derive(Serialize, ToSchema)]
 #[allow(dead_code)]
+#[serde(deny_unknown_fields)]
 pub struct AppendMessages {
     /// The seq of the last entry the writer has seen (0: the session must be new).
     #[schema(minimum = 0)]
     expected_seq: Option<i64>,
     /// 1 to 100 messages, appended as one contiguous run.
+    #[schema(min_items = 1, max_items = 100)]
     messages: Vec<NewMessage>,
 }
 
 /// Body of a context reset.
 #[derive(Serialize, ToSchema)]
 #[allow(dead_code)]
+#[serde(deny_unknown_fields)]
 pub struct ResetContext {
     #[schema(minimum = 0)]
     expected_seq: Option<i64>,
@@ -110,7 +114,7 @@ pub struct EntryView {
     /// `system`, `user`, `assistant` or `tool`; null for a context reset.
     role: Option<String>,
     /// A string or an array of content blocks; null for a context reset.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Content>)]
     content: Option<Value>,
     #[schema(value_type = Object)]
     metadata: Value,
@@ -142,6 +146,7 @@ pub struct AscendingPage {
     last_seq: i64,
     entries: Vec<EntryView>,
     /// Pass as `after_seq` for the next page; null when no further entry exists.
+    #[schema(required = true)]
     next_after_seq: Option<i64>,
 }
 
@@ -152,6 +157,7 @@ pub struct DescendingPage {
     last_seq: i64,
     entries: Vec<EntryView>,
     /// Pass as `before_seq` for the next page; null when no further entry exists.
+    #[schema(required = true)]
     next_before_seq: Option<i64>,
 }
 
@@ -177,6 +183,7 @@ pub struct ContextWindow {
 pub struct SessionsPage {
     sessions: Vec<SessionView>,
     /// Pass as `after` for the next page; null when no further session exists.
+    #[schema(required = true)]
     next_after: Option<String>,
 }
 

@@ -78,7 +78,7 @@ pub async fn append(
     let mut digests = Vec::with_capacity(count);
     for entry in request.entries {
         let salt: [u8; 16] = rand::random();
-        digests.push(hash::payload_digest(&salt, entry.content.as_ref(), &entry.metadata).to_vec());
+        digests.push(hash::digest_canonical_payload(&salt, entry.canonical_payload()).to_vec());
         salts.push(salt.to_vec());
         kinds.push(entry.kind.as_str().to_owned());
         roles.push(entry.role.map(|role| role.as_str().to_owned()));

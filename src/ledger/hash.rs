@@ -39,9 +39,14 @@ pub fn payload_digest(
     content: Option<&Value>,
     metadata: &Map<String, Value>,
 ) -> [u8; 32] {
+    digest_canonical_payload(salt, &canonical_payload(content, metadata))
+}
+
+/// `SHA-256(salt || canonical_payload)`, for a payload already canonicalised.
+pub fn digest_canonical_payload(salt: &[u8], canonical_payload: &[u8]) -> [u8; 32] {
     let mut hasher = Sha256::new();
     hasher.update(salt);
-    hasher.update(canonical_payload(content, metadata));
+    hasher.update(canonical_payload);
     hasher.finalize().into()
 }
 

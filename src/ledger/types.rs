@@ -126,6 +126,34 @@ pub struct NewEntry {
     pub role: Option<Role>,
     pub content: Option<Value>,
     pub metadata: Map<String, Value>,
+    /// `JCS({"content", "metadata"})`, computed once while checking the entry.
+    canonical_payload: Vec<u8>,
+}
+
+impl NewEntry {
+    /// Checks text, numbers and size (`at` names the entry in errors) and canonicalises.
+    fn checked(
+        kind: EntryKind,
+        role: Option<Role>,
+        content: Option<Value>,
+        metadata: Map<String, Value>,
+        at: &str,
+        limits: &Limits,
+    ) -> Result<Self, Invalid> {
+        let canonical_payload = check_payload(content.as_ref(), &metadata, at, limits)?;
+        Ok(Self {
+            kind,
+            role,
+            content,
+            metadata,
+            canonical_payload,
+        })
+    }
+
+    /// The bytes the entry's payload digest commits to.
+    pub fn canonical_payload(&self) -> &[u8] {
+        &self.canonical_payload
+    }
 }
 
 /// The body of `POST .../messages`.
@@ -180,13 +208,14 @@ impl ResetBody {
         reject_unknown_fields(object, &["expected_seq", "metadata"], "")?;
         let expected_seq = parse_expected_seq(object)?;
         let metadata = parse_metadata(object.get("metadata"), "metadata")?;
-        let entry = NewEntry {
-            kind: EntryKind::ContextReset,
-            role: None,
-            content: None,
+        let entry = NewEntry::checked(
+            EntryKind::ContextReset,
+            None,
+            None,
             metadata,
-        };
-        check_payload(&entry, "metadata", limits)?;
+            "metadata",
+            limits,
+        )?;
         Ok(Self {
             expected_seq,
             entry,
@@ -224,14 +253,14 @@ fn parse_message(raw: &Value, index: usize, limits: &Limits) -> Result<NewEntry,
         None => return Err(validation(format!("{at}.content is required"))),
     };
     let metadata = parse_metadata(object.get("metadata"), &format!("{at}.metadata"))?;
-    let entry = NewEntry {
-        kind: EntryKind::Message,
-        role: Some(role),
-        content: Some(content),
+    NewEntry::checked(
+        EntryKind::Message,
+        Some(role),
+        Some(content),
         metadata,
-    };
-    check_payload(&entry, &at, limits)?;
-    Ok(entry)
+        &at,
+        limits,
+    )
 }
 
 fn parse_expected_seq(object: &Map<String, Value>) -> Result<Option<i64>, Invalid> {
@@ -254,15 +283,22 @@ fn parse_metadata(raw: Option<&Value>, at: &str) -> Result<Map<String, Value>, I
 }
 
 /// Text PostgreSQL can store, numbers every verifier reads alike, and the size limit.
-fn check_payload(entry: &NewEntry, at: &str, limits: &Limits) -> Result<(), Invalid> {
-    if let Some(content) = &entry.content {
+/// Returns the canonical payload.
+fn check_payload(
+    content: Option<&Value>,
+    metadata: &Map<String, Value>,
+    at: &str,
+    limits: &Limits,
+) -> Result<Vec<u8>, Invalid> {
+    if let Some(content) = content {
         check_value(content, &format!("{at}.content"))?;
     }
-    for (key, value) in &entry.metadata {
+    for (key, value) in metadata {
         check_text(key, &format!("{at}.metadata"))?;
         check_value(value, &format!("{at}.metadata.{key}"))?;
     }
-    let size = hash::canonical_payload(entry.content.as_ref(), &entry.metadata).len();
+    let canonical = hash::canonical_payload(content, metadata);
+    let size = canonical.len();
     if size > limits.max_message_bytes {
         return Err(Invalid::new(
             InvalidKind::TooLarge,
@@ -272,7 +308,7 @@ fn check_payload(entry: &NewEntry, at: &str, limits: &Limits) -> Result<(), Inva
             ),
         ));
     }
-    Ok(())
+    Ok(canonical)
 }
 
 /// Largest integer magnitude that every JSON implementation reads exactly (RFC 7493).

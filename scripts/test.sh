@@ -135,8 +135,13 @@ export CHATLEDGER_TEST_PYTHON="$PWD/$VERIFIER_VENV/bin/python"
 step "cargo test --locked --all-targets $*"
 cargo test --locked --all-targets "$@"
 
-# ---- Later test steps go here, in order (Python client tests, then schemathesis against a
-# ---- running server). DATABASE_URL is set; print a `step` line before each one.
+# The Python client (clients/python) against the binary cargo just built: its own database in
+# DATABASE_URL's cluster, plus an embedded-cluster server for the database-outage tests.
+step "Python client tests (clients/python/run-tests.sh)"
+CHATLEDGER_BIN="$PWD/target/debug/chatledger" clients/python/run-tests.sh
+
+step "schemathesis against /openapi.json (scripts/schemathesis.sh)"
+scripts/schemathesis.sh
 
 if [[ "${CHATLEDGER_TEST_PREPARE_CHECK:-0}" == 1 ]]; then
     step "Migrating a database for the sqlx prepare check"

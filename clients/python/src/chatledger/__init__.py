@@ -1,0 +1,84 @@
+"""Python client of chatledger, the append-only, tamper-evident ledger for LLM conversations.
+
+``chatledger.Client`` (sync) and ``chatledger.AsyncClient`` (async) speak the HTTP API;
+every error is a :class:`ChatLedgerError`, with one subclass per problem ``code``.
+The LangChain integration lives in :mod:`chatledger.langchain` (``pip install
+chatledger[langchain]``); this module imports nothing from LangChain.
+"""
+
+from ._client import AsyncClient, Client, Retry
+from ._errors import (
+    AlreadyExists,
+    ChatLedgerError,
+    Forbidden,
+    IdempotencyKeyReused,
+    InvalidIdempotencyKey,
+    InvalidNumber,
+    InvalidParameter,
+    InvalidSessionId,
+    InvalidText,
+    MalformedJson,
+    NetworkError,
+    NotFound,
+    PayloadTooLarge,
+    SeqConflict,
+    SessionNotFound,
+    TruncatedExport,
+    Unauthenticated,
+    UnexpectedResponse,
+    UnknownTenant,
+    Unavailable,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
+from ._models import (
+    AppendResult,
+    ContextWindow,
+    Entry,
+    EntryReceipt,
+    ExportTrailer,
+    Message,
+    Role,
+    SessionSummary,
+    VerifyResult,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AlreadyExists",
+    "AppendResult",
+    "AsyncClient",
+    "ChatLedgerError",
+    "Client",
+    "ContextWindow",
+    "Entry",
+    "EntryReceipt",
+    "ExportTrailer",
+    "Forbidden",
+    "IdempotencyKeyReused",
+    "InvalidIdempotencyKey",
+    "InvalidNumber",
+    "InvalidParameter",
+    "InvalidSessionId",
+    "InvalidText",
+    "MalformedJson",
+    "Message",
+    "NetworkError",
+    "NotFound",
+    "PayloadTooLarge",
+    "Retry",
+    "Role",
+    "SeqConflict",
+    "SessionNotFound",
+    "SessionSummary",
+    "TruncatedExport",
+    "Unauthenticated",
+    "UnexpectedResponse",
+    "UnknownTenant",
+    "Unavailable",
+    "UnsupportedMediaType",
+    "ValidationFailed",
+    "VerifyResult",
+    "__version__",
+]

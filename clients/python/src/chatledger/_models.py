@@ -1,0 +1,246 @@
+"""Typed results of the API (immutable dataclasses built from its JSON)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, TypedDict
+
+from typing_extensions import NotRequired
+
+__all__ = [
+    "AppendResult",
+    "ContextWindow",
+    "Entry",
+    "EntryReceipt",
+    "ExportTrailer",
+    "Message",
+    "Role",
+    "SessionSummary",
+    "VerifyResult",
+]
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+class Message(TypedDict):
+    """One message to append: ``role``, ``content`` (a string, or a list of content blocks
+    that are objects or strings) and optional ``metadata`` (a JSON object)."""
+
+    role: Role
+    content: str | list[Any]
+    metadata: NotRequired[dict[str, Any]]
+
+
+def parse_timestamp(value: str) -> datetime:
+    """Parses the API's RFC 3339 UTC timestamps (``2026-11-21T10:15:30.123456Z``)."""
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One row of a session's ledger. ``created_at`` is kept exactly as the server spelled it
+    (the hash chain covers that spelling); :attr:`created_at_datetime` parses it."""
+
+    seq: int
+    kind: Literal["message", "context_reset"]
+    role: Role | None
+    content: str | list[Any] | None
+    metadata: dict[str, Any]
+    created_at: str
+    idempotency_key: str | None
+    author: str
+    salt: str
+    payload_digest: str
+    prev_hash: str
+    hash: str
+    raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+
+    @property
+    def created_at_datetime(self) -> datetime:
+        return parse_timestamp(self.created_at)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Entry:
+        metadata = data.get("metadata")
+        return cls(
+            seq=data["seq"],
+            kind=data["kind"],
+            role=data.get("role"),
+            content=data.get("content"),
+            metadata=metadata if isinstance(metadata, dict) else {},
+            created_at=data["created_at"],
+            idempotency_key=data.get("idempotency_key"),
+            author=data.get("author", ""),
+            salt=data.get("salt", ""),
+            payload_digest=data.get("payload_digest", ""),
+            prev_hash=data.get("prev_hash", ""),
+            hash=data.get("hash", ""),
+            raw=data,
+        )
+
+
+@dataclass(frozen=True)
+class EntryReceipt:
+    """What an append returns for each entry it wrote."""
+
+    seq: int
+    created_at: str
+    hash: str
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """The 201 answer of an append or a reset.
+
+    ``replayed`` is true when the server recognised the idempotency key and returned the
+    original answer (nothing new was written). ``idempotency_key`` is the key that was sent
+    (the caller's, or the one the client generated). ``head_hash`` is a receipt: an export's
+    chain can later be checked to reach it.
+    """
+
+    session_id: str
+    first_seq: int
+    last_seq: int
+    head_hash: str
+    entries: tuple[EntryReceipt, ...]
+    replayed: bool
+    idempotency_key: str
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], *, replayed: bool, idempotency_key: str) -> AppendResult:
+        return cls(
+            session_id=data["session_id"],
+            first_seq=data["first_seq"],
+            last_seq=data["last_seq"],
+            head_hash=data["head_hash"],
+            entries=tuple(
+                EntryReceipt(seq=e["seq"], created_at=e["created_at"], hash=e["hash"])
+                for e in data.get("entries", [])
+            ),
+            replayed=replayed,
+            idempotency_key=idempotency_key,
+        )
+
+
+@dataclass(frozen=True)
+class SessionSummary:
+    """``GET /v1/sessions/{id}``: ``context_start_seq`` is the latest reset's seq, or 0."""
+
+    session_id: str
+    created_at: str
+    updated_at: str
+    last_seq: int
+    head_hash: str
+    message_count: int
+    context_start_seq: int
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SessionSummary:
+        return cls(
+            session_id=data["session_id"],
+            created_at=data["created_at"],
+            updated_at=data["updated_at"],
+            last_seq=data["last_seq"],
+            head_hash=data["head_hash"],
+            message_count=data["message_count"],
+            context_start_seq=data["context_start_seq"],
+        )
+
+
+@dataclass(frozen=True)
+class ContextWindow:
+    """The LLM context window: the last ``limit`` message entries after the latest reset,
+    in ascending seq order, read at ``last_seq``."""
+
+    session_id: str
+    last_seq: int
+    context_start_seq: int
+    entries: tuple[Entry, ...]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ContextWindow:
+        return cls(
+            session_id=data["session_id"],
+            last_seq=data["last_seq"],
+            context_start_seq=data["context_start_seq"],
+            entries=tuple(Entry.from_json(e) for e in data.get("entries", [])),
+        )
+
+
+@dataclass(frozen=True)
+class MessagesPage:
+    """One page of ``GET /v1/sessions/{id}/messages``."""
+
+    session_id: str
+    last_seq: int
+    entries: tuple[Entry, ...]
+    next_cursor: int | None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], *, cursor_field: str) -> MessagesPage:
+        return cls(
+            session_id=data["session_id"],
+            last_seq=data["last_seq"],
+            entries=tuple(Entry.from_json(e) for e in data.get("entries", [])),
+            next_cursor=data.get(cursor_field),
+        )
+
+
+@dataclass(frozen=True)
+class SessionsPage:
+    sessions: tuple[SessionSummary, ...]
+    next_after: str | None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SessionsPage:
+        return cls(
+            sessions=tuple(SessionSummary.from_json(s) for s in data.get("sessions", [])),
+            next_after=data.get("next_after"),
+        )
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """``GET /v1/sessions/{id}/verify``: ``ok`` with ``verified_through_seq`` and
+    ``head_hash``, or not ``ok`` with ``first_bad_seq`` and ``reason``."""
+
+    ok: bool
+    verified_through_seq: int | None = None
+    head_hash: str | None = None
+    first_bad_seq: int | None = None
+    reason: str | None = None
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> VerifyResult:
+        return cls(
+            ok=bool(data["ok"]),
+            verified_through_seq=data.get("verified_through_seq"),
+            head_hash=data.get("head_hash"),
+            first_bad_seq=data.get("first_bad_seq"),
+            reason=data.get("reason"),
+        )
+
+
+@dataclass(frozen=True)
+class ExportTrailer:
+    """The last line of an export; its absence means the export was truncated."""
+
+    tenant: str
+    session_id: str
+    last_seq: int
+    head_hash: str
+    exported_at: str
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ExportTrailer:
+        return cls(
+            tenant=data["tenant"],
+            session_id=data["session_id"],
+            last_seq=data["last_seq"],
+            head_hash=data["head_hash"],
+            exported_at=data["exported_at"],
+        )

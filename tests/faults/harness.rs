@@ -1,0 +1,746 @@
+//! The fault suite's harness: fresh databases, the real `chatledger` binary as a child process
+//! that can be killed and restarted on the same port, and a client that appends tagged turns
+//! with idempotency keys, retrying indeterminate attempts with the same key and body.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chatledger::auth::{self, Role};
+use chatledger::db::{self, PoolSettings};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::{Value, json};
+use sqlx::ConnectOptions;
+use sqlx::postgres::{PgConnectOptions, PgPool};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::checker::{Outcome, ReadBack, Receipt, SentTurn, turn_messages};
+
+/// Scenarios run one at a time, so that their timings measure the server and not each other.
+pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The admin key of every server started on an external database.
+pub const ADMIN_KEY: &str = "faults-admin-key-0123456789abcdef0123456789";
+
+/// One tenant's keys.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    pub writer: String,
+    pub reader: String,
+    pub auditor: String,
+}
+
+/// A freshly created and migrated database with tenant `acme` and a key of each role.
+pub struct TestDatabase {
+    pub owner: PgConnectOptions,
+    pub url: String,
+    pub name: String,
+    pub keys: Keys,
+}
+
+impl TestDatabase {
+    pub async fn new() -> Self {
+        let url = std::env::var("DATABASE_URL").expect(
+            "DATABASE_URL is not set: run ./scripts/test.sh, which starts a throwaway cluster",
+        );
+        let base = PgConnectOptions::from_str(&url).expect("DATABASE_URL parses");
+        let name = format!("chatledger_test_{:016x}", rand::random::<u64>());
+        let mut admin = base.connect().await.expect("connect to DATABASE_URL");
+        sqlx::query(&format!(r#"CREATE DATABASE "{name}""#))
+            .execute(&mut admin)
+            .await
+            .expect("create test database");
+        let owner = base.database(&name);
+        db::migrate(&owner).await.expect("migrations apply");
+        let pool = db::runtime_pool(&owner, &PoolSettings::default())
+            .await
+            .expect("runtime pool");
+        auth::create_tenant(&pool, "acme").await.expect("tenant");
+        let mut secrets = Vec::new();
+        for role in [Role::Writer, Role::Reader, Role::Auditor] {
+            let key = auth::create_key(&pool, "acme", role, Some("faults"))
+                .await
+                .expect("key");
+            secrets.push(key.secret);
+        }
+        pool.close().await;
+        let [writer, reader, auditor] = <[String; 3]>::try_from(secrets).expect("three keys");
+        Self {
+            owner,
+            url: with_database_name(&url, &name),
+            name,
+            keys: Keys {
+                writer,
+                reader,
+                auditor,
+            },
+        }
+    }
+
+    /// A small pool of the schema owner, for pg_stat_activity and row locks.
+    pub async fn owner_pool(&self) -> PgPool {
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect_with(self.owner.clone())
+            .await
+            .expect("owner connects")
+    }
+}
+
+/// `url` with its database name replaced: scheme://authority/NAME?query.
+fn with_database_name(url: &str, name: &str) -> String {
+    let authority_start = url.find("://").map_or(0, |index| index + 3);
+    let path_start = url[authority_start..]
+        .find('/')
+        .map_or(url.len(), |index| authority_start + index);
+    let query_start = url[path_start..]
+        .find('?')
+        .map_or(url.len(), |index| path_start + index);
+    format!("{}/{name}{}", &url[..path_start], &url[query_start..])
+}
+
+/// A private directory under the system temp dir, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> Self {
+        let path = std::env::temp_dir().join(format!(
+            "chatledger-faults-{label}-{:08x}",
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir(&path).expect("create temp dir");
+        Self(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// A file holding [`ADMIN_KEY`], for `--admin-key-file`.
+    pub fn admin_key_file(&self) -> PathBuf {
+        let path = self.0.join("admin.key");
+        std::fs::write(&path, ADMIN_KEY).expect("admin key file");
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A port that was free a moment ago, for a server that must come back on the same address.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    listener.local_addr().expect("local address").port()
+}
+
+/// A random duration in `[low, high)` milliseconds, for load shaping and retry jitter.
+pub fn millis_between(low: u64, high: u64) -> Duration {
+    Duration::from_millis(rand::random_range(low..high.max(low + 1)))
+}
+
+/// Where a server keeps its data.
+pub enum Store<'a> {
+    /// An external database and the admin key file that goes with it.
+    External {
+        url: &'a str,
+        admin_key_file: &'a Path,
+    },
+    /// The embedded cluster in a data directory (DATABASE_URL removed from the environment).
+    Embedded { data_dir: &'a Path },
+}
+
+/// The servers' log lines, shared across restarts: a short tail and a count of ERROR lines.
+#[derive(Default)]
+pub struct Logs {
+    tail: Mutex<VecDeque<String>>,
+    errors: AtomicUsize,
+}
+
+impl Logs {
+    fn push(&self, line: String) {
+        let Ok(record) = serde_json::from_str::<Value>(&line) else {
+            return self.keep(line);
+        };
+        if record["level"] == "ERROR" {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        self.keep(line);
+    }
+
+    fn keep(&self, line: String) {
+        let mut tail = self.tail.lock().expect("log tail");
+        if tail.len() == 30 {
+            tail.pop_front();
+        }
+        tail.push_back(line);
+    }
+
+    /// ERROR lines logged so far (each 5xx is logged once).
+    pub fn errors(&self) -> usize {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    pub fn tail(&self) -> String {
+        let tail = self.tail.lock().expect("log tail");
+        tail.iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+}
+
+/// The real binary, serving.
+pub struct Server {
+    child: Child,
+    pub address: String,
+    pub port: u16,
+}
+
+impl Server {
+    /// Starts `chatledger serve` on 127.0.0.1:`port` (0: any free port) and waits until it
+    /// listens. A server that exits first (for example because the port is still taken) is an
+    /// error carrying the end of its log.
+    pub async fn start(
+        store: &Store<'_>,
+        port: u16,
+        extra: &[&str],
+        logs: &Arc<Logs>,
+    ) -> Result<Self, String> {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_chatledger"));
+        command
+            .arg("serve")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["--log-format", "json"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        match store {
+            Store::External {
+                url,
+                admin_key_file,
+            } => command
+                .env("DATABASE_URL", url)
+                .arg("--admin-key-file")
+                .arg(admin_key_file),
+            Store::Embedded { data_dir } => command
+                .env_remove("DATABASE_URL")
+                .arg("--data-dir")
+                .arg(data_dir),
+        };
+        let mut child = command.spawn().map_err(|error| format!("spawn: {error}"))?;
+        let stderr = child.stderr.take().ok_or("no stderr")?;
+        let mut lines = BufReader::new(stderr).lines();
+        let listening = tokio::time::timeout(Duration::from_secs(120), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                let address = serde_json::from_str::<Value>(&line)
+                    .ok()
+                    .filter(|record| record["fields"]["message"] == "chatledger listening")
+                    .and_then(|record| record["fields"]["address"].as_str().map(str::to_owned));
+                logs.push(line);
+                if address.is_some() {
+                    return address;
+                }
+            }
+            None
+        })
+        .await;
+        let Ok(Some(address)) = listening else {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            return Err(format!(
+                "chatledger did not listen; its log ends with:\n{}",
+                logs.tail()
+            ));
+        };
+        // Keep draining the log so that the server never blocks on a full pipe.
+        let drain = logs.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                drain.push(line);
+            }
+        });
+        let port = address
+            .rsplit(':')
+            .next()
+            .and_then(|port| port.parse().ok())
+            .ok_or_else(|| format!("no port in {address}"))?;
+        Ok(Self {
+            child,
+            address: format!("http://{address}"),
+            port,
+        })
+    }
+
+    /// Starts on exactly `port`, retrying (bounded) while a killed predecessor still holds it.
+    pub async fn start_on(store: &Store<'_>, port: u16, extra: &[&str], logs: &Arc<Logs>) -> Self {
+        let mut last_error = String::new();
+        for _ in 0..20 {
+            match Self::start(store, port, extra, logs).await {
+                Ok(server) => return server,
+                Err(error) => last_error = error,
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("chatledger could not start on port {port}: {last_error}");
+    }
+
+    fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.id().expect("server still running") as i32)
+    }
+
+    /// True while the process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// SIGKILL: no shutdown at all, in-flight requests cut off.
+    pub async fn kill(mut self) {
+        kill(self.pid(), Signal::SIGKILL).expect("SIGKILL");
+        self.child.wait().await.expect("killed server reaped");
+    }
+
+    /// SIGTERM, then the exit status (bounded wait).
+    pub async fn terminate(mut self) -> ExitStatus {
+        kill(self.pid(), Signal::SIGTERM).expect("SIGTERM");
+        tokio::time::timeout(Duration::from_secs(60), self.child.wait())
+            .await
+            .expect("the server exits within a minute of SIGTERM")
+            .expect("exit status")
+    }
+}
+
+/// One HTTP attempt as the client saw it.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub started: Instant,
+    pub elapsed: Duration,
+    pub answer: Answer,
+}
+
+impl Attempt {
+    pub fn ended(&self) -> Instant {
+        self.started + self.elapsed
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        match self.answer {
+            Answer::Status { status, .. } => Some(status),
+            Answer::None(_) => None,
+        }
+    }
+
+    pub fn replayed(&self) -> bool {
+        matches!(self.answer, Answer::Status { replayed: true, .. })
+    }
+
+    /// True for a 503 problem document with code `unavailable` and a `Retry-After` header.
+    pub fn is_proper_503(&self) -> bool {
+        match &self.answer {
+            Answer::Status {
+                status: 503,
+                code: Some(code),
+                retry_after,
+                ..
+            } => code == "unavailable" && *retry_after,
+            _ => false,
+        }
+    }
+}
+
+/// What came back.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    Status {
+        status: u16,
+        code: Option<String>,
+        retry_after: bool,
+        replayed: bool,
+    },
+    /// No HTTP answer: connection refused or reset, or the client timed out.
+    None(String),
+}
+
+impl std::fmt::Display for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Answer::Status {
+                status,
+                code,
+                retry_after,
+                ..
+            } => write!(f, "{status} {code:?} (Retry-After: {retry_after})"),
+            Answer::None(why) => write!(f, "no answer: {why}"),
+        }
+    }
+}
+
+/// A client of one server address.
+#[derive(Clone)]
+pub struct Api {
+    pub client: reqwest::Client,
+    pub base: String,
+    pub keys: Keys,
+}
+
+impl Api {
+    pub fn new(base: &str, keys: Keys, timeout: Duration) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .expect("client");
+        Self {
+            client,
+            base: base.to_owned(),
+            keys,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends `request` and records the attempt; returns the JSON body when there is one.
+    pub async fn attempt(&self, request: reqwest::RequestBuilder) -> (Attempt, Option<Value>) {
+        let started = Instant::now();
+        let (answer, body) = match request.send().await {
+            Ok(response) => {
+                let header = |name: &str| response.headers().get(name).is_some();
+                let (retry_after, replayed) = (
+                    header("retry-after"),
+                    response
+                        .headers()
+                        .get("idempotent-replayed")
+                        .is_some_and(|value| value == "true"),
+                );
+                let status = response.status().as_u16();
+                match response.bytes().await {
+                    Ok(bytes) => {
+                        let body = serde_json::from_slice::<Value>(&bytes).ok();
+                        let code = body
+                            .as_ref()
+                            .and_then(|body| body["code"].as_str())
+                            .map(str::to_owned);
+                        (
+                            Answer::Status {
+                                status,
+                                code,
+                                retry_after,
+                                replayed,
+                            },
+                            body,
+                        )
+                    }
+                    Err(error) => (Answer::None(format!("body: {error}")), None),
+                }
+            }
+            Err(error) => (Answer::None(error.to_string()), None),
+        };
+        let attempt = Attempt {
+            started,
+            elapsed: started.elapsed(),
+            answer,
+        };
+        (attempt, body)
+    }
+
+    /// One append attempt of `body` with an idempotency key.
+    pub async fn append(&self, session: &str, key: &str, body: &Value) -> (Attempt, Option<Value>) {
+        let request = self
+            .client
+            .post(self.url(&format!("/v1/sessions/{session}/messages")))
+            .bearer_auth(&self.keys.writer)
+            .header("Idempotency-Key", key)
+            .json(body);
+        self.attempt(request).await
+    }
+
+    /// The session's last seq (0 for a missing session), or `None` when no answer says.
+    async fn head(&self, session: &str) -> Option<i64> {
+        let request = self
+            .client
+            .get(self.url(&format!("/v1/sessions/{session}")))
+            .bearer_auth(&self.keys.reader);
+        match self.attempt(request).await {
+            (attempt, _) if attempt.status() == Some(404) => Some(0),
+            (attempt, Some(body)) if attempt.status() == Some(200) => body["last_seq"].as_i64(),
+            _ => None,
+        }
+    }
+
+    /// GET with `key`, retried (bounded) until a 200; the raw body.
+    async fn get_ok(&self, path: &str, key: &str) -> Vec<u8> {
+        let mut last = String::new();
+        for _ in 0..50 {
+            match self
+                .client
+                .get(self.url(path))
+                .bearer_auth(key)
+                .send()
+                .await
+            {
+                Ok(response) if response.status() == 200 => match response.bytes().await {
+                    Ok(bytes) => return bytes.to_vec(),
+                    Err(error) => last = error.to_string(),
+                },
+                Ok(response) => last = format!("status {}", response.status()),
+                Err(error) => last = error.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("GET {path} never answered 200: {last}");
+    }
+
+    /// Everything the server holds of `session`: every page of `messages`, and the export.
+    pub async fn read_back(&self, session: &str) -> ReadBack {
+        let mut entries = Vec::new();
+        let mut after = 0;
+        let mut last_seq = 0;
+        for _ in 0..100_000 {
+            let path = format!("/v1/sessions/{session}/messages?after_seq={after}&limit=1000");
+            let page: Value = serde_json::from_slice(&self.get_ok(&path, &self.keys.reader).await)
+                .expect("a page is JSON");
+            last_seq = page["last_seq"].as_i64().expect("last_seq");
+            entries.extend(page["entries"].as_array().expect("entries").iter().cloned());
+            match page["next_after_seq"].as_i64() {
+                Some(next) => after = next,
+                None => break,
+            }
+        }
+        let export = self
+            .get_ok(
+                &format!("/v1/sessions/{session}/export"),
+                &self.keys.auditor,
+            )
+            .await;
+        ReadBack {
+            session: session.to_owned(),
+            last_seq,
+            entries,
+            export: Some(export),
+        }
+    }
+}
+
+/// A turn to append: two tagged messages, one idempotency key for its whole life.
+#[derive(Debug, Clone)]
+pub struct Turn {
+    pub session: String,
+    pub writer: u64,
+    pub turn: u64,
+    pub key: String,
+    pub messages: Vec<Value>,
+    /// Sends `expected_seq` (read from the session's head) instead of appending blindly.
+    pub optimistic: bool,
+}
+
+impl Turn {
+    pub fn new(session: &str, writer: u64, turn: u64, optimistic: bool, filler: &str) -> Self {
+        Self {
+            session: session.to_owned(),
+            writer,
+            turn,
+            key: format!("w{writer}-t{turn}-{:08x}", rand::random::<u32>()),
+            messages: turn_messages(writer, turn, filler),
+            optimistic,
+        }
+    }
+
+    pub fn body(&self, expected_seq: Option<i64>) -> Value {
+        match expected_seq {
+            Some(expected) => json!({"expected_seq": expected, "messages": self.messages}),
+            None => json!({"messages": self.messages}),
+        }
+    }
+
+    /// The client's record of this turn for the checker.
+    pub fn record(&self, outcome: Outcome) -> SentTurn {
+        SentTurn {
+            session: self.session.clone(),
+            writer: self.writer,
+            turn: self.turn,
+            messages: self.messages.clone(),
+            outcome,
+        }
+    }
+}
+
+/// How hard a writer tries before leaving a turn's outcome unknown.
+#[derive(Debug, Clone, Copy)]
+pub struct Retry {
+    pub attempts: usize,
+    pub deadline: Duration,
+    /// Pause after an attempt without a trustworthy answer (jittered by +-50%).
+    pub backoff: Duration,
+}
+
+/// A turn's fate: the checker's record, every attempt, and anything the contract forbids.
+#[derive(Debug)]
+pub struct Written {
+    pub record: SentTurn,
+    pub attempts: Vec<Attempt>,
+    pub conflicts: usize,
+    /// Answers no retry can fix (a 4xx other than an optimistic writer's 409, a 201 without a
+    /// readable receipt), each described.
+    pub unexpected: Vec<String>,
+}
+
+impl Written {
+    pub fn acknowledged(&self) -> bool {
+        matches!(self.record.outcome, Outcome::Acknowledged(_))
+    }
+}
+
+/// Appends `turn` until a 201, retrying with the same key and body after an attempt without a
+/// trustworthy answer (no answer, 5xx); an optimistic writer re-reads the head only after a
+/// 409, which proves that nothing was written.
+pub async fn write_turn(api: &Api, turn: &Turn, retry: Retry) -> Written {
+    let started = Instant::now();
+    let mut written = Written {
+        record: turn.record(Outcome::Unknown),
+        attempts: Vec::new(),
+        conflicts: 0,
+        unexpected: Vec::new(),
+    };
+    let mut expected = None;
+    let mut stale = turn.optimistic;
+    while written.attempts.len() < retry.attempts && started.elapsed() < retry.deadline {
+        if stale {
+            match api.head(&turn.session).await {
+                Some(head) => (expected, stale) = (Some(head), false),
+                None => {
+                    tokio::time::sleep(jitter(retry.backoff)).await;
+                    continue;
+                }
+            }
+        }
+        let (attempt, body) = api
+            .append(&turn.session, &turn.key, &turn.body(expected))
+            .await;
+        let answer = attempt.answer.clone();
+        written.attempts.push(attempt);
+        match answer {
+            Answer::Status { status: 201, .. } => {
+                match body.as_ref().and_then(Receipt::from_response) {
+                    Some(receipt) => written.record.outcome = Outcome::Acknowledged(receipt),
+                    None => written
+                        .unexpected
+                        .push(format!("201 without a receipt: {body:?}")),
+                }
+                break;
+            }
+            Answer::Status {
+                status: 409,
+                code: Some(code),
+                ..
+            } if turn.optimistic && code == "seq_conflict" => {
+                written.conflicts += 1;
+                stale = true;
+            }
+            Answer::Status { status: 500.., .. } | Answer::None(_) => {
+                tokio::time::sleep(jitter(retry.backoff)).await;
+            }
+            Answer::Status { status, code, .. } => {
+                written.unexpected.push(format!(
+                    "{} (key {}): {status} {code:?} {body:?}",
+                    turn.session, turn.key
+                ));
+                break;
+            }
+        }
+    }
+    written
+}
+
+fn jitter(base: Duration) -> Duration {
+    base.mul_f64(0.5 + rand::random::<f64>())
+}
+
+/// Counts of the answers in `attempts`: (no answer, 201, 409, 503, other 5xx, replays).
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub attempts: usize,
+    pub no_answer: usize,
+    pub created: usize,
+    pub conflicts: usize,
+    pub unavailable: usize,
+    pub improper_503: usize,
+    pub other_5xx: usize,
+    pub replayed: usize,
+}
+
+impl Tally {
+    pub fn of<'a>(attempts: impl IntoIterator<Item = &'a Attempt>) -> Self {
+        let mut tally = Tally::default();
+        for attempt in attempts {
+            tally.attempts += 1;
+            tally.replayed += usize::from(attempt.replayed());
+            match attempt.status() {
+                None => tally.no_answer += 1,
+                Some(201) => tally.created += 1,
+                Some(409) => tally.conflicts += 1,
+                Some(503) if attempt.is_proper_503() => tally.unavailable += 1,
+                Some(503) => tally.improper_503 += 1,
+                Some(500..) => tally.other_5xx += 1,
+                Some(_) => {}
+            }
+        }
+        tally
+    }
+}
+
+/// chatledger's backends on one database, by state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Activity {
+    /// Every backend not plainly idle (active, idle in transaction, starting up, ...).
+    pub busy: i64,
+    pub idle_in_transaction: i64,
+}
+
+pub async fn activity(owner: &PgPool, database: &str) -> Activity {
+    let (busy, idle_in_transaction): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE state IS DISTINCT FROM 'idle'),
+                count(*) FILTER (WHERE state LIKE 'idle in transaction%')
+           FROM pg_stat_activity
+          WHERE datname = $1 AND application_name = 'chatledger'",
+    )
+    .bind(database)
+    .fetch_one(owner)
+    .await
+    .expect("pg_stat_activity");
+    Activity {
+        busy,
+        idle_in_transaction,
+    }
+}
+
+/// Reads every session back and runs the checker; panics with the reports unless all are clean.
+pub async fn assert_clean_history(api: &Api, sessions: &[String], sent: &[SentTurn]) -> usize {
+    let mut reads = Vec::new();
+    for session in sessions {
+        reads.push(api.read_back(session).await);
+    }
+    let reports = crate::checker::check(sent, &reads);
+    let dirty: Vec<String> = reports
+        .iter()
+        .filter(|report| report.anomalies() > 0)
+        .map(ToString::to_string)
+        .collect();
+    for report in &reports {
+        println!("  {report}");
+    }
+    assert!(
+        dirty.is_empty(),
+        "the checker found anomalies:\n{}",
+        dirty.join("\n")
+    );
+    reports.iter().map(|report| report.entries).sum()
+}

@@ -1,0 +1,12 @@
+//! Fault injection against the real binary: SIGKILL under load, PostgreSQL stopped mid-load,
+//! pool exhaustion, a storm of client disconnects. A history checker reads every session back
+//! and counts anomalies; a negative control proves that the checker can fail.
+
+mod checker;
+mod disconnects;
+mod harness;
+mod negative;
+mod outage;
+mod pool;
+mod sigkill;
+mod synthetic;

@@ -116,15 +116,25 @@ pub async fn observe(request: Request, next: Next) -> Response {
     metrics::histogram!("chatledger_http_request_duration_seconds", &labels)
         .record(elapsed.as_secs_f64());
     let latency_ms = elapsed.as_secs_f64() * 1000.0;
-    match response.extensions().get::<ErrorCause>() {
-        Some(ErrorCause(cause)) => tracing::error!(
-            %request_id, %method, %route, status = status.as_u16(), latency_ms, error = %cause, "request failed"
-        ),
-        None if status == StatusCode::SERVICE_UNAVAILABLE || status.is_server_error() => {
-            tracing::warn!(%request_id, %method, %route, status = status.as_u16(), latency_ms, "request")
+    let status_code = status.as_u16();
+    let cause = response
+        .extensions()
+        .get::<ErrorCause>()
+        .map(|ErrorCause(cause)| cause.as_str());
+    // A 503 is the database's trouble, expected during an outage and answered as designed: a
+    // warning. Any other 5xx is a bug or worse.
+    match cause {
+        Some(cause) if status == StatusCode::SERVICE_UNAVAILABLE => {
+            tracing::warn!(%request_id, %method, %route, status = status_code, latency_ms, error = cause, "request")
+        }
+        Some(cause) => {
+            tracing::error!(%request_id, %method, %route, status = status_code, latency_ms, error = cause, "request failed")
+        }
+        None if status.is_server_error() => {
+            tracing::warn!(%request_id, %method, %route, status = status_code, latency_ms, "request")
         }
         None => {
-            tracing::info!(%request_id, %method, %route, status = status.as_u16(), latency_ms, "request")
+            tracing::info!(%request_id, %method, %route, status = status_code, latency_ms, "request")
         }
     }
     if let Ok(value) = HeaderValue::from_str(&request_id) {

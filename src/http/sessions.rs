@@ -5,17 +5,18 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use chrono::{DateTime, Utc};
+use serde::{Serialize, Serializer};
 use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::extract::{IdempotencyKeyHeader, JsonBody, QueryParams, Reader, SessionPath, Writer};
 use super::problem::{ApiError, Problem};
 use super::{AppState, detached};
-use crate::ledger::hash::format_timestamp;
+use crate::ledger::hash::{TIMESTAMP_FORMAT, format_timestamp};
 use crate::ledger::{
     self, AppendBody, AppendRequest, Appended, Entry, Idempotency, Invalid, InvalidKind, Range,
-    ResetBody, SessionId, SessionSummary,
+    RawJson, ResetBody, SessionId, SessionSummary,
 };
 
 const MAX_PAGE: i64 = 1000;
@@ -115,16 +116,41 @@ pub struct EntryView {
     role: Option<String>,
     /// A string or an array of content blocks; null for a context reset.
     #[schema(value_type = Option<Content>)]
-    content: Option<Value>,
+    content: Option<RawJson>,
     #[schema(value_type = Object)]
-    metadata: Value,
-    created_at: String,
+    metadata: RawJson,
+    #[serde(serialize_with = "timestamp")]
+    #[schema(value_type = String)]
+    created_at: DateTime<Utc>,
     idempotency_key: Option<String>,
     author: String,
-    salt: String,
-    payload_digest: String,
-    prev_hash: String,
-    hash: String,
+    #[serde(serialize_with = "lower_hex")]
+    #[schema(value_type = String)]
+    salt: Vec<u8>,
+    #[serde(serialize_with = "lower_hex")]
+    #[schema(value_type = String)]
+    payload_digest: Vec<u8>,
+    #[serde(serialize_with = "lower_hex")]
+    #[schema(value_type = String)]
+    prev_hash: Vec<u8>,
+    #[serde(serialize_with = "lower_hex")]
+    #[schema(value_type = String)]
+    hash: Vec<u8>,
+}
+
+// Entries are the bulk of every read: their hashes and times are written straight into the
+// response, without a String each.
+fn lower_hex<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+    let mut buffer = [0_u8; 64];
+    let Some(out) = buffer.get_mut(..bytes.len() * 2) else {
+        return serializer.serialize_str(&hex::encode(bytes));
+    };
+    hex::encode_to_slice(bytes, out).map_err(serde::ser::Error::custom)?;
+    serializer.serialize_str(std::str::from_utf8(out).map_err(serde::ser::Error::custom)?)
+}
+
+fn timestamp<S: Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(&at.format(TIMESTAMP_FORMAT))
 }
 
 /// A session's head and counters.
@@ -215,13 +241,13 @@ impl From<Entry> for EntryView {
             role: entry.role,
             content: entry.content,
             metadata: entry.metadata,
-            created_at: format_timestamp(entry.created_at),
+            created_at: entry.created_at,
             idempotency_key: entry.idempotency_key,
             author: entry.author,
-            salt: hex::encode(entry.salt),
-            payload_digest: hex::encode(entry.payload_digest),
-            prev_hash: hex::encode(entry.prev_hash),
-            hash: hex::encode(entry.hash),
+            salt: entry.salt,
+            payload_digest: entry.payload_digest,
+            prev_hash: entry.prev_hash,
+            hash: entry.hash,
         }
     }
 }

@@ -5,7 +5,7 @@
 use sqlx::PgPool;
 
 use super::error::Error;
-use super::read::{self, Entry, Range};
+use super::read::{self, Entry, Range, RawJson};
 use super::types::SessionId;
 use super::verify::{Break, ChainVerifier, Reason, Verified};
 use crate::auth::{Credential, Role};
@@ -156,7 +156,8 @@ impl AuditSource for OperatorSource {
         let mut tx = self.bind().await?;
         let entries = sqlx::query_as!(
             Entry,
-            r#"SELECT e.seq, e.kind, e.role, e.content, e.metadata, e.created_at, e.idempotency_key, e.author,
+            r#"SELECT e.seq, e.kind, e.role, e.content AS "content: RawJson", e.metadata AS "metadata: RawJson",
+                      e.created_at, e.idempotency_key, e.author,
                       e.salt, e.payload_digest, e.prev_hash, e.hash
                  FROM entries e JOIN sessions s ON s.id = e.session_pk AND s.tenant_id = e.tenant_id
                 WHERE s.tenant_id = chatledger_current_tenant() AND s.session_id = $1

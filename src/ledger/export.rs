@@ -5,10 +5,9 @@ use std::io::BufRead;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use super::hash::format_timestamp;
-use super::read::Entry;
+use super::read::{Entry, RawJson};
 use super::verify::{Break, ChainVerifier, Reason, Verified};
 
 /// One exported entry, every value exactly as the API returns it.
@@ -20,8 +19,8 @@ pub struct EntryLine {
     pub seq: i64,
     pub kind: String,
     pub role: Option<String>,
-    pub content: Option<Value>,
-    pub metadata: Value,
+    pub content: Option<RawJson>,
+    pub metadata: RawJson,
     pub created_at: String,
     pub idempotency_key: Option<String>,
     pub author: String,

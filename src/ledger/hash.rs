@@ -72,6 +72,9 @@ pub fn entry_hash(prev_hash: &[u8], header: &EntryHeader<'_>) -> [u8; 32] {
     hasher.finalize().into()
 }
 
+/// The `strftime` form of `format_timestamp`, for writing a timestamp without a String.
+pub const TIMESTAMP_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.6fZ";
+
 /// RFC 3339 UTC with exactly six fractional digits, as every timestamp of the API.
 pub fn format_timestamp(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Micros, true)

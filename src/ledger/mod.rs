@@ -12,7 +12,7 @@ pub mod verify;
 
 pub use append::{AppendRequest, Appended, AppendedEntry, Idempotency, append};
 pub use error::{Error, Invalid, InvalidKind};
-pub use read::{Entry, Page, Range, SessionSummary, entries, session, sessions};
+pub use read::{Entry, Page, Range, RawJson, SessionSummary, entries, session, sessions};
 pub use types::{
     AppendBody, EntryKind, IdempotencyKey, Limits, NewEntry, ResetBody, Role, SessionId,
 };

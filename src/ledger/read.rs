@@ -2,13 +2,15 @@
 //! an index, so its cost does not grow with the session's length.
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 use sqlx::PgPool;
 
 use super::append::corrupt;
 use super::error::Error;
 use super::types::SessionId;
 use crate::auth::{Credential, Role};
+
+/// A JSON value exactly as PostgreSQL returns it, never parsed into a tree on the read path.
+pub type RawJson = sqlx::types::Json<Box<serde_json::value::RawValue>>;
 
 /// A session's head and counters.
 #[derive(Debug, Clone)]
@@ -28,8 +30,9 @@ pub struct Entry {
     pub seq: i64,
     pub kind: String,
     pub role: Option<String>,
-    pub content: Option<Value>,
-    pub metadata: Value,
+    /// Passed through as stored; parsed only where a digest is recomputed.
+    pub content: Option<RawJson>,
+    pub metadata: RawJson,
     pub created_at: DateTime<Utc>,
     pub idempotency_key: Option<String>,
     pub author: String,
@@ -133,8 +136,8 @@ pub(super) async fn fetch(
     };
     let rows = sqlx::query!(
         r#"SELECT last_seq AS "last_seq!", context_start_seq AS "context_start_seq!", seq, kind, role,
-                  content, metadata, created_at, idempotency_key, author, salt, payload_digest,
-                  prev_hash, hash
+                  content AS "content: RawJson", metadata AS "metadata: RawJson", created_at,
+                  idempotency_key, author, salt, payload_digest, prev_hash, hash
              FROM chatledger_entries($1, $2, $3, $4, $5, $6, $7, $8)"#,
         &caller.digest()[..],
         role.as_str(),

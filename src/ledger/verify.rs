@@ -2,7 +2,9 @@
 //! rules of API.md "Hash chain" used by the server, the command line and the offline verifier.
 
 use super::hash::{EntryHeader, GENESIS_HASH, entry_hash, format_timestamp, payload_digest};
-use super::read::Entry;
+use serde_json::Value;
+
+use super::read::{Entry, RawJson};
 
 /// Why a chain is broken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,12 +81,18 @@ impl ChainVerifier {
             // as a seq already passed.
             return Err(broken(Reason::SeqGap));
         }
-        let content = entry.content.as_ref();
-        let metadata = entry
-            .metadata
+        // Stored JSON is parsed only here, to recompute the canonical form its digest commits to.
+        let parse = |raw: &RawJson| serde_json::from_str::<Value>(raw.0.get()).ok();
+        let content = match &entry.content {
+            Some(raw) => Some(parse(raw).ok_or_else(|| broken(Reason::PayloadDigestMismatch))?),
+            None => None,
+        };
+        let metadata =
+            parse(&entry.metadata).ok_or_else(|| broken(Reason::PayloadDigestMismatch))?;
+        let metadata = metadata
             .as_object()
             .ok_or_else(|| broken(Reason::PayloadDigestMismatch))?;
-        let digest = payload_digest(&entry.salt, content, metadata);
+        let digest = payload_digest(&entry.salt, content.as_ref(), metadata);
         if entry.salt.len() != 16 || entry.payload_digest != digest {
             return Err(broken(Reason::PayloadDigestMismatch));
         }
@@ -141,6 +149,10 @@ mod tests {
     use chrono::{DateTime, Utc};
     use serde_json::json;
 
+    fn raw(value: &Value) -> RawJson {
+        sqlx::types::Json(serde_json::value::to_raw_value(value).expect("JSON"))
+    }
+
     fn chain(count: i64) -> Vec<Entry> {
         let created_at = DateTime::parse_from_rfc3339("2026-11-21T10:15:30.123456Z")
             .expect("time")
@@ -171,8 +183,8 @@ mod tests {
                     seq,
                     kind: "message".into(),
                     role: Some("user".into()),
-                    content: Some(content),
-                    metadata,
+                    content: Some(raw(&content)),
+                    metadata: raw(&metadata),
                     created_at,
                     idempotency_key: None,
                     author: "key_1".into(),
@@ -222,7 +234,7 @@ mod tests {
             reason,
         };
         assert_eq!(
-            broken(&|e| e[2].content = Some(json!("edited"))),
+            broken(&|e| e[2].content = Some(raw(&json!("edited")))),
             expect(3, Reason::PayloadDigestMismatch)
         );
         assert_eq!(

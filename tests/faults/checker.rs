@@ -675,7 +675,7 @@ mod tests {
     #[test]
     fn an_edited_entry_breaks_the_chain_and_differs_from_what_was_sent() {
         let (mut ledger, sent) = clean();
-        ledger.lines[3].content = Some(json!("edited"));
+        ledger.lines[3].content = Some(crate::synthetic::raw(&json!("edited")));
         let report = only(check(&sent, &[ledger.read_back()]));
         assert_counts(&report, &[("chain_breaks", 1), ("conflicting_values", 1)]);
 

@@ -113,7 +113,7 @@ async fn fault_negative_control_the_checker_reports_a_dropped_a_duplicated_and_a
     let all = report_of(&with_unknown, all.read_back());
     // And an entry edited in place without recomputing anything: a chain break.
     let mut edited = ledger();
-    edited.lines[3].content = Some(json!("edited"));
+    edited.lines[3].content = Some(crate::synthetic::raw(&json!("edited")));
     let edited = report_of(&sent, edited.read_back());
 
     println!("FAULTS scenario 5 (negative control):");

@@ -63,8 +63,8 @@ impl SyntheticLedger {
                 seq: 0,
                 kind: "message".to_owned(),
                 role: message["role"].as_str().map(str::to_owned),
-                content: Some(content),
-                metadata: Value::Object(metadata),
+                content: Some(raw(&content)),
+                metadata: raw(&Value::Object(metadata)),
                 created_at: created_at.clone(),
                 idempotency_key: None,
                 author: author.clone(),
@@ -160,4 +160,9 @@ impl SyntheticLedger {
             export: Some(export),
         }
     }
+}
+
+/// A JSON value in the raw form exports carry.
+pub fn raw(value: &Value) -> chatledger::ledger::RawJson {
+    sqlx::types::Json(serde_json::value::to_raw_value(value).expect("JSON value"))
 }

@@ -1,3 +1,8 @@
+-- The functions below run with plan_cache_mode = force_generic_plan: their statements look
+-- rows up by key, so one plan fits every argument, and without it PL/pgSQL re-planned them on
+-- every call (custom plans), which cost more than executing them. The setting, like the tenant
+-- binding made inside, lasts only for the call.
+--
 -- Every tenant-scoped operation is one function call that authenticates the caller's key digest,
 -- binds its tenant for row-level security (transaction-local), and acts, so each request is a
 -- single round trip in its own implicit transaction, no key is ever cached, and no connection is
@@ -51,7 +56,7 @@ CREATE FUNCTION chatledger_append(
     p_salts bytea[],
     p_payload_digests bytea[]
 ) RETURNS TABLE (outcome text, current_seq bigint, seqs bigint[], created_ats timestamptz[], hashes bytea[])
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
 DECLARE
     v_caller record;
@@ -175,7 +180,7 @@ $$;
 -- One session's summary (p_session_id given) or a keyset page of the tenant's sessions.
 CREATE FUNCTION chatledger_sessions(p_key_digest bytea, p_session_id text, p_after text, p_limit int)
 RETURNS SETOF sessions
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     v_caller record;
 BEGIN
@@ -209,7 +214,7 @@ CREATE FUNCTION chatledger_entries(
     metadata jsonb, created_at timestamptz, idempotency_key text, author text, salt bytea,
     payload_digest bytea, prev_hash bytea, hash bytea
 )
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
 DECLARE
     v_caller record;
@@ -258,7 +263,7 @@ $$;
 -- to, the session head, and the highest seq actually stored, which must not exceed the head.
 CREATE FUNCTION chatledger_audit_head(p_key_digest bytea, p_session_id text)
 RETURNS TABLE (tenant text, last_seq bigint, head_hash bytea, max_stored_seq bigint)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
 DECLARE
     v_caller record;

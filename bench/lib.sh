@@ -28,31 +28,8 @@ bench_build() {
     [[ -x "$BENCH_BIN" ]] || die "no $BENCH_BIN (set CHATLEDGER_BENCH_BIN or BENCH_BUILD=1)"
 }
 
-has_server_binaries() { [[ -x "$1/initdb" && -x "$1/pg_ctl" ]]; }
-
-# Same search order as scripts/test.sh and src/db/embedded.rs.
-find_pg_bindir() {
-    local dir
-    local -a path_dirs
-    IFS=: read -r -a path_dirs <<<"$PATH"
-    for dir in "${path_dirs[@]}"; do
-        if has_server_binaries "$dir"; then
-            printf '%s\n' "$dir"
-            return
-        fi
-    done
-    if dir="$(pg_config --bindir 2>/dev/null)" && has_server_binaries "$dir"; then
-        printf '%s\n' "$dir"
-        return
-    fi
-    for dir in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -t/ -k5,5 -V -r); do
-        if has_server_binaries "$dir"; then
-            printf '%s\n' "$dir"
-            return
-        fi
-    done
-    return 1
-}
+# shellcheck source=../scripts/postgres.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/postgres.sh"
 
 RUN_AS_POSTGRES=0
 as_cluster_user() {

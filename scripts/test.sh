@@ -19,32 +19,8 @@ die() {
 # is not migrated while cargo builds. SQLX_OFFLINE=false checks against DATABASE_URL instead.
 export SQLX_OFFLINE="${SQLX_OFFLINE:-true}"
 
-has_server_binaries() { [[ -x "$1/initdb" && -x "$1/pg_ctl" ]]; }
-
-# Same search order as src/db/embedded.rs: $PATH, `pg_config --bindir`, the newest
-# /usr/lib/postgresql/*/bin.
-find_pg_bindir() {
-    local dir
-    local -a path_dirs
-    IFS=: read -r -a path_dirs <<<"$PATH"
-    for dir in "${path_dirs[@]}"; do
-        if has_server_binaries "$dir"; then
-            printf '%s\n' "$dir"
-            return
-        fi
-    done
-    if dir="$(pg_config --bindir 2>/dev/null)" && has_server_binaries "$dir"; then
-        printf '%s\n' "$dir"
-        return
-    fi
-    for dir in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -t/ -k5,5 -V -r); do
-        if has_server_binaries "$dir"; then
-            printf '%s\n' "$dir"
-            return
-        fi
-    done
-    return 1
-}
+# shellcheck source=scripts/postgres.sh
+source scripts/postgres.sh
 
 # PostgreSQL refuses to run as root, so as root the cluster runs as the postgres account.
 # Commands run from / so that account never needs access to the caller's directory.

@@ -1,6 +1,9 @@
 //! Integration tests against a real PostgreSQL (DATABASE_URL, set by ./scripts/test.sh), each in a
 //! freshly migrated database, driving real HTTP servers on loopback.
 
+#[path = "../common/database.rs"]
+mod testdb;
+
 mod access;
 mod appending;
 mod audit;

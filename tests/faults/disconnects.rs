@@ -102,7 +102,7 @@ async fn fault_client_disconnect_storm_leaves_no_open_transaction_and_no_partial
     let dir = TempDir::new("disconnects");
     let admin_key_file = dir.admin_key_file();
     let store = Store::External {
-        url: &database.url,
+        url: &database.owner_url,
         admin_key_file: &admin_key_file,
     };
     let logs = Arc::new(Logs::default());
@@ -112,7 +112,7 @@ async fn fault_client_disconnect_storm_leaves_no_open_transaction_and_no_partial
     let host = format!("127.0.0.1:{}", server.port);
     let api = Api::new(
         &server.address,
-        database.keys.clone(),
+        crate::harness::Keys::of(&database),
         Duration::from_secs(30),
     );
     let sessions: Vec<String> = (0..SESSIONS).map(|n| format!("storm-{n}")).collect();
@@ -158,7 +158,7 @@ async fn fault_client_disconnect_storm_leaves_no_open_transaction_and_no_partial
     };
     let mut last = worst;
     for _ in 0..300 {
-        last = activity(&owner, &database.name).await;
+        last = activity(&owner, database.name()).await;
         worst.busy = worst.busy.max(last.busy);
         worst.idle_in_transaction = worst.idle_in_transaction.max(last.idle_in_transaction);
         quiet_polls = if last.busy == 0 { quiet_polls + 1 } else { 0 };

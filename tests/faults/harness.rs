@@ -5,18 +5,14 @@
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chatledger::auth::{self, Role};
-use chatledger::db::{self, PoolSettings};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
-use sqlx::ConnectOptions;
-use sqlx::postgres::{PgConnectOptions, PgPool};
+use sqlx::postgres::PgPool;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -36,73 +32,17 @@ pub struct Keys {
     pub auditor: String,
 }
 
-/// A freshly created and migrated database with tenant `acme` and a key of each role.
-pub struct TestDatabase {
-    pub owner: PgConnectOptions,
-    pub url: String,
-    pub name: String,
-    pub keys: Keys,
-}
+pub use crate::testdb::TestDatabase;
 
-impl TestDatabase {
-    pub async fn new() -> Self {
-        let url = std::env::var("DATABASE_URL").expect(
-            "DATABASE_URL is not set: run ./scripts/test.sh, which starts a throwaway cluster",
-        );
-        let base = PgConnectOptions::from_str(&url).expect("DATABASE_URL parses");
-        let name = format!("chatledger_test_{:016x}", rand::random::<u64>());
-        let mut admin = base.connect().await.expect("connect to DATABASE_URL");
-        sqlx::query(&format!(r#"CREATE DATABASE "{name}""#))
-            .execute(&mut admin)
-            .await
-            .expect("create test database");
-        let owner = base.database(&name);
-        db::migrate(&owner).await.expect("migrations apply");
-        let pool = db::runtime_pool(&owner, &PoolSettings::default())
-            .await
-            .expect("runtime pool");
-        auth::create_tenant(&pool, "acme").await.expect("tenant");
-        let mut secrets = Vec::new();
-        for role in [Role::Writer, Role::Reader, Role::Auditor] {
-            let key = auth::create_key(&pool, "acme", role, Some("faults"))
-                .await
-                .expect("key");
-            secrets.push(key.secret);
-        }
-        pool.close().await;
-        let [writer, reader, auditor] = <[String; 3]>::try_from(secrets).expect("three keys");
+impl Keys {
+    /// The keys of a test database's tenant.
+    pub fn of(database: &TestDatabase) -> Self {
         Self {
-            owner,
-            url: with_database_name(&url, &name),
-            name,
-            keys: Keys {
-                writer,
-                reader,
-                auditor,
-            },
+            writer: database.writer_key.clone(),
+            reader: database.reader_key.clone(),
+            auditor: database.auditor_key.clone(),
         }
     }
-
-    /// A small pool of the schema owner, for pg_stat_activity and row locks.
-    pub async fn owner_pool(&self) -> PgPool {
-        sqlx::postgres::PgPoolOptions::new()
-            .max_connections(2)
-            .connect_with(self.owner.clone())
-            .await
-            .expect("owner connects")
-    }
-}
-
-/// `url` with its database name replaced: scheme://authority/NAME?query.
-fn with_database_name(url: &str, name: &str) -> String {
-    let authority_start = url.find("://").map_or(0, |index| index + 3);
-    let path_start = url[authority_start..]
-        .find('/')
-        .map_or(url.len(), |index| authority_start + index);
-    let query_start = url[path_start..]
-        .find('?')
-        .map_or(url.len(), |index| path_start + index);
-    format!("{}/{name}{}", &url[..path_start], &url[query_start..])
 }
 
 /// A private directory under the system temp dir, removed on drop.

@@ -2,6 +2,9 @@
 //! pool exhaustion, a storm of client disconnects. A history checker reads every session back
 //! and counts anomalies; a negative control proves that the checker can fail.
 
+#[path = "../common/database.rs"]
+mod testdb;
+
 mod checker;
 mod disconnects;
 mod harness;

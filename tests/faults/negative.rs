@@ -31,7 +31,7 @@ async fn fault_negative_control_the_checker_reports_a_dropped_a_duplicated_and_a
     let dir = TempDir::new("negative");
     let admin_key_file = dir.admin_key_file();
     let store = Store::External {
-        url: &database.url,
+        url: &database.owner_url,
         admin_key_file: &admin_key_file,
     };
     let server = Server::start(&store, 0, &[], &Arc::new(Logs::default()))
@@ -39,7 +39,7 @@ async fn fault_negative_control_the_checker_reports_a_dropped_a_duplicated_and_a
         .expect("chatledger starts");
     let api = Api::new(
         &server.address,
-        database.keys.clone(),
+        crate::harness::Keys::of(&database),
         Duration::from_secs(30),
     );
     let retry = Retry {

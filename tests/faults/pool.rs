@@ -45,7 +45,7 @@ async fn fault_pool_exhaustion_answers_fast_503s_within_deadlines_and_recovers_f
     let dir = TempDir::new("pool");
     let admin_key_file = dir.admin_key_file();
     let store = Store::External {
-        url: &database.url,
+        url: &database.owner_url,
         admin_key_file: &admin_key_file,
     };
     let logs = Arc::new(Logs::default());
@@ -64,7 +64,7 @@ async fn fault_pool_exhaustion_answers_fast_503s_within_deadlines_and_recovers_f
         .expect("chatledger starts");
     let api = Api::new(
         &server.address,
-        database.keys.clone(),
+        crate::harness::Keys::of(&database),
         Duration::from_secs(30),
     );
     let mut sessions = vec!["hot".to_owned()];
@@ -181,7 +181,7 @@ async fn fault_pool_exhaustion_answers_fast_503s_within_deadlines_and_recovers_f
         latency_of(false, 201),
     );
     let owner = database.owner_pool().await;
-    let after = activity(&owner, &database.name).await;
+    let after = activity(&owner, database.name()).await;
     println!(
         "FAULTS scenario 3 (pool exhaustion): pool 4, acquire {ACQUIRE:?}, statement \
          {STATEMENT:?}; {BURST} appends + {} reads at once, answered in {burst_took:.2?}: {} \

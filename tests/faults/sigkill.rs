@@ -29,7 +29,7 @@ async fn fault_sigkill_under_load_loses_no_acknowledged_turn() {
     let dir = TempDir::new("sigkill");
     let admin_key_file = dir.admin_key_file();
     let store = Store::External {
-        url: &database.url,
+        url: &database.owner_url,
         admin_key_file: &admin_key_file,
     };
     let logs = Arc::new(Logs::default());
@@ -37,7 +37,7 @@ async fn fault_sigkill_under_load_loses_no_acknowledged_turn() {
     let mut server = Server::start_on(&store, port, &[], &logs).await;
     let api = Api::new(
         &server.address,
-        database.keys.clone(),
+        crate::harness::Keys::of(&database),
         Duration::from_secs(10),
     );
     let sessions: Vec<String> = (0..SESSIONS).map(|n| format!("kill-{n}")).collect();

@@ -25,8 +25,14 @@ pub enum DbError {
     Url(#[source] sqlx::Error),
     #[error("cannot connect to the database: {0}")]
     Connect(#[source] sqlx::Error),
-    #[error("migrations failed: {0}")]
-    Migrate(#[source] sqlx::migrate::MigrateError),
+    #[error("migrations failed: {source}{}", hint.as_deref().map(|hint| format!("\n{hint}")).unwrap_or_default())]
+    Migrate {
+        #[source]
+        source: sqlx::migrate::MigrateError,
+        /// The database's hint, which says how to fix what the migration refused (such as the
+        /// statements a DBA runs to create the runtime role).
+        hint: Option<String>,
+    },
     #[error("{0}")]
     Embedded(#[from] EmbeddedError),
     #[error("unsafe runtime role: {0}")]
@@ -103,10 +109,19 @@ impl Database {
 /// Applies pending migrations as the owner (which also creates the runtime role when it may).
 pub async fn migrate(owner: &PgConnectOptions) -> Result<(), DbError> {
     let mut connection = owner.connect().await.map_err(DbError::Connect)?;
-    let result = MIGRATOR
-        .run(&mut connection)
-        .await
-        .map_err(DbError::Migrate);
+    let result = MIGRATOR.run(&mut connection).await.map_err(|source| {
+        let hint = match &source {
+            sqlx::migrate::MigrateError::Execute(sqlx::Error::Database(error))
+            | sqlx::migrate::MigrateError::ExecuteMigration(sqlx::Error::Database(error), _) => {
+                error
+                    .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                    .and_then(|error| error.hint())
+                    .map(str::to_owned)
+            }
+            _ => None,
+        };
+        DbError::Migrate { source, hint }
+    });
     // Closing is best effort; the migration outcome is what matters.
     let _ = sqlx::Connection::close(connection).await;
     result

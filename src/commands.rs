@@ -4,12 +4,13 @@ use std::error::Error as StdError;
 
 use tokio::net::TcpListener;
 
-use crate::auth::{self, AdminKey, Role};
+use crate::admin;
+use crate::auth::{AdminKey, KeyRole};
 use crate::config::{DatabaseArgs, KeysCommand, ServeArgs, TenantsCommand, VerifyArgs};
 use crate::db::{self, Database, PoolSettings};
 use crate::http;
 use crate::ledger::SessionId;
-use crate::ledger::audit::{self, OperatorSource, Verification};
+use crate::ledger::audit::{self, Verification};
 use crate::ledger::export::{self, ExportVerdict};
 
 pub type BoxError = Box<dyn StdError + Send + Sync>;
@@ -92,7 +93,7 @@ pub async fn tenants(command: TenantsCommand) -> CommandResult {
     match command {
         TenantsCommand::Create { name, database } => {
             with_database(&database, |pool| async move {
-                let tenant = auth::create_tenant(&pool, &name).await?;
+                let tenant = admin::create_tenant(&pool, &name).await?;
                 println!("created tenant {}", tenant.name);
                 Ok(())
             })
@@ -110,12 +111,14 @@ pub async fn keys(command: KeysCommand) -> CommandResult {
             label,
             database,
         } => {
-            let role = Role::parse(&role).ok_or("--role must be writer, reader or auditor")?;
+            let role = KeyRole::parse(&role).ok_or("--role must be writer, reader or auditor")?;
             with_database(&database, |pool| async move {
-                let key = auth::create_key(&pool, &tenant, role, label.as_deref()).await?;
+                let key = admin::create_key(&pool, &tenant, role, label.as_deref()).await?;
                 eprintln!(
                     "created {} key {} for tenant {}; the key is shown only now:",
-                    key.info.role, key.info.id, key.info.tenant
+                    key.info.role.as_str(),
+                    key.info.id,
+                    key.info.tenant
                 );
                 println!("{}", key.secret);
                 Ok(())
@@ -128,15 +131,15 @@ pub async fn keys(command: KeysCommand) -> CommandResult {
                     "{:<30}  {:<20}  {:<8}  {:<27}  {:<27}  label",
                     "id", "tenant", "role", "created_at", "revoked_at"
                 );
-                for key in auth::list_keys(&pool).await? {
+                for key in admin::list_keys(&pool).await? {
                     println!(
                         "{:<30}  {:<20}  {:<8}  {:<27}  {:<27}  {}",
                         key.id,
                         key.tenant,
-                        key.role,
-                        crate::ledger::hash::format_timestamp(key.created_at),
+                        key.role.as_str(),
+                        key.created_at,
                         key.revoked_at
-                            .map(crate::ledger::hash::format_timestamp)
+                            .map(|at| at.to_string())
                             .unwrap_or_else(|| "-".to_owned()),
                         key.label.unwrap_or_default()
                     );
@@ -147,7 +150,7 @@ pub async fn keys(command: KeysCommand) -> CommandResult {
         }
         KeysCommand::Revoke { id, database } => {
             with_database(&database, |pool| async move {
-                auth::revoke_key(&pool, &id).await?;
+                admin::revoke_key(&pool, &id).await?;
                 println!("revoked {id}");
                 Ok(())
             })
@@ -162,32 +165,27 @@ pub async fn verify(args: VerifyArgs) -> Result<bool, BoxError> {
     with_database(&args.database, |pool| async move {
         let mut tally = Tally::default();
         if let (Some(session), Some(tenant)) = (&args.session, &args.tenant) {
-            let source = OperatorSource {
-                pool: pool.clone(),
-                tenant: tenant.clone(),
-            };
-            let verification = audit::verify_session(&source, &SessionId::parse(session)?).await?;
-            tally.report(tenant, session, &verification, true);
+            let tenant = admin::tenant_by_name(&pool, tenant).await?;
+            let verification =
+                audit::verify_session(&pool, &tenant, &SessionId::parse(session)?).await?;
+            tally.report(&tenant.name, session, &verification, true);
             return Ok(tally.broken == 0);
         }
         let mut after_tenant = String::new();
         loop {
-            let tenants = match &args.tenant {
+            let names = match &args.tenant {
                 Some(tenant) => vec![tenant.clone()],
-                None => auth::tenant_names(&pool, &after_tenant, PAGE).await?,
+                None => admin::tenant_names(&pool, &after_tenant, PAGE).await?,
             };
-            for tenant in &tenants {
-                let source = OperatorSource {
-                    pool: pool.clone(),
-                    tenant: tenant.clone(),
-                };
+            for name in &names {
+                let tenant = admin::tenant_by_name(&pool, name).await?;
                 let mut after: Option<String> = None;
                 loop {
-                    let ids = source.session_ids(after.as_deref(), PAGE).await?;
+                    let ids = audit::session_ids(&pool, &tenant, after.as_deref(), PAGE).await?;
                     for id in &ids {
                         let verification =
-                            audit::verify_session(&source, &SessionId::parse(id)?).await?;
-                        tally.report(tenant, id, &verification, false);
+                            audit::verify_session(&pool, &tenant, &SessionId::parse(id)?).await?;
+                        tally.report(name, id, &verification, false);
                     }
                     match ids.last() {
                         Some(last) if ids.len() as i64 == PAGE => after = Some(last.clone()),
@@ -195,8 +193,8 @@ pub async fn verify(args: VerifyArgs) -> Result<bool, BoxError> {
                     }
                 }
             }
-            match tenants.last() {
-                Some(last) if args.tenant.is_none() && tenants.len() as i64 == PAGE => {
+            match names.last() {
+                Some(last) if args.tenant.is_none() && names.len() as i64 == PAGE => {
                     after_tenant = last.clone()
                 }
                 _ => break,

@@ -1,14 +1,24 @@
 //! chatledger: an append-only, tamper-evident conversation ledger on PostgreSQL.
+//!
+//! `error` is what can go wrong; `auth` says who is calling; `ledger` is the domain, which
+//! `admin` (tenants and keys) sits beside; `db` reaches PostgreSQL; `http` serves all of it and
+//! `commands` runs it from the command line.
 
-/// Who is calling: tenant and author of a request.
+/// Tenants and API keys, as the admin key or the operator manages them.
+pub mod admin;
+/// Who is calling: API keys, their roles and tenants, the admin key.
 pub mod auth;
 /// What each subcommand of the binary does.
 pub mod commands;
 /// Command-line and environment configuration.
 pub mod config;
-/// Connection pools, migrations, the runtime role and the embedded PostgreSQL cluster.
+/// Connection pools, migrations, notifications and the embedded PostgreSQL cluster.
 pub mod db;
+/// The one domain error and the classes of bad input.
+pub mod error;
 /// The HTTP API: router, extractors, handlers, problem documents, OpenAPI.
 pub mod http;
-/// The ledger domain: parsing, hashing, appending and reading. Knows nothing of HTTP.
+/// The ledger domain: parsing, hashing, appending, reading and auditing. Knows nothing of HTTP.
 pub mod ledger;
+/// The metrics every part of chatledger reports, counted in one place.
+pub mod metrics;

@@ -2,6 +2,7 @@
 //! and the runtime pool whose every connection acts as the unprivileged `chatledger_app` role.
 
 pub mod embedded;
+pub mod listen;
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -3,20 +3,19 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde::Serialize;
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::extract::{Admin, JsonBody};
-use super::problem::{ApiError, Problem};
-use super::{AppState, detached};
-use crate::auth::{self, KeyInfo, Role};
-use crate::ledger::hash::format_timestamp;
-use crate::ledger::{Invalid, InvalidKind};
+use super::AppState;
+use super::extract::{Admin, Body};
+use super::problem::{AdminProblems, ApiError};
+use crate::admin::{self, KeyInfo};
+use crate::auth::KeyRole;
+use crate::ledger::Timestamp;
 
 /// Body of a tenant creation.
-#[derive(Serialize, ToSchema)]
-#[allow(dead_code)]
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateTenant {
     /// 1 to 63 of a-z 0-9 -.
     name: String,
@@ -26,16 +25,17 @@ pub struct CreateTenant {
 #[derive(Serialize, ToSchema)]
 pub struct TenantView {
     name: String,
-    created_at: String,
+    #[schema(value_type = String)]
+    created_at: Timestamp,
 }
 
 /// Body of a key creation.
-#[derive(Serialize, ToSchema)]
-#[allow(dead_code)]
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateKey {
     tenant: String,
-    /// writer, reader or auditor.
-    role: String,
+    role: KeyRole,
+    /// At most 200 characters.
     label: Option<String>,
 }
 
@@ -44,10 +44,12 @@ pub struct CreateKey {
 pub struct KeyView {
     id: String,
     tenant: String,
-    role: String,
+    role: KeyRole,
     label: Option<String>,
-    created_at: String,
-    revoked_at: Option<String>,
+    #[schema(value_type = String)]
+    created_at: Timestamp,
+    #[schema(value_type = Option<String>)]
+    revoked_at: Option<Timestamp>,
 }
 
 /// A new API key with its secret, shown only this once.
@@ -56,9 +58,10 @@ pub struct CreatedKey {
     id: String,
     key: String,
     tenant: String,
-    role: String,
+    role: KeyRole,
     label: Option<String>,
-    created_at: String,
+    #[schema(value_type = String)]
+    created_at: Timestamp,
 }
 
 /// All API keys, without secrets.
@@ -74,76 +77,32 @@ impl From<KeyInfo> for KeyView {
             tenant: key.tenant,
             role: key.role,
             label: key.label,
-            created_at: format_timestamp(key.created_at),
-            revoked_at: key.revoked_at.map(format_timestamp),
+            created_at: key.created_at,
+            revoked_at: key.revoked_at,
         }
-    }
-}
-
-fn string_field<'a>(
-    body: &'a Value,
-    name: &str,
-    required: bool,
-) -> Result<Option<&'a str>, Invalid> {
-    match body.get(name) {
-        Some(Value::String(value)) => Ok(Some(value)),
-        None | Some(Value::Null) if !required => Ok(None),
-        None => Err(Invalid::new(
-            InvalidKind::Validation,
-            format!("{name} is required"),
-        )),
-        Some(_) => Err(Invalid::new(
-            InvalidKind::Validation,
-            format!("{name} must be a string"),
-        )),
-    }
-}
-
-fn only_fields(body: &Value, known: &[&str]) -> Result<(), Invalid> {
-    let object = body
-        .as_object()
-        .ok_or_else(|| Invalid::new(InvalidKind::Validation, "body must be a JSON object"))?;
-    match object.keys().find(|key| !known.contains(&key.as_str())) {
-        Some(unknown) => Err(Invalid::new(
-            InvalidKind::Validation,
-            format!("unknown field {unknown}"),
-        )),
-        None => Ok(()),
     }
 }
 
 /// Create a tenant.
 #[utoipa::path(
     post, path = "/v1/admin/tenants", tag = "admin", request_body = CreateTenant,
-    responses(
-        (status = 201, body = TenantView),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 409, body = Problem, content_type = "application/problem+json"),
-        (status = 413, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
-    ),
+    responses((status = 201, body = TenantView), AdminProblems),
     security(("bearer" = []))
 )]
 pub async fn create_tenant(
     State(state): State<AppState>,
     _admin: Admin,
-    JsonBody(body): JsonBody,
+    body: Body<CreateTenant>,
 ) -> Result<(StatusCode, Json<TenantView>), ApiError> {
-    only_fields(&body, &["name"])?;
-    let name = string_field(&body, "name", true)?
-        .unwrap_or_default()
-        .to_owned();
-    let pool = state.pool.clone();
-    let tenant = detached(async move { auth::create_tenant(&pool, &name).await }).await?;
+    let name = body.value.name;
+    let tenant = state
+        .run(|db| async move { admin::create_tenant(&db, &name).await })
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(TenantView {
             name: tenant.name,
-            created_at: format_timestamp(tenant.created_at),
+            created_at: tenant.created_at,
         }),
     ))
 }
@@ -151,39 +110,22 @@ pub async fn create_tenant(
 /// Create an API key for a tenant; its secret is in this response only.
 #[utoipa::path(
     post, path = "/v1/admin/keys", tag = "admin", request_body = CreateKey,
-    responses(
-        (status = 201, body = CreatedKey),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 413, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
-    ),
+    responses((status = 201, body = CreatedKey), AdminProblems),
     security(("bearer" = []))
 )]
 pub async fn create_key(
     State(state): State<AppState>,
     _admin: Admin,
-    JsonBody(body): JsonBody,
+    body: Body<CreateKey>,
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
-    only_fields(&body, &["tenant", "role", "label"])?;
-    let tenant = string_field(&body, "tenant", true)?
-        .unwrap_or_default()
-        .to_owned();
-    let role = string_field(&body, "role", true)?.unwrap_or_default();
-    let role = Role::parse(role).ok_or_else(|| {
-        Invalid::new(
-            InvalidKind::Validation,
-            "role must be writer, reader or auditor",
-        )
-    })?;
-    let label = string_field(&body, "label", false)?.map(str::to_owned);
-    let pool = state.pool.clone();
-    let created =
-        detached(async move { auth::create_key(&pool, &tenant, role, label.as_deref()).await })
-            .await?;
+    let CreateKey {
+        tenant,
+        role,
+        label,
+    } = body.value;
+    let created = state
+        .run(|db| async move { admin::create_key(&db, &tenant, role, label.as_deref()).await })
+        .await?;
     let info = created.info;
     Ok((
         StatusCode::CREATED,
@@ -193,7 +135,7 @@ pub async fn create_key(
             tenant: info.tenant,
             role: info.role,
             label: info.label,
-            created_at: format_timestamp(info.created_at),
+            created_at: info.created_at,
         }),
     ))
 }
@@ -201,20 +143,16 @@ pub async fn create_key(
 /// List every API key, without secrets.
 #[utoipa::path(
     get, path = "/v1/admin/keys", tag = "admin",
-    responses(
-        (status = 200, body = KeyList),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
-    ),
+    responses((status = 200, body = KeyList), AdminProblems),
     security(("bearer" = []))
 )]
 pub async fn list_keys(
     State(state): State<AppState>,
     _admin: Admin,
 ) -> Result<Json<KeyList>, ApiError> {
-    let pool = state.pool.clone();
-    let keys = detached(async move { auth::list_keys(&pool).await }).await?;
+    let keys = state
+        .run(|db| async move { admin::list_keys(&db).await })
+        .await?;
     Ok(Json(KeyList {
         keys: keys.into_iter().map(KeyView::from).collect(),
     }))
@@ -224,13 +162,7 @@ pub async fn list_keys(
 #[utoipa::path(
     delete, path = "/v1/admin/keys/{id}", tag = "admin",
     params(("id" = String, Path, description = "the key's id")),
-    responses(
-        (status = 204, description = "Revoked"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
-    ),
+    responses((status = 204, description = "Revoked"), AdminProblems),
     security(("bearer" = []))
 )]
 pub async fn revoke_key(
@@ -238,7 +170,10 @@ pub async fn revoke_key(
     _admin: Admin,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let pool = state.pool.clone();
-    detached(async move { auth::revoke_key(&pool, &id).await }).await?;
+    state
+        .run(|db| async move { admin::revoke_key(&db, &id).await })
+        .await?;
+    // Other servers hear of it from the database; this one must not wait for that.
+    state.keys.invalidate();
     Ok(StatusCode::NO_CONTENT)
 }

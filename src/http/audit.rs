@@ -10,13 +10,13 @@ use futures_util::stream;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::extract::{Auditor, SessionPath};
-use super::problem::{ApiError, Problem};
-use super::{AppState, detached};
-use crate::ledger::SessionId;
-use crate::ledger::audit::{self, AuditSource, KeySource};
+use super::AppState;
+use super::extract::{Auditor, Authed, SessionPath};
+use super::problem::{ApiError, ReadProblems};
+use crate::auth::Tenant;
+use crate::ledger::audit::{self, AuditHead};
 use crate::ledger::export::{self, Trailer};
-use crate::ledger::hash::format_timestamp;
+use crate::ledger::{SessionId, Timestamp};
 
 /// Entries per export page: bounds the server's memory whatever the session's length.
 const EXPORT_PAGE: i64 = 100;
@@ -40,28 +40,17 @@ pub struct VerifyResult {
 #[utoipa::path(
     get, path = "/v1/sessions/{session_id}/verify", tag = "audit",
     params(("session_id" = String, Path, description = "1 to 128 of A-Z a-z 0-9 . _ : @ -")),
-    responses(
-        (status = 200, description = "Verified, or the first break", body = VerifyResult),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
-    ),
+    responses((status = 200, description = "Verified, or the first break", body = VerifyResult), ReadProblems),
     security(("bearer" = []))
 )]
 pub async fn verify(
     State(state): State<AppState>,
-    caller: Auditor,
-    path: Result<SessionPath, ApiError>,
+    Authed(caller, _): Auditor,
+    SessionPath(session_id): SessionPath,
 ) -> Result<Json<VerifyResult>, ApiError> {
-    let SessionPath(session_id) = caller.admit(&state, path).await?;
-    let source = KeySource {
-        pool: state.pool.clone(),
-        caller: caller.0,
-    };
-    let verification =
-        detached(async move { audit::verify_session(&source, &session_id).await }).await?;
+    let verification = state
+        .run(|db| async move { audit::verify_session(&db, &caller.tenant, &session_id).await })
+        .await?;
     Ok(Json(match verification {
         Ok(verified) => VerifyResult {
             ok: true,
@@ -86,88 +75,34 @@ pub async fn verify(
     params(("session_id" = String, Path, description = "1 to 128 of A-Z a-z 0-9 . _ : @ -")),
     responses(
         (status = 200, description = "Entries, one per line, then the trailer", body = String, content_type = "application/x-ndjson"),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        ReadProblems,
     ),
     security(("bearer" = []))
 )]
 pub async fn export(
     State(state): State<AppState>,
-    caller: Auditor,
-    path: Result<SessionPath, ApiError>,
+    Authed(caller, _): Auditor,
+    SessionPath(session_id): SessionPath,
 ) -> Result<Response, ApiError> {
-    let SessionPath(session_id) = caller.admit(&state, path).await?;
-    let source = KeySource {
-        pool: state.pool.clone(),
-        caller: caller.0,
-    };
-    // Problems with the key or the session are answered before the stream starts.
+    let tenant = caller.tenant;
+    // Problems with the session are answered before the stream starts.
     let head = {
-        let (source, session_id) = (source.clone(), session_id.clone());
-        detached(async move { source.head(&session_id).await }).await?
+        let (tenant, session_id) = (tenant.clone(), session_id.clone());
+        state
+            .run(|db| async move { audit::head(&db, &tenant, &session_id).await })
+            .await?
     };
-    let exported_at = format_timestamp(Utc::now());
-    let progress = Progress {
-        after: 0,
-        done: false,
+    let export = Export {
+        state,
+        tenant,
+        session_id,
+        head,
+        exported_at: Timestamp(Utc::now()),
     };
-    let lines = stream::unfold(progress, move |progress| {
-        let (source, session_id, head, exported_at) = (
-            source.clone(),
-            session_id.clone(),
-            head.clone(),
-            exported_at.clone(),
-        );
-        async move {
-            if progress.done {
-                return None;
-            }
-            if progress.after >= head.last_seq {
-                let trailer = Trailer {
-                    tenant: head.tenant.clone(),
-                    session_id: session_id.as_str().to_owned(),
-                    last_seq: head.last_seq,
-                    head_hash: hex::encode(&head.head_hash),
-                    exported_at,
-                };
-                let done = Progress {
-                    after: progress.after,
-                    done: true,
-                };
-                return Some((Ok(Bytes::from(export::trailer_line(trailer))), done));
-            }
-            match next_page(&source, &session_id, progress.after, head.last_seq).await {
-                Ok(entries) if !entries.is_empty() => {
-                    let after = entries.last().map_or(progress.after, |entry| entry.seq);
-                    let mut chunk = Vec::new();
-                    for entry in entries {
-                        chunk.extend(export::entry_line(&head.tenant, session_id.as_str(), entry));
-                    }
-                    Some((Ok(Bytes::from(chunk)), Progress { after, done: false }))
-                }
-                // A gap in the stored ledger: stop without a trailer, so the export fails to verify.
-                Ok(_) => Some((
-                    Err(std::io::Error::other("stored entries end before the head")),
-                    Progress {
-                        after: progress.after,
-                        done: true,
-                    },
-                )),
-                Err(error) => {
-                    tracing::error!(%error, "export stopped early");
-                    Some((
-                        Err(std::io::Error::other("export stopped early")),
-                        Progress {
-                            after: progress.after,
-                            done: true,
-                        },
-                    ))
-                }
-            }
-        }
+    let lines = stream::unfold((export, Some(0)), |(export, after)| async move {
+        let after = after?;
+        let (chunk, next) = export.chunk_after(after).await;
+        Some((chunk, (export, next)))
     });
     Ok((
         [(CONTENT_TYPE, "application/x-ndjson")],
@@ -176,22 +111,61 @@ pub async fn export(
         .into_response())
 }
 
-struct Progress {
-    after: i64,
-    done: bool,
+/// An export in progress, up to the head as it was when it started.
+struct Export {
+    state: AppState,
+    tenant: Tenant,
+    session_id: SessionId,
+    head: AuditHead,
+    exported_at: Timestamp,
 }
 
-async fn next_page(
-    source: &KeySource,
-    session_id: &SessionId,
-    after: i64,
-    last_seq: i64,
-) -> Result<Vec<crate::ledger::Entry>, ApiError> {
-    let (source, session_id) = (source.clone(), session_id.clone());
-    detached(async move {
-        source
-            .page(&session_id, after, last_seq + 1, EXPORT_PAGE)
-            .await
-    })
-    .await
+impl Export {
+    /// The lines after seq `after`, and where to go on (`None`: done).
+    async fn chunk_after(&self, after: i64) -> (std::io::Result<Bytes>, Option<i64>) {
+        if after >= self.head.last_seq {
+            let trailer = Trailer {
+                tenant: self.tenant.name.to_string(),
+                session_id: self.session_id.as_str().to_owned(),
+                last_seq: self.head.last_seq,
+                head_hash: hex::encode(&self.head.head_hash),
+                exported_at: self.exported_at.to_string(),
+            };
+            return (Ok(Bytes::from(export::trailer_line(trailer))), None);
+        }
+        let (tenant, session_id, before) = (
+            self.tenant.clone(),
+            self.session_id.clone(),
+            self.head.last_seq + 1,
+        );
+        let page = self
+            .state
+            .run(|db| async move {
+                audit::page(&db, &tenant, &session_id, after, before, EXPORT_PAGE).await
+            })
+            .await;
+        match page {
+            Ok(entries) if !entries.is_empty() => {
+                let next = entries.last().map_or(after, |entry| entry.seq);
+                let mut chunk = Vec::new();
+                for entry in entries {
+                    chunk.extend(export::entry_line(
+                        &self.tenant.name,
+                        self.session_id.as_str(),
+                        entry,
+                    ));
+                }
+                (Ok(Bytes::from(chunk)), Some(next))
+            }
+            // A gap in the stored ledger: stop without a trailer, so the export fails to verify.
+            Ok(_) => (
+                Err(std::io::Error::other("stored entries end before the head")),
+                None,
+            ),
+            Err(error) => {
+                tracing::error!(%error, "export stopped early");
+                (Err(std::io::Error::other("export stopped early")), None)
+            }
+        }
+    }
 }

@@ -1,62 +1,42 @@
 //! Extractors that turn requests into domain values, rejecting with our problem documents in the
-//! documented order: authentication, role, path parameters, content type, body.
+//! order API.md "Conventions" gives: authentication, role, path parameters, content type, body.
+//! Axum runs a handler's extractors in argument order and the body extractor last, so a handler
+//! that lists them in that order checks them in that order; the key is checked (against the
+//! cache or the database) before a byte of the body is read.
+
+use std::marker::PhantomData;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
-use std::marker::PhantomData;
-
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
-use serde_json::Value;
+use serde::de::DeserializeOwned;
 
+use super::AppState;
 use super::problem::ApiError;
-use super::{AppState, detached};
-use crate::auth::{self, Credential, Role};
-use crate::ledger::{IdempotencyKey, Invalid, InvalidKind, SessionId};
+use crate::auth::{Caller, Credential, KeyRole};
+use crate::error::{Error, Invalid, InvalidKind};
+use crate::ledger::{IdempotencyKey, SessionId};
 
-/// The presented key: `Authorization: Bearer <key>`; anything else is 401 at once.
-enum Caller {
-    Admin,
-    Key(Credential),
-}
-
-impl Caller {
-    fn from_parts(parts: &Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .ok_or(ApiError::Unauthenticated)?;
-        let value = header.to_str().map_err(|_| ApiError::Unauthenticated)?;
-        let (scheme, secret) = value.split_once(' ').ok_or(ApiError::Unauthenticated)?;
-        let secret = secret.trim();
-        if !scheme.eq_ignore_ascii_case("bearer") || secret.is_empty() {
-            return Err(ApiError::Unauthenticated);
-        }
-        let credential = Credential::from_secret(secret);
-        Ok(if state.admin_key.matches(&credential) {
-            Caller::Admin
-        } else {
-            Caller::Key(credential)
-        })
+/// `Authorization: Bearer <key>`; anything else is 401 at once.
+fn bearer(parts: &Parts) -> Result<Credential, Error> {
+    let value = parts
+        .headers
+        .get(AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .ok_or(Error::Unauthenticated)?;
+    let (scheme, secret) = value.split_once(' ').ok_or(Error::Unauthenticated)?;
+    let secret = secret.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || secret.is_empty() {
+        return Err(Error::Unauthenticated);
     }
-
-    /// A tenant key for a session route; the admin key is known but may read no conversation.
-    fn tenant_key(parts: &Parts, state: &AppState) -> Result<Credential, ApiError> {
-        match Self::from_parts(parts, state)? {
-            Caller::Admin => Err(ApiError::Forbidden),
-            Caller::Key(credential) => Ok(credential),
-        }
-    }
+    Ok(Credential::from_secret(secret))
 }
-
-/// A tenant key presented for a route of role `R`. Whether the key is live and its role strong
-/// enough is decided by the database in the same call that does the work (see `admit`).
-pub struct TenantKey<R: RequiredRole>(pub Credential, PhantomData<R>);
 
 /// The role a route needs.
 pub trait RequiredRole: Send + Sync {
-    const ROLE: Role;
+    const ROLE: KeyRole;
 }
 
 pub struct WriterRole;
@@ -64,43 +44,36 @@ pub struct ReaderRole;
 pub struct AuditorRole;
 
 impl RequiredRole for WriterRole {
-    const ROLE: Role = Role::Writer;
+    const ROLE: KeyRole = KeyRole::Writer;
 }
 impl RequiredRole for ReaderRole {
-    const ROLE: Role = Role::Reader;
+    const ROLE: KeyRole = KeyRole::Reader;
 }
 impl RequiredRole for AuditorRole {
-    const ROLE: Role = Role::Auditor;
+    const ROLE: KeyRole = KeyRole::Auditor;
 }
 
-pub type Writer = TenantKey<WriterRole>;
-pub type Reader = TenantKey<ReaderRole>;
-pub type Auditor = TenantKey<AuditorRole>;
+/// A live tenant key whose role may act where role `R` is needed.
+pub struct Authed<R: RequiredRole>(pub Caller, pub PhantomData<R>);
 
-impl<R: RequiredRole> FromRequestParts<AppState> for TenantKey<R> {
+pub type Writer = Authed<WriterRole>;
+pub type Reader = Authed<ReaderRole>;
+pub type Auditor = Authed<AuditorRole>;
+
+impl<R: RequiredRole> FromRequestParts<AppState> for Authed<R> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        Ok(TenantKey(Caller::tenant_key(parts, state)?, PhantomData))
-    }
-}
-
-impl<R: RequiredRole> TenantKey<R> {
-    /// Passes valid input through untouched (the work itself authenticates). Invalid input is
-    /// reported only after the key has been checked, so that authentication and role problems
-    /// come first, as API.md orders them.
-    pub async fn admit<T>(
-        &self,
-        state: &AppState,
-        input: Result<T, ApiError>,
-    ) -> Result<T, ApiError> {
-        let error = match input {
-            Ok(value) => return Ok(value),
-            Err(error) => error,
-        };
-        let (pool, credential) = (state.pool.clone(), self.0.clone());
-        detached(async move { auth::verify(&pool, &credential, R::ROLE).await }).await?;
-        Err(error)
+        let credential = bearer(parts)?;
+        // The admin key is known, but reads no conversation.
+        if state.admin_key.matches(&credential) {
+            return Err(Error::Forbidden.into());
+        }
+        let caller = state.authenticate(&credential).await?;
+        if !caller.role.satisfies(R::ROLE) {
+            return Err(Error::Forbidden.into());
+        }
+        Ok(Authed(caller, PhantomData))
     }
 }
 
@@ -111,19 +84,13 @@ impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        match Caller::from_parts(parts, state)? {
-            Caller::Admin => Ok(Admin),
-            Caller::Key(credential) => {
-                let pool = state.pool.clone();
-                let known =
-                    detached(async move { auth::is_known_key(&pool, &credential).await }).await?;
-                Err(if known {
-                    ApiError::Forbidden
-                } else {
-                    ApiError::Unauthenticated
-                })
-            }
+        let credential = bearer(parts)?;
+        if state.admin_key.matches(&credential) {
+            return Ok(Admin);
         }
+        // A tenant key is known, and too weak; anything else is unknown.
+        state.authenticate(&credential).await?;
+        Err(Error::Forbidden.into())
     }
 }
 
@@ -142,36 +109,46 @@ impl<S: Send + Sync> FromRequestParts<S> for SessionPath {
 }
 
 /// The optional `Idempotency-Key` header, parsed.
-pub struct IdempotencyKeyHeader(pub Option<IdempotencyKey>);
+pub struct IdempotencyHeader(pub Option<IdempotencyKey>);
 
-impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKeyHeader {
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyHeader {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
         match parts.headers.get("idempotency-key") {
-            None => Ok(IdempotencyKeyHeader(None)),
-            Some(value) => Ok(IdempotencyKeyHeader(Some(IdempotencyKey::parse(
+            None => Ok(IdempotencyHeader(None)),
+            Some(value) => Ok(IdempotencyHeader(Some(IdempotencyKey::parse(
                 value.as_bytes(),
             )?))),
         }
     }
 }
 
-/// A JSON request body as a value: 415 for another media type, 413 beyond the body limit, 400
-/// for malformed JSON, 422 for numbers no JSON implementation can hold. An empty body without a
-/// Content-Type is `{}`.
-pub struct JsonBody(pub Value);
+/// A JSON request body of type `T`, kept also as sent (for idempotency fingerprints): 415 for
+/// another media type, 413 beyond the body limit, 400 for malformed JSON, 422 naming the field
+/// for JSON of the wrong shape. An empty body without a Content-Type is `{}`.
+pub struct Body<T> {
+    pub value: T,
+    pub raw: Bytes,
+}
 
-impl<S: Send + Sync> FromRequest<S> for JsonBody {
+impl<T> Body<T> {
+    /// The body as a JSON value, as sent.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.raw).unwrap_or_default()
+    }
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        let has_content_type = match request.headers().get(CONTENT_TYPE) {
+        let declared_json = match request.headers().get(CONTENT_TYPE) {
             None => false,
             Some(_) if is_json(request.headers()) => true,
             Some(_) => return Err(ApiError::UnsupportedMediaType),
         };
-        let bytes = Bytes::from_request(request, state)
+        let mut raw = Bytes::from_request(request, state)
             .await
             .map_err(|rejection| {
                 if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -180,27 +157,50 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
                     ApiError::MalformedJson(rejection.body_text())
                 }
             })?;
-        if !has_content_type {
-            return if bytes.is_empty() {
-                Ok(JsonBody(Value::Object(Default::default())))
-            } else {
-                Err(ApiError::UnsupportedMediaType)
-            };
+        if !declared_json {
+            if !raw.is_empty() {
+                return Err(ApiError::UnsupportedMediaType);
+            }
+            raw = Bytes::from_static(b"{}");
         }
-        serde_json::from_slice(&bytes)
-            .map(JsonBody)
-            .map_err(|error| {
-                let message = error.to_string();
-                if message.starts_with("number out of range") {
-                    Invalid::new(
-                        InvalidKind::Number,
-                        format!("body holds a number beyond any float: {message}"),
-                    )
-                    .into()
-                } else {
-                    ApiError::MalformedJson(message)
-                }
-            })
+        let value = parse_json(&raw)?;
+        Ok(Body { value, raw })
+    }
+}
+
+/// Parses `bytes` as `T`, telling malformed JSON (400) from JSON of the wrong shape (422, naming
+/// the place).
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // Well-formedness first, so that a truncated body is malformed whatever its first field.
+    let text = std::str::from_utf8(bytes)
+        .map_err(|error| ApiError::MalformedJson(format!("the body is not UTF-8: {error}")))?;
+    serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|error| shape_error(".", error))?;
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        shape_error(&path, error.into_inner())
+    })?;
+    deserializer
+        .end()
+        .map_err(|error| ApiError::MalformedJson(error.to_string()))?;
+    Ok(value)
+}
+
+fn shape_error(path: &str, error: serde_json::Error) -> ApiError {
+    let message = error.to_string();
+    if message.starts_with("number out of range") {
+        return Invalid::new(
+            InvalidKind::Number,
+            format!("{path} holds a number beyond any double: {message}"),
+        )
+        .into();
+    }
+    match error.classify() {
+        serde_json::error::Category::Data => {
+            let at = if path == "." { "body" } else { path };
+            Invalid::validation(format!("{at}: {message}")).into()
+        }
+        _ => ApiError::MalformedJson(message),
     }
 }
 
@@ -225,56 +225,46 @@ fn is_json(headers: &HeaderMap) -> bool {
         })
 }
 
-/// Raw query parameters; each handler parses the ones it knows.
-pub struct QueryParams(pub Vec<(String, String)>);
+/// Query parameters as `T`: a repeated or malformed one is 400 `invalid_parameter`, an unknown
+/// one is ignored.
+pub struct Query<T>(pub T);
 
-impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
-        let query = parts.uri.query().unwrap_or("");
-        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query)
-            .map_err(|_| Invalid::new(InvalidKind::Parameter, "the query string is malformed"))?;
-        Ok(QueryParams(pairs))
+        let query = parts.uri.query().unwrap_or("").as_bytes();
+        let deserializer = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query));
+        serde_path_to_error::deserialize(deserializer)
+            .map(Query)
+            .map_err(|error| {
+                let path = error.path().to_string();
+                let message = error.into_inner().to_string();
+                let detail = if path == "." {
+                    message
+                } else {
+                    format!("{path}: {message}")
+                };
+                Invalid::parameter(detail).into()
+            })
     }
 }
 
-impl QueryParams {
-    /// The single value of `name`, if present; a repeated parameter is invalid.
-    pub fn get(&self, name: &str) -> Result<Option<&str>, Invalid> {
-        let mut values = self
-            .0
-            .iter()
-            .filter(|(key, _)| key == name)
-            .map(|(_, value)| value.as_str());
-        let first = values.next();
-        if values.next().is_some() {
-            return Err(Invalid::new(
-                InvalidKind::Parameter,
-                format!("{name} is given more than once"),
-            ));
-        }
-        Ok(first)
-    }
-
-    /// An integer parameter within `min..=max`, or `default` when absent.
-    pub fn integer(
-        &self,
-        name: &str,
-        min: i64,
-        max: i64,
-        default: Option<i64>,
-    ) -> Result<Option<i64>, Invalid> {
-        match self.get(name)? {
-            None => Ok(default),
-            Some(raw) => match raw.parse::<i64>() {
-                Ok(value) if (min..=max).contains(&value) => Ok(Some(value)),
-                _ => Err(Invalid::new(
-                    InvalidKind::Parameter,
-                    format!("{name} must be an integer from {min} to {max}"),
-                )),
-            },
-        }
+/// `value`, or `default`, within `min..=max`, else `invalid_parameter` naming `name`.
+pub fn bounded(
+    name: &str,
+    value: Option<i64>,
+    default: i64,
+    min: i64,
+    max: i64,
+) -> Result<i64, Invalid> {
+    let value = value.unwrap_or(default);
+    if (min..=max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(Invalid::parameter(format!(
+            "{name} must be an integer from {min} to {max}"
+        )))
     }
 }
 
@@ -296,5 +286,46 @@ mod tests {
         assert!(!check("application/json; charset=latin1"));
         assert!(!check("text/plain"));
         assert!(!check("application/jsonx"));
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Shape {
+        expected_seq: Option<i64>,
+        messages: Vec<Inner>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        role: String,
+    }
+
+    #[test]
+    fn bodies_of_the_wrong_shape_name_the_field_and_malformed_ones_are_400() {
+        let problem = |body: &str| match parse_json::<Shape>(body.as_bytes()) {
+            Err(ApiError::Domain(Error::Invalid(invalid))) => (invalid.kind, invalid.detail),
+            Err(ApiError::MalformedJson(message)) => (InvalidKind::Parameter, message),
+            other => panic!("{body}: {other:?}", other = other.map(|_| ())),
+        };
+        let (kind, detail) = problem(r#"{"messages": [{"role": 1}]}"#);
+        assert_eq!(kind, InvalidKind::Validation);
+        assert!(detail.starts_with("messages[0].role: "), "{detail}");
+        let (kind, detail) = problem(r#"{"messages": [], "colour": 1}"#);
+        assert_eq!(kind, InvalidKind::Validation);
+        assert!(detail.contains("colour"), "{detail}");
+        let (kind, detail) = problem(r#"{"expected_seq": 1.5, "messages": []}"#);
+        assert_eq!(kind, InvalidKind::Validation);
+        assert!(detail.starts_with("expected_seq: "), "{detail}");
+        let (kind, _) = problem(r#"{"messages": [], "messages": []}"#);
+        assert_eq!(kind, InvalidKind::Validation);
+        assert_eq!(problem(r#"{"messages": [}"#).0, InvalidKind::Parameter);
+        assert_eq!(problem(r#"{"messages": []} x"#).0, InvalidKind::Parameter);
+        assert_eq!(
+            problem(r#"{"expected_seq": 1e400, "messages": []}"#).0,
+            InvalidKind::Number
+        );
     }
 }

@@ -1,4 +1,6 @@
-//! The HTTP API: the router, shared state, error logging and graceful serving.
+//! The HTTP API: the router, shared state, and graceful serving. Every handler reads the same
+//! way: extractors (key and role first, then path, headers, body), one ledger call through
+//! `AppState::run`, then the answer shaped by `views`.
 
 mod admin;
 mod audit;
@@ -8,6 +10,7 @@ pub mod openapi;
 mod ops;
 pub mod problem;
 mod sessions;
+mod views;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -18,15 +21,18 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::middleware;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::serve::ListenerExt;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tower_http::timeout::TimeoutLayer;
 use utoipa::OpenApi;
 
-use crate::auth::AdminKey;
-use crate::ledger::{self, Limits};
+use crate::auth::{AdminKey, Caller, Credential, KeyCache};
+use crate::db::listen::{Listener, Subscriber};
+use crate::error::Error;
+use crate::ledger::{Appended, Limits};
+use crate::metrics;
 use problem::ApiError;
 
 /// Everything a handler needs; cheap to clone.
@@ -35,7 +41,9 @@ pub struct AppState {
     pub pool: PgPool,
     pub limits: Limits,
     pub admin_key: AdminKey,
+    keys: Arc<KeyCache>,
     openapi: Arc<serde_json::Value>,
+    _listener: Arc<Listener>,
 }
 
 /// HTTP-level settings.
@@ -55,15 +63,53 @@ impl Default for HttpSettings {
 }
 
 impl AppState {
+    /// State for serving `pool`; starts this server's notification listener, which lives as
+    /// long as the state does.
     pub fn new(pool: PgPool, limits: Limits, admin_key: AdminKey) -> Self {
         let openapi = serde_json::to_value(openapi::ApiDoc::openapi()).unwrap_or_default();
-        observe::prometheus();
+        metrics::prometheus();
+        let keys = Arc::new(KeyCache::default());
+        let subscribers: Vec<std::sync::Weak<dyn Subscriber>> =
+            vec![Arc::downgrade(&keys) as std::sync::Weak<dyn Subscriber>];
+        let listener = Listener::spawn((*pool.connect_options()).clone(), subscribers);
         Self {
             pool,
             limits,
             admin_key,
+            keys,
             openapi: Arc::new(openapi),
+            _listener: Arc::new(listener),
         }
+    }
+
+    /// The live key behind `credential`.
+    async fn authenticate(&self, credential: &Credential) -> Result<Caller, ApiError> {
+        self.keys
+            .authenticate(&self.pool, credential)
+            .await
+            .inspect_err(metrics::failed)
+            .map_err(ApiError::from)
+    }
+
+    /// Runs one unit of database work in its own task, so that a client hanging up never drops
+    /// a future halfway through a database call: the work finishes (or fails) as a whole.
+    async fn run<T, F, Fut>(&self, work: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(PgPool) -> Fut,
+        Fut: Future<Output = Result<T, Error>> + Send + 'static,
+    {
+        let _in_flight = observe::InFlight::start();
+        match tokio::spawn(work(self.pool.clone())).await {
+            Ok(result) => result.inspect_err(metrics::failed).map_err(ApiError::from),
+            Err(join) => Err(ApiError::Internal(format!("database task failed: {join}"))),
+        }
+    }
+
+    /// The 201 of an append, counted.
+    fn created(&self, appended: Appended) -> views::Created {
+        metrics::appended(&appended);
+        views::Created(appended)
     }
 }
 
@@ -82,7 +128,7 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
         .route("/sessions/{session_id}/export", get(audit::export))
         .route("/admin/tenants", post(admin::create_tenant))
         .route("/admin/keys", post(admin::create_key).get(admin::list_keys))
-        .route("/admin/keys/{id}", axum::routing::delete(admin::revoke_key));
+        .route("/admin/keys/{id}", delete(admin::revoke_key));
     Router::new()
         .nest("/v1", v1)
         .route("/healthz", get(ops::healthz))
@@ -104,20 +150,6 @@ async fn openapi_document(
     axum::extract::State(state): axum::extract::State<AppState>,
 ) -> Json<serde_json::Value> {
     Json(state.openapi.as_ref().clone())
-}
-
-/// Runs one unit of database work in its own task, so that a client hanging up never drops a
-/// future halfway through a database call: the work finishes (or fails) as a whole.
-pub(crate) async fn detached<T, F>(work: F) -> Result<T, ApiError>
-where
-    T: Send + 'static,
-    F: Future<Output = Result<T, ledger::Error>> + Send + 'static,
-{
-    let _in_flight = observe::InFlight::start();
-    match tokio::spawn(work).await {
-        Ok(result) => result.map_err(ApiError::from),
-        Err(join) => Err(ApiError::Internal(format!("database task failed: {join}"))),
-    }
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then finishes in-flight requests.

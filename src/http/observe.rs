@@ -2,7 +2,6 @@
 //! request with its route template, status and latency (and the cause of a 5xx), Prometheus
 //! metrics, and the pool gauges. Bodies, headers and keys are never logged.
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Instant;
 
@@ -10,7 +9,6 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use super::AppState;
 use super::problem::ErrorCause;
@@ -19,37 +17,6 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Database calls in flight, to tell how many wait for a connection.
 static IN_FLIGHT: AtomicI64 = AtomicI64::new(0);
-
-/// The process-wide Prometheus recorder, installed on first use.
-pub fn prometheus() -> &'static PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE.get_or_init(|| {
-        let buckets = [
-            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-        ];
-        let builder = PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), &buckets)
-            .unwrap_or_else(|_| PrometheusBuilder::new());
-        let handle = match builder.install_recorder() {
-            Ok(handle) => handle,
-            // Another recorder is installed (only possible in embedding programs): render ours alone.
-            Err(_) => PrometheusBuilder::new().build_recorder().handle(),
-        };
-        // Counters exist from the start, so a dashboard sees zero rather than nothing.
-        for name in [
-            "chatledger_appends_total",
-            "chatledger_entries_written_total",
-            "chatledger_seq_conflicts_total",
-            "chatledger_idempotent_replays_total",
-        ] {
-            metrics::counter!(name).increment(0);
-        }
-        for kind in ["unavailable", "error"] {
-            metrics::counter!("chatledger_db_errors_total", "kind" => kind).increment(0);
-        }
-        handle
-    })
-}
 
 /// Marks a database call in flight for as long as the guard lives.
 pub struct InFlight;
@@ -76,7 +43,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     metrics::gauge!("chatledger_db_pool_connections").set(size as f64);
     metrics::gauge!("chatledger_db_pool_idle_connections").set(idle as f64);
     metrics::gauge!("chatledger_db_pool_waiting_requests").set(waiting as f64);
-    let text = prometheus().render();
+    let text = crate::metrics::prometheus().render();
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -1,29 +1,26 @@
-//! The one mapping from errors to RFC 9457 problem documents. 5xx bodies stay generic; their
-//! cause travels in a response extension and is logged once by the error-logging middleware.
+//! The one mapping from errors to RFC 9457 problem documents, and the problem responses each kind
+//! of route documents. 5xx bodies stay generic; their cause travels in a response extension and
+//! is logged once by the observing middleware.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use utoipa::ToSchema;
+use utoipa::{IntoResponses, ToSchema};
 
-use crate::ledger::{self, InvalidKind};
+use crate::error::{Error, Invalid, InvalidKind};
 
 /// Every way a request can fail.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error(transparent)]
-    Ledger(#[from] ledger::Error),
+    Domain(#[from] Error),
     #[error("malformed JSON: {0}")]
     MalformedJson(String),
     #[error("unsupported media type")]
     UnsupportedMediaType,
     #[error("request body too large")]
     PayloadTooLarge,
-    #[error("missing or invalid API key")]
-    Unauthenticated,
-    #[error("the API key's role may not do this")]
-    Forbidden,
     #[error("no such resource")]
     NotFound,
     #[error("method not allowed")]
@@ -32,9 +29,9 @@ pub enum ApiError {
     Internal(String),
 }
 
-impl From<ledger::Invalid> for ApiError {
-    fn from(invalid: ledger::Invalid) -> Self {
-        ApiError::Ledger(ledger::Error::Invalid(invalid))
+impl From<Invalid> for ApiError {
+    fn from(invalid: Invalid) -> Self {
+        ApiError::Domain(Error::Invalid(invalid))
     }
 }
 
@@ -60,9 +57,8 @@ pub struct ErrorCause(pub String);
 
 impl ApiError {
     fn parts(&self) -> (StatusCode, &'static str, &'static str) {
-        use ledger::Error as L;
         match self {
-            ApiError::Ledger(L::Invalid(invalid)) => match invalid.kind {
+            ApiError::Domain(Error::Invalid(invalid)) => match invalid.kind {
                 InvalidKind::SessionId => (
                     StatusCode::BAD_REQUEST,
                     "invalid_session_id",
@@ -99,44 +95,42 @@ impl ApiError {
                     "Payload too large",
                 ),
             },
-            ApiError::Ledger(L::Unauthenticated) | ApiError::Unauthenticated => (
+            ApiError::Domain(Error::Unauthenticated) => (
                 StatusCode::UNAUTHORIZED,
                 "unauthenticated",
                 "Unauthenticated",
             ),
-            ApiError::Ledger(L::Forbidden) | ApiError::Forbidden => {
-                (StatusCode::FORBIDDEN, "forbidden", "Forbidden")
-            }
-            ApiError::Ledger(L::AlreadyExists(_)) => {
+            ApiError::Domain(Error::Forbidden) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
+            ApiError::Domain(Error::AlreadyExists(_)) => {
                 (StatusCode::CONFLICT, "already_exists", "Already exists")
             }
-            ApiError::Ledger(L::UnknownTenant) => (
+            ApiError::Domain(Error::UnknownTenant) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "unknown_tenant",
                 "Unknown tenant",
             ),
-            ApiError::Ledger(L::NotFound) | ApiError::NotFound => {
+            ApiError::Domain(Error::NotFound) | ApiError::NotFound => {
                 (StatusCode::NOT_FOUND, "not_found", "Not found")
             }
-            ApiError::Ledger(L::SessionNotFound) => (
+            ApiError::Domain(Error::SessionNotFound) => (
                 StatusCode::NOT_FOUND,
                 "session_not_found",
                 "Session not found",
             ),
-            ApiError::Ledger(L::SeqConflict { .. }) => {
+            ApiError::Domain(Error::SeqConflict { .. }) => {
                 (StatusCode::CONFLICT, "seq_conflict", "Sequence conflict")
             }
-            ApiError::Ledger(L::IdempotencyKeyReused) => (
+            ApiError::Domain(Error::IdempotencyKeyReused) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "idempotency_key_reused",
                 "Idempotency key reused",
             ),
-            ApiError::Ledger(L::Unavailable(_)) => (
+            ApiError::Domain(Error::Unavailable(_)) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
                 "Service unavailable",
             ),
-            ApiError::Ledger(L::Database(_)) | ApiError::Internal(_) => (
+            ApiError::Domain(Error::Database(_) | Error::Corrupt(_)) | ApiError::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal_error",
                 "Internal error",
@@ -164,14 +158,14 @@ impl ApiError {
 
     fn detail(&self) -> String {
         match self {
-            ApiError::Ledger(ledger::Error::Unavailable(_)) => {
+            ApiError::Domain(Error::Unavailable(_)) => {
                 "the database is unavailable or overloaded; retry later".to_owned()
             }
-            ApiError::Ledger(ledger::Error::Database(_)) | ApiError::Internal(_) => {
+            ApiError::Domain(Error::Database(_) | Error::Corrupt(_)) | ApiError::Internal(_) => {
                 "an internal error occurred; it has been logged".to_owned()
             }
-            ApiError::Ledger(ledger::Error::SessionNotFound) => "no such session".to_owned(),
-            ApiError::Unauthenticated | ApiError::Ledger(ledger::Error::Unauthenticated) => {
+            ApiError::Domain(Error::SessionNotFound) => "no such session".to_owned(),
+            ApiError::Domain(Error::Unauthenticated) => {
                 "send a valid, unrevoked API key as 'Authorization: Bearer <key>'".to_owned()
             }
             ApiError::UnsupportedMediaType => {
@@ -193,7 +187,7 @@ impl IntoResponse for ApiError {
             detail: self.detail(),
             code,
             current_seq: match &self {
-                ApiError::Ledger(ledger::Error::SeqConflict { current_seq }) => Some(*current_seq),
+                ApiError::Domain(Error::SeqConflict { current_seq }) => Some(*current_seq),
                 _ => None,
             },
         };
@@ -214,4 +208,190 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// The problems of an append or reset: bad input of every kind, a stale writer.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub enum WriteProblems {
+    #[response(
+        status = 400,
+        description = "Malformed JSON, session id, idempotency key or parameter",
+        content_type = "application/problem+json"
+    )]
+    BadRequest(#[to_schema] Problem),
+    #[response(
+        status = 401,
+        description = "Missing, unknown or revoked key",
+        content_type = "application/problem+json"
+    )]
+    Unauthenticated(#[to_schema] Problem),
+    #[response(
+        status = 403,
+        description = "The key's role may not do this",
+        content_type = "application/problem+json"
+    )]
+    Forbidden(#[to_schema] Problem),
+    #[response(
+        status = 404,
+        description = "No such session (resets only)",
+        content_type = "application/problem+json"
+    )]
+    NotFound(#[to_schema] Problem),
+    #[response(
+        status = 409,
+        description = "expected_seq is stale (seq_conflict, with current_seq)",
+        content_type = "application/problem+json"
+    )]
+    Conflict(#[to_schema] Problem),
+    #[response(
+        status = 413,
+        description = "Body or message beyond the configured limit",
+        content_type = "application/problem+json"
+    )]
+    TooLarge(#[to_schema] Problem),
+    #[response(
+        status = 415,
+        description = "The body is not application/json",
+        content_type = "application/problem+json"
+    )]
+    UnsupportedMediaType(#[to_schema] Problem),
+    #[response(
+        status = 422,
+        description = "Invalid body: validation_failed, invalid_text, invalid_number, idempotency_key_reused",
+        content_type = "application/problem+json"
+    )]
+    Unprocessable(#[to_schema] Problem),
+    #[response(
+        status = 503,
+        description = "The database is unavailable; retry after Retry-After",
+        content_type = "application/problem+json"
+    )]
+    Unavailable(#[to_schema] Problem),
+}
+
+/// The problems of a read of one session.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub enum ReadProblems {
+    #[response(
+        status = 400,
+        description = "Malformed session id or parameter",
+        content_type = "application/problem+json"
+    )]
+    BadRequest(#[to_schema] Problem),
+    #[response(
+        status = 401,
+        description = "Missing, unknown or revoked key",
+        content_type = "application/problem+json"
+    )]
+    Unauthenticated(#[to_schema] Problem),
+    #[response(
+        status = 403,
+        description = "The key's role may not do this",
+        content_type = "application/problem+json"
+    )]
+    Forbidden(#[to_schema] Problem),
+    #[response(
+        status = 404,
+        description = "No such session in the key's tenant",
+        content_type = "application/problem+json"
+    )]
+    NotFound(#[to_schema] Problem),
+    #[response(
+        status = 503,
+        description = "The database is unavailable; retry after Retry-After",
+        content_type = "application/problem+json"
+    )]
+    Unavailable(#[to_schema] Problem),
+}
+
+/// The problems of a listing: no session to miss.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub enum ListProblems {
+    #[response(
+        status = 400,
+        description = "Malformed parameter",
+        content_type = "application/problem+json"
+    )]
+    BadRequest(#[to_schema] Problem),
+    #[response(
+        status = 401,
+        description = "Missing, unknown or revoked key",
+        content_type = "application/problem+json"
+    )]
+    Unauthenticated(#[to_schema] Problem),
+    #[response(
+        status = 403,
+        description = "The key's role may not do this",
+        content_type = "application/problem+json"
+    )]
+    Forbidden(#[to_schema] Problem),
+    #[response(
+        status = 503,
+        description = "The database is unavailable; retry after Retry-After",
+        content_type = "application/problem+json"
+    )]
+    Unavailable(#[to_schema] Problem),
+}
+
+/// The problems of an admin change.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub enum AdminProblems {
+    #[response(
+        status = 400,
+        description = "Malformed JSON",
+        content_type = "application/problem+json"
+    )]
+    BadRequest(#[to_schema] Problem),
+    #[response(
+        status = 401,
+        description = "Missing or unknown key",
+        content_type = "application/problem+json"
+    )]
+    Unauthenticated(#[to_schema] Problem),
+    #[response(
+        status = 403,
+        description = "Not the admin key",
+        content_type = "application/problem+json"
+    )]
+    Forbidden(#[to_schema] Problem),
+    #[response(
+        status = 404,
+        description = "No such key",
+        content_type = "application/problem+json"
+    )]
+    NotFound(#[to_schema] Problem),
+    #[response(
+        status = 409,
+        description = "Exists already",
+        content_type = "application/problem+json"
+    )]
+    Conflict(#[to_schema] Problem),
+    #[response(
+        status = 413,
+        description = "Body beyond the configured limit",
+        content_type = "application/problem+json"
+    )]
+    TooLarge(#[to_schema] Problem),
+    #[response(
+        status = 415,
+        description = "The body is not application/json",
+        content_type = "application/problem+json"
+    )]
+    UnsupportedMediaType(#[to_schema] Problem),
+    #[response(
+        status = 422,
+        description = "Invalid body, unknown tenant",
+        content_type = "application/problem+json"
+    )]
+    Unprocessable(#[to_schema] Problem),
+    #[response(
+        status = 503,
+        description = "The database is unavailable; retry after Retry-After",
+        content_type = "application/problem+json"
+    )]
+    Unavailable(#[to_schema] Problem),
 }

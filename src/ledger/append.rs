@@ -1,15 +1,16 @@
-//! Appending a batch: one call of `chatledger_append`, which locks the session head, replays or
-//! refuses an idempotency key, checks `expected_seq`, chains the hashes and inserts atomically.
+//! Appending a batch: one call of `chatledger_append` (migrations/0003_typed_functions.sql), which
+//! locks the session head, replays or refuses an idempotency key, checks `expected_seq`, chains
+//! the hashes and inserts, atomically.
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
+use sqlx::types::Json;
 
-use super::error::Error;
-use super::hash;
-use super::types::{IdempotencyKey, NewEntry, SessionId};
-use crate::auth::Credential;
+use super::hash::{self, Timestamp};
+use super::types::{IdempotencyKey, Limits, NewEntry, SessionId};
+use crate::auth::Caller;
+use crate::error::{Error, Invalid};
 
 /// An idempotency key and the fingerprint of the request it was sent with.
 #[derive(Debug, Clone)]
@@ -19,9 +20,10 @@ pub struct Idempotency {
 }
 
 impl Idempotency {
-    /// Binds `key` to this endpoint and body; a retry matches only with both unchanged,
-    /// bodies compared in RFC 8785 form.
-    pub fn new(key: IdempotencyKey, endpoint: &str, body: &Value) -> Self {
+    /// Binds `key` to this endpoint and body: a retry matches only with both unchanged, bodies
+    /// compared in RFC 8785 form. `body` is the body as sent, already known to be valid JSON
+    /// (an empty body is `{}`).
+    pub fn new(key: IdempotencyKey, endpoint: &str, body: &serde_json::Value) -> Self {
         let mut hasher = Sha256::new();
         hasher.update(endpoint.as_bytes());
         hasher.update([0]);
@@ -44,6 +46,60 @@ pub struct AppendRequest {
     pub create_session: bool,
 }
 
+impl AppendRequest {
+    /// Messages to append (1 to `limits.max_batch`), creating the session if need be.
+    pub fn messages(
+        session_id: SessionId,
+        expected_seq: Option<i64>,
+        messages: Vec<NewEntry>,
+        idempotency: Option<Idempotency>,
+        limits: &Limits,
+    ) -> Result<Self, Invalid> {
+        if messages.is_empty() {
+            return Err(Invalid::validation("messages must not be empty"));
+        }
+        if messages.len() > limits.max_batch {
+            return Err(Invalid::validation(format!(
+                "messages holds {} items; at most {} are allowed per append",
+                messages.len(),
+                limits.max_batch
+            )));
+        }
+        Ok(Self {
+            session_id,
+            expected_seq: check_expected_seq(expected_seq)?,
+            entries: messages,
+            idempotency,
+            create_session: true,
+        })
+    }
+
+    /// A context reset of an existing session.
+    pub fn reset(
+        session_id: SessionId,
+        expected_seq: Option<i64>,
+        reset: NewEntry,
+        idempotency: Option<Idempotency>,
+    ) -> Result<Self, Invalid> {
+        Ok(Self {
+            session_id,
+            expected_seq: check_expected_seq(expected_seq)?,
+            entries: vec![reset],
+            idempotency,
+            create_session: false,
+        })
+    }
+}
+
+fn check_expected_seq(expected_seq: Option<i64>) -> Result<Option<i64>, Invalid> {
+    match expected_seq {
+        Some(seq) if seq < 0 => Err(Invalid::validation(
+            "expected_seq must be a non-negative integer",
+        )),
+        other => Ok(other),
+    }
+}
+
 /// The result of an append, or of its idempotent replay.
 #[derive(Debug, Clone)]
 pub struct Appended {
@@ -59,113 +115,128 @@ pub struct Appended {
 #[derive(Debug, Clone)]
 pub struct AppendedEntry {
     pub seq: i64,
-    pub created_at: DateTime<Utc>,
+    pub created_at: Timestamp,
     pub hash: [u8; 32],
+}
+
+/// One element of `chatledger_append`'s batch (`chatledger_new_entry`).
+#[derive(sqlx::Type)]
+#[sqlx(type_name = "chatledger_new_entry")]
+struct EntryParam {
+    kind: String,
+    role: Option<String>,
+    content: Option<Json<serde_json::Value>>,
+    metadata: Json<serde_json::Map<String, serde_json::Value>>,
+    salt: Vec<u8>,
+    payload_digest: Vec<u8>,
+}
+
+/// What `chatledger_append` did (`chatledger_append_outcome`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "chatledger_append_outcome", rename_all = "snake_case")]
+enum Outcome {
+    Appended,
+    Replayed,
+    SeqConflict,
+    SessionNotFound,
+    IdempotencyKeyReused,
 }
 
 /// Appends `request.entries` as one contiguous run of seqs, or fails having written nothing.
 pub async fn append(
     pool: &PgPool,
-    caller: &Credential,
+    caller: &Caller,
     request: AppendRequest,
 ) -> Result<Appended, Error> {
-    let count = request.entries.len();
-    let mut kinds = Vec::with_capacity(count);
-    let mut roles = Vec::with_capacity(count);
-    let mut contents = Vec::with_capacity(count);
-    let mut metadata = Vec::with_capacity(count);
-    let mut salts = Vec::with_capacity(count);
-    let mut digests = Vec::with_capacity(count);
-    for entry in request.entries {
-        let salt: [u8; 16] = rand::random();
-        digests.push(hash::digest_canonical_payload(&salt, entry.canonical_payload()).to_vec());
-        salts.push(salt.to_vec());
-        kinds.push(entry.kind.as_str().to_owned());
-        roles.push(entry.role.map(|role| role.as_str().to_owned()));
-        // jsonb[] elements travel as JSON; SQL NULL content is spelled JSON null and mapped back.
-        contents.push(entry.content.unwrap_or(Value::Null));
-        metadata.push(Value::Object(entry.metadata));
-    }
+    let entries: Vec<EntryParam> = request
+        .entries
+        .into_iter()
+        .map(|entry| {
+            let salt: [u8; 16] = rand::random();
+            EntryParam {
+                payload_digest: hash::digest_canonical_payload(&salt, entry.canonical_payload())
+                    .to_vec(),
+                salt: salt.to_vec(),
+                kind: entry.kind.as_str().to_owned(),
+                role: entry.role.map(|role| role.as_str().to_owned()),
+                content: entry.content.map(Json),
+                metadata: Json(entry.metadata),
+            }
+        })
+        .collect();
     let (idempotency_key, request_digest) = match &request.idempotency {
         Some(idempotency) => (
             Some(idempotency.key.as_str()),
-            Some(idempotency.request_digest.to_vec()),
+            Some(&idempotency.request_digest[..]),
         ),
         None => (None, None),
     };
 
     let row = sqlx::query!(
-        r#"SELECT outcome AS "outcome!", current_seq AS "current_seq!", seqs, created_ats, hashes
-             FROM chatledger_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"#,
-        &caller.digest()[..],
+        r#"SELECT outcome AS "outcome!: Outcome", current_seq AS "current_seq!", first_seq,
+                  created_at, hashes
+             FROM chatledger_append($1, $2, $3, $4, $5, $6, $7, $8, $9)"#,
+        caller.tenant.id,
+        &*caller.tenant.name,
+        &*caller.key_id,
         request.session_id.as_str(),
         request.create_session,
         request.expected_seq,
         idempotency_key,
         request_digest,
-        &kinds,
-        &roles as &[Option<String>],
-        &contents,
-        &metadata,
-        &salts,
-        &digests,
+        entries as _,
     )
     .fetch_one(pool)
     .await?;
 
-    let replayed = match row.outcome.as_str() {
-        "appended" => false,
-        "replayed" => true,
-        "seq_conflict" => {
-            metrics::counter!("chatledger_seq_conflicts_total").increment(1);
+    let replayed = match row.outcome {
+        Outcome::Appended => false,
+        Outcome::Replayed => true,
+        Outcome::SeqConflict => {
             return Err(Error::SeqConflict {
                 current_seq: row.current_seq,
             });
         }
-        "session_not_found" => return Err(Error::SessionNotFound),
-        "idempotency_key_reused" => return Err(Error::IdempotencyKeyReused),
-        other => {
-            return Err(Error::Database(sqlx::Error::Protocol(format!(
-                "unexpected append outcome {other}"
-            ))));
-        }
+        Outcome::SessionNotFound => return Err(Error::SessionNotFound),
+        Outcome::IdempotencyKeyReused => return Err(Error::IdempotencyKeyReused),
     };
-    let entries: Vec<AppendedEntry> = row
-        .seqs
-        .unwrap_or_default()
-        .into_iter()
-        .zip(row.created_ats.unwrap_or_default())
-        .zip(row.hashes.unwrap_or_default())
-        .map(|((seq, created_at), hash)| {
-            let hash = hash
-                .try_into()
-                .map_err(|_| corrupt("entry hash is not 32 bytes"))?;
-            Ok(AppendedEntry {
-                seq,
-                created_at,
-                hash,
-            })
-        })
-        .collect::<Result<_, Error>>()?;
-    if replayed {
-        metrics::counter!("chatledger_idempotent_replays_total").increment(1);
-    } else {
-        metrics::counter!("chatledger_appends_total").increment(1);
-        metrics::counter!("chatledger_entries_written_total").increment(entries.len() as u64);
-    }
-    match (entries.first(), entries.last()) {
-        (Some(first), Some(last)) => Ok(Appended {
-            session_id: request.session_id,
-            first_seq: first.seq,
-            last_seq: last.seq,
-            head_hash: last.hash,
-            replayed,
-            entries,
-        }),
-        _ => Err(corrupt("append returned no entries")),
-    }
+    let (Some(first_seq), Some(created_at), Some(hashes)) =
+        (row.first_seq, row.created_at, row.hashes)
+    else {
+        return Err(Error::Corrupt("an append without its entries"));
+    };
+    appended(request.session_id, first_seq, created_at, hashes, replayed)
 }
 
-pub(super) fn corrupt(what: &str) -> Error {
-    Error::Database(sqlx::Error::Protocol(what.to_owned()))
+fn appended(
+    session_id: SessionId,
+    first_seq: i64,
+    created_at: DateTime<Utc>,
+    hashes: Vec<Vec<u8>>,
+    replayed: bool,
+) -> Result<Appended, Error> {
+    let entries = hashes
+        .into_iter()
+        .zip(first_seq..)
+        .map(|(hash, seq)| {
+            Ok(AppendedEntry {
+                seq,
+                created_at: Timestamp(created_at),
+                hash: hash
+                    .try_into()
+                    .map_err(|_| Error::Corrupt("an entry hash that is not 32 bytes"))?,
+            })
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    let Some(last) = entries.last() else {
+        return Err(Error::Corrupt("an append without its entries"));
+    };
+    Ok(Appended {
+        session_id,
+        first_seq,
+        last_seq: last.seq,
+        head_hash: last.hash,
+        replayed,
+        entries,
+    })
 }

@@ -1,14 +1,19 @@
 //! The export format (NDJSON: one entry per line with `tenant` and `session_id`, then a trailer)
 //! and its offline verifier, which needs nothing but the export and the rules of API.md.
 
-use std::io::BufRead;
+use std::io::{BufRead, Read};
 
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::hash::format_timestamp;
+use super::hash::Timestamp;
+use super::json;
 use super::read::{Entry, RawJson};
 use super::verify::{Break, ChainVerifier, Reason, Verified};
+
+/// Longest export line the offline verifier reads: well beyond any line chatledger writes (a
+/// message of the largest configurable size with every character escaped), short enough that a
+/// hostile file cannot exhaust memory.
+pub const MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
 
 /// One exported entry, every value exactly as the API returns it.
 #[derive(Debug, Serialize, Deserialize)]
@@ -28,6 +33,9 @@ pub struct EntryLine {
     pub payload_digest: String,
     pub prev_hash: String,
     pub hash: String,
+    /// Whether the payload was erased (older exports do not say: they had no erasure).
+    #[serde(default)]
+    pub erased: bool,
 }
 
 /// The last line of an export, so that a truncated export is detectable.
@@ -57,25 +65,27 @@ impl EntryLine {
             role: entry.role,
             content: entry.content,
             metadata: entry.metadata,
-            created_at: format_timestamp(entry.created_at),
+            created_at: entry.created_at.to_string(),
             idempotency_key: entry.idempotency_key,
             author: entry.author,
             salt: hex::encode(entry.salt),
             payload_digest: hex::encode(entry.payload_digest),
             prev_hash: hex::encode(entry.prev_hash),
             hash: hex::encode(entry.hash),
+            erased: false,
         }
     }
 
     /// Back to an entry; `None` when a value is not in the form the API writes (then the line
     /// cannot be the one that was hashed).
     fn to_entry(&self) -> Option<Entry> {
-        let created_at = DateTime::parse_from_rfc3339(&self.created_at)
-            .ok()?
-            .with_timezone(&Utc);
-        if format_timestamp(created_at) != self.created_at {
-            return None;
+        let created_at = Timestamp::parse_exact(&self.created_at)?;
+        // Numbers and keys that a double or a JSON object reading would make alike could be
+        // edited without changing the digest.
+        if let Some(content) = &self.content {
+            json::check(content.0.get(), "content").ok()?;
         }
+        json::check(self.metadata.0.get(), "metadata").ok()?;
         let hex32 = |text: &str| hex::decode(text).ok().filter(|bytes| bytes.len() == 32);
         Some(Entry {
             seq: self.seq,
@@ -157,17 +167,33 @@ pub fn verify_export(
     let mut reached_expected = expected.is_none();
     let mut chain: Option<(ChainVerifier, String, String)> = None;
     let mut trailer: Option<Trailer> = None;
-    for (index, line) in input.lines().enumerate() {
-        let line = line?;
-        let number = index + 1;
+    let mut input = input;
+    let mut buffer = Vec::new();
+    let mut number = 0;
+    loop {
+        buffer.clear();
+        let read = (&mut input)
+            .take(MAX_LINE_BYTES as u64 + 1)
+            .read_until(b'\n', &mut buffer)?;
+        if read == 0 {
+            break;
+        }
+        number += 1;
+        if buffer.len() > MAX_LINE_BYTES {
+            return broken(format!("line {number}: longer than {MAX_LINE_BYTES} bytes"));
+        }
+        let Ok(line) = std::str::from_utf8(&buffer) else {
+            return broken(format!("line {number}: not UTF-8"));
+        };
+        let line = line.trim_end_matches(['\n', '\r']);
         if trailer.is_some() {
             return broken(format!("line {number}: content after the trailer"));
         }
-        if let Ok(TrailerLine { export_trailer }) = serde_json::from_str::<TrailerLine>(&line) {
+        if let Ok(TrailerLine { export_trailer }) = serde_json::from_str::<TrailerLine>(line) {
             trailer = Some(export_trailer);
             continue;
         }
-        let Ok(entry_line) = serde_json::from_str::<EntryLine>(&line) else {
+        let Ok(entry_line) = serde_json::from_str::<EntryLine>(line) else {
             if number == 1 {
                 return Err(UnreadableExport::NotAnExport);
             }

@@ -1,25 +1,24 @@
 //! The hash chain of API.md "Hash chain": salted payload digests and chained entry hashes over
-//! RFC 8785 canonical JSON. Pure functions, shared by the verifier and the tests.
+//! RFC 8785 canonical JSON. Pure functions, checked against the golden vectors that the SQL
+//! writer and the independent Python verifier are checked against too
+//! (`tests/vectors/hash_chain.json`).
 
-use canon_json::CanonicalFormatter;
+use std::fmt;
+
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 /// `prev_hash` of the first entry of every session.
 pub const GENESIS_HASH: [u8; 32] = [0; 32];
 
-/// RFC 8785 canonical JSON of any serializable value.
-pub fn canonical_json<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut serializer =
-        serde_json::Serializer::with_formatter(&mut out, CanonicalFormatter::new());
-    // Serializing plain JSON data into memory cannot fail: keys are strings, numbers are finite.
-    if value.serialize(&mut serializer).is_err() {
-        unreachable!("canonical JSON of JSON data");
-    }
-    out
+/// RFC 8785 canonical JSON of any serializable value (ECMAScript number formatting).
+pub fn canonical_json<T: Serialize>(value: &T) -> Vec<u8> {
+    // Only JSON data is canonicalised here: keys are strings and numbers finite, so the
+    // serializer has nothing to refuse.
+    serde_json_canonicalizer::to_vec(value)
+        .unwrap_or_else(|_| unreachable!("canonical JSON of JSON data"))
 }
 
 #[derive(Serialize)]
@@ -58,10 +57,11 @@ pub struct EntryHeader<'a> {
     pub seq: i64,
     pub kind: &'a str,
     pub role: Option<&'a str>,
-    pub created_at: &'a str,
+    pub created_at: Timestamp,
     pub idempotency_key: Option<&'a str>,
     pub author: &'a str,
-    pub payload_digest: &'a str,
+    #[serde(serialize_with = "lower_hex")]
+    pub payload_digest: &'a [u8],
 }
 
 /// `SHA-256(prev_hash || JCS(header))`.
@@ -72,12 +72,51 @@ pub fn entry_hash(prev_hash: &[u8], header: &EntryHeader<'_>) -> [u8; 32] {
     hasher.finalize().into()
 }
 
-/// The `strftime` form of `format_timestamp`, for writing a timestamp without a String.
-pub const TIMESTAMP_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.6fZ";
+/// A time as every timestamp of the API is written: RFC 3339 UTC with exactly six fractional
+/// digits. The one formatter of the crate: it serializes and displays the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Timestamp(pub DateTime<Utc>);
 
-/// RFC 3339 UTC with exactly six fractional digits, as every timestamp of the API.
-pub fn format_timestamp(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Micros, true)
+impl Timestamp {
+    /// Parses the API's form only: a time written any other way is not one the API wrote.
+    pub fn parse_exact(text: &str) -> Option<Self> {
+        let parsed = DateTime::parse_from_rfc3339(text).ok()?.with_timezone(&Utc);
+        let timestamp = Timestamp(parsed);
+        (timestamp.to_string() == text).then_some(timestamp)
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0.to_rfc3339_opts(SecondsFormat::Micros, true))
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl From<DateTime<Utc>> for Timestamp {
+    fn from(at: DateTime<Utc>) -> Self {
+        Timestamp(at)
+    }
+}
+
+/// Bytes as lower-case hex, written without a String per value (entries are the bulk of every
+/// read).
+pub fn lower_hex<S: Serializer, B: AsRef<[u8]>>(
+    bytes: &B,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    let bytes = bytes.as_ref();
+    let mut buffer = [0_u8; 64];
+    let Some(out) = buffer.get_mut(..bytes.len() * 2) else {
+        return serializer.serialize_str(&hex::encode(bytes));
+    };
+    hex::encode_to_slice(bytes, out).map_err(serde::ser::Error::custom)?;
+    serializer.serialize_str(std::str::from_utf8(out).map_err(serde::ser::Error::custom)?)
 }
 
 #[cfg(test)]
@@ -122,29 +161,27 @@ mod tests {
     }
 
     #[test]
+    fn numbers_tied_between_two_doubles_round_to_even_as_ecmascript_does() {
+        // canon-json 0.2 wrote ...465.3 here (issue 11, item 12).
+        let value: Value = serde_json::from_str("[818689267909465.25]").expect("valid JSON");
+        assert_eq!(canonical_json(&value), b"[818689267909465.2]");
+    }
+
+    #[test]
     fn payload_digest_is_salted_and_order_independent() {
         let metadata_ab = json!({"a": 1, "b": [1.0, "x"]});
         let metadata_ba: Value =
             serde_json::from_str(r#"{"b": [1, "x"], "a": 1}"#).expect("valid JSON");
         let content = json!("yes");
         let salt = [7u8; 16];
-        let one = payload_digest(
-            &salt,
-            Some(&content),
-            metadata_ab.as_object().expect("object"),
-        );
-        let two = payload_digest(
-            &salt,
-            Some(&content),
-            metadata_ba.as_object().expect("object"),
-        );
+        let object = |value: &Value| value.as_object().expect("object").clone();
+        let one = payload_digest(&salt, Some(&content), &object(&metadata_ab));
+        let two = payload_digest(&salt, Some(&content), &object(&metadata_ba));
         assert_eq!(one, two);
-        let other_salt = payload_digest(
-            &[8u8; 16],
-            Some(&content),
-            metadata_ab.as_object().expect("object"),
+        assert_ne!(
+            one,
+            payload_digest(&[8u8; 16], Some(&content), &object(&metadata_ab))
         );
-        assert_ne!(one, other_salt);
         let expected: [u8; 32] = {
             let mut hasher = Sha256::new();
             hasher.update(salt);
@@ -155,34 +192,19 @@ mod tests {
     }
 
     #[test]
-    fn entry_hash_commits_to_the_canonical_header() {
-        let header = EntryHeader {
-            tenant: "acme",
-            session_id: "user-42",
-            seq: 1,
-            kind: "message",
-            role: Some("user"),
-            created_at: "2026-11-21T10:15:30.123456Z",
-            idempotency_key: None,
-            author: "key_1",
-            payload_digest: "ab",
-        };
-        let expected: [u8; 32] = {
-            let mut hasher = Sha256::new();
-            hasher.update(GENESIS_HASH);
-            hasher.update(
-                br#"{"author":"key_1","created_at":"2026-11-21T10:15:30.123456Z","idempotency_key":null,"kind":"message","payload_digest":"ab","role":"user","seq":1,"session_id":"user-42","tenant":"acme"}"#,
-            );
-            hasher.finalize().into()
-        };
-        assert_eq!(entry_hash(&GENESIS_HASH, &header), expected);
-    }
-
-    #[test]
-    fn timestamps_have_six_fractional_digits() {
-        let at = DateTime::parse_from_rfc3339("2026-11-21T10:15:30Z")
-            .expect("valid")
-            .with_timezone(&Utc);
-        assert_eq!(format_timestamp(at), "2026-11-21T10:15:30.000000Z");
+    fn timestamps_have_six_fractional_digits_and_parse_only_in_that_form() {
+        let at = Timestamp::parse_exact("2026-11-21T10:15:30.000000Z").expect("the API's form");
+        assert_eq!(at.to_string(), "2026-11-21T10:15:30.000000Z");
+        assert_eq!(
+            serde_json::to_string(&at).expect("json"),
+            "\"2026-11-21T10:15:30.000000Z\""
+        );
+        for other in [
+            "2026-11-21T10:15:30Z",
+            "2026-11-21T11:15:30.000000+01:00",
+            "x",
+        ] {
+            assert!(Timestamp::parse_exact(other).is_none(), "{other}");
+        }
     }
 }

@@ -3,16 +3,14 @@
 
 mod append;
 pub mod audit;
-mod error;
 pub mod export;
 pub mod hash;
+pub mod json;
 mod read;
 mod types;
 pub mod verify;
 
 pub use append::{AppendRequest, Appended, AppendedEntry, Idempotency, append};
-pub use error::{Error, Invalid, InvalidKind};
+pub use hash::Timestamp;
 pub use read::{Entry, Page, Range, RawJson, SessionSummary, entries, session, sessions};
-pub use types::{
-    AppendBody, EntryKind, IdempotencyKey, Limits, NewEntry, ResetBody, Role, SessionId,
-};
+pub use types::{EntryKind, IdempotencyKey, Limits, MessageRole, NewEntry, SessionId};

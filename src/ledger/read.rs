@@ -4,10 +4,10 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
-use super::append::corrupt;
-use super::error::Error;
+use super::hash::Timestamp;
 use super::types::SessionId;
-use crate::auth::{Credential, Role};
+use crate::auth::Tenant;
+use crate::error::Error;
 
 /// A JSON value exactly as PostgreSQL returns it, never parsed into a tree on the read path.
 pub type RawJson = sqlx::types::Json<Box<serde_json::value::RawValue>>;
@@ -16,8 +16,8 @@ pub type RawJson = sqlx::types::Json<Box<serde_json::value::RawValue>>;
 #[derive(Debug, Clone)]
 pub struct SessionSummary {
     pub session_id: String,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
     pub last_seq: i64,
     pub head_hash: Vec<u8>,
     pub message_count: i64,
@@ -33,7 +33,7 @@ pub struct Entry {
     /// Passed through as stored; parsed only where a digest is recomputed.
     pub content: Option<RawJson>,
     pub metadata: RawJson,
-    pub created_at: DateTime<Utc>,
+    pub created_at: Timestamp,
     pub idempotency_key: Option<String>,
     pub author: String,
     pub salt: Vec<u8>,
@@ -66,10 +66,10 @@ pub struct Page {
 /// One session's summary.
 pub async fn session(
     pool: &PgPool,
-    caller: &Credential,
+    tenant: &Tenant,
     session_id: &SessionId,
 ) -> Result<SessionSummary, Error> {
-    summaries(pool, caller, Some(session_id), None, 1)
+    summaries(pool, tenant, Some(session_id), None, 1)
         .await?
         .pop()
         .ok_or(Error::SessionNotFound)
@@ -78,52 +78,50 @@ pub async fn session(
 /// The tenant's sessions after `after` in byte order.
 pub async fn sessions(
     pool: &PgPool,
-    caller: &Credential,
+    tenant: &Tenant,
     after: Option<&SessionId>,
     limit: i64,
 ) -> Result<Vec<SessionSummary>, Error> {
-    summaries(pool, caller, None, after, limit).await
+    summaries(pool, tenant, None, after, limit).await
 }
 
 async fn summaries(
     pool: &PgPool,
-    caller: &Credential,
+    tenant: &Tenant,
     session_id: Option<&SessionId>,
     after: Option<&SessionId>,
     limit: i64,
 ) -> Result<Vec<SessionSummary>, Error> {
-    let rows = sqlx::query_as!(
-        SessionSummary,
+    let rows = sqlx::query!(
         r#"SELECT session_id AS "session_id!", created_at AS "created_at!", updated_at AS "updated_at!",
                   last_seq AS "last_seq!", head_hash AS "head_hash!", message_count AS "message_count!",
                   context_start_seq AS "context_start_seq!"
              FROM chatledger_sessions($1, $2, $3, $4)"#,
-        &caller.digest()[..],
+        tenant.id,
         session_id.map(SessionId::as_str),
         after.map(SessionId::as_str),
         i32::try_from(limit).unwrap_or(i32::MAX),
     )
     .fetch_all(pool)
     .await?;
-    Ok(rows)
+    Ok(rows
+        .into_iter()
+        .map(|row| SessionSummary {
+            session_id: row.session_id,
+            created_at: Timestamp(row.created_at),
+            updated_at: Timestamp(row.updated_at),
+            last_seq: row.last_seq,
+            head_hash: row.head_hash,
+            message_count: row.message_count,
+            context_start_seq: row.context_start_seq,
+        })
+        .collect())
 }
 
 /// A page of a session's entries; `SessionNotFound` when the session does not exist.
 pub async fn entries(
     pool: &PgPool,
-    caller: &Credential,
-    session_id: &SessionId,
-    range: Range,
-    limit: i64,
-) -> Result<Page, Error> {
-    fetch(pool, caller, Role::Reader, session_id, range, limit).await
-}
-
-/// A page read with the authority of `role` (reader to read, auditor to audit).
-pub(super) async fn fetch(
-    pool: &PgPool,
-    caller: &Credential,
-    role: Role,
+    tenant: &Tenant,
     session_id: &SessionId,
     range: Range,
     limit: i64,
@@ -138,9 +136,8 @@ pub(super) async fn fetch(
         r#"SELECT last_seq AS "last_seq!", context_start_seq AS "context_start_seq!", seq, kind, role,
                   content AS "content: RawJson", metadata AS "metadata: RawJson", created_at,
                   idempotency_key, author, salt, payload_digest, prev_hash, hash
-             FROM chatledger_entries($1, $2, $3, $4, $5, $6, $7, $8)"#,
-        &caller.digest()[..],
-        role.as_str(),
+             FROM chatledger_entries($1, $2, $3, $4, $5, $6, $7)"#,
+        tenant.id,
         session_id.as_str(),
         after,
         before,
@@ -156,28 +153,29 @@ pub(super) async fn fetch(
     let (last_seq, context_start_seq) = (head.last_seq, head.context_start_seq);
     let mut entries = Vec::with_capacity(rows.len());
     for row in rows {
+        // The one row of a session with no entry in range.
         let Some(seq) = row.seq else { continue };
         entries.push(Entry {
             seq,
-            kind: row.kind.ok_or_else(|| corrupt("entry without kind"))?,
+            kind: row.kind.ok_or(Error::Corrupt("an entry without kind"))?,
             role: row.role,
             content: row.content,
             metadata: row
                 .metadata
-                .ok_or_else(|| corrupt("entry without metadata"))?,
-            created_at: row
-                .created_at
-                .ok_or_else(|| corrupt("entry without created_at"))?,
+                .ok_or(Error::Corrupt("an entry without metadata"))?,
+            created_at: stored_time(row.created_at)?,
             idempotency_key: row.idempotency_key,
-            author: row.author.ok_or_else(|| corrupt("entry without author"))?,
-            salt: row.salt.ok_or_else(|| corrupt("entry without salt"))?,
+            author: row
+                .author
+                .ok_or(Error::Corrupt("an entry without author"))?,
+            salt: row.salt.ok_or(Error::Corrupt("an entry without salt"))?,
             payload_digest: row
                 .payload_digest
-                .ok_or_else(|| corrupt("entry without payload digest"))?,
+                .ok_or(Error::Corrupt("an entry without payload digest"))?,
             prev_hash: row
                 .prev_hash
-                .ok_or_else(|| corrupt("entry without prev_hash"))?,
-            hash: row.hash.ok_or_else(|| corrupt("entry without hash"))?,
+                .ok_or(Error::Corrupt("an entry without prev_hash"))?,
+            hash: row.hash.ok_or(Error::Corrupt("an entry without hash"))?,
         });
     }
     if context {
@@ -188,4 +186,9 @@ pub(super) async fn fetch(
         context_start_seq,
         entries,
     })
+}
+
+fn stored_time(at: Option<DateTime<Utc>>) -> Result<Timestamp, Error> {
+    at.map(Timestamp)
+        .ok_or(Error::Corrupt("an entry without created_at"))
 }

@@ -1,9 +1,12 @@
 //! Domain types, parsed on entry: once a value of these types exists, it is valid.
 
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
-use super::error::{Invalid, InvalidKind};
-use super::hash;
+use super::{hash, json};
+use crate::error::{Invalid, InvalidKind};
 
 /// A client-chosen session id: 1 to 128 of `A-Z a-z 0-9 . _ : @ -`, other than `.` and `..`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -55,32 +58,39 @@ impl IdempotencyKey {
     }
 }
 
-/// The author role of a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
+/// Who wrote a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case", try_from = "String")]
+pub enum MessageRole {
     System,
     User,
     Assistant,
     Tool,
 }
 
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::System => "system",
-            Role::User => "user",
-            Role::Assistant => "assistant",
-            Role::Tool => "tool",
+impl TryFrom<String> for MessageRole {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, String> {
+        match name.as_str() {
+            "system" => Ok(MessageRole::System),
+            "user" => Ok(MessageRole::User),
+            "assistant" => Ok(MessageRole::Assistant),
+            "tool" => Ok(MessageRole::Tool),
+            _ => Err(format!(
+                "unknown role {name:?}: one of system, user, assistant, tool"
+            )),
         }
     }
+}
 
-    fn parse(raw: &str) -> Option<Self> {
-        match raw {
-            "system" => Some(Role::System),
-            "user" => Some(Role::User),
-            "assistant" => Some(Role::Assistant),
-            "tool" => Some(Role::Tool),
-            _ => None,
+impl MessageRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageRole::System => "system",
+            MessageRole::User => "user",
+            MessageRole::Assistant => "assistant",
+            MessageRole::Tool => "tool",
         }
     }
 }
@@ -119,28 +129,81 @@ impl Default for Limits {
     }
 }
 
-/// An entry about to be appended.
+/// An entry about to be appended, checked and canonicalised.
 #[derive(Debug, Clone)]
 pub struct NewEntry {
     pub kind: EntryKind,
-    pub role: Option<Role>,
+    pub role: Option<MessageRole>,
     pub content: Option<Value>,
     pub metadata: Map<String, Value>,
-    /// `JCS({"content", "metadata"})`, computed once while checking the entry.
+    /// `JCS({"content", "metadata"})`, the bytes its payload digest commits to.
     canonical_payload: Vec<u8>,
 }
 
 impl NewEntry {
-    /// Checks text, numbers and size (`at` names the entry in errors) and canonicalises.
+    /// A message from its content and metadata as sent; `at` names it in errors
+    /// (`messages[2]`).
+    pub fn message(
+        role: MessageRole,
+        content: &RawValue,
+        metadata: Option<&RawValue>,
+        at: &str,
+        limits: &Limits,
+    ) -> Result<Self, Invalid> {
+        let content = parse(content, &format!("{at}.content"))?;
+        let is_blocks = |blocks: &[Value]| blocks.iter().all(|b| b.is_object() || b.is_string());
+        match &content {
+            Value::String(_) => {}
+            Value::Array(blocks) if is_blocks(blocks) => {}
+            _ => {
+                return Err(Invalid::validation(format!(
+                    "{at}.content must be a string or an array of objects and strings"
+                )));
+            }
+        }
+        let metadata = parse_metadata(metadata, &format!("{at}.metadata"))?;
+        Self::checked(
+            EntryKind::Message,
+            Some(role),
+            Some(content),
+            metadata,
+            at,
+            limits,
+        )
+    }
+
+    /// A context reset with the metadata as sent.
+    pub fn context_reset(metadata: Option<&RawValue>, limits: &Limits) -> Result<Self, Invalid> {
+        let metadata = parse_metadata(metadata, "metadata")?;
+        Self::checked(
+            EntryKind::ContextReset,
+            None,
+            None,
+            metadata,
+            "metadata",
+            limits,
+        )
+    }
+
     fn checked(
         kind: EntryKind,
-        role: Option<Role>,
+        role: Option<MessageRole>,
         content: Option<Value>,
         metadata: Map<String, Value>,
         at: &str,
         limits: &Limits,
     ) -> Result<Self, Invalid> {
-        let canonical_payload = check_payload(content.as_ref(), &metadata, at, limits)?;
+        let canonical_payload = hash::canonical_payload(content.as_ref(), &metadata);
+        let size = canonical_payload.len();
+        if size > limits.max_message_bytes {
+            return Err(Invalid::new(
+                InvalidKind::TooLarge,
+                format!(
+                    "{at}: content plus metadata is {size} bytes serialized; at most {} are allowed",
+                    limits.max_message_bytes
+                ),
+            ));
+        }
         Ok(Self {
             kind,
             role,
@@ -150,235 +213,37 @@ impl NewEntry {
         })
     }
 
-    /// The bytes the entry's payload digest commits to.
     pub fn canonical_payload(&self) -> &[u8] {
         &self.canonical_payload
     }
 }
 
-/// The body of `POST .../messages`.
-#[derive(Debug, Clone)]
-pub struct AppendBody {
-    pub expected_seq: Option<i64>,
-    pub messages: Vec<NewEntry>,
-}
-
-/// The body of `POST .../reset`.
-#[derive(Debug, Clone)]
-pub struct ResetBody {
-    pub expected_seq: Option<i64>,
-    pub entry: NewEntry,
-}
-
-impl AppendBody {
-    pub fn parse(body: &Value, limits: &Limits) -> Result<Self, Invalid> {
-        let object = expect_object(body, "body")?;
-        reject_unknown_fields(object, &["expected_seq", "messages"], "")?;
-        let expected_seq = parse_expected_seq(object)?;
-        let raw_messages = match object.get("messages") {
-            Some(Value::Array(items)) => items,
-            Some(_) => return Err(validation("messages must be an array")),
-            None => return Err(validation("messages is required")),
-        };
-        if raw_messages.is_empty() {
-            return Err(validation("messages must not be empty"));
-        }
-        if raw_messages.len() > limits.max_batch {
-            return Err(validation(format!(
-                "messages holds {} items; at most {} are allowed per append",
-                raw_messages.len(),
-                limits.max_batch
-            )));
-        }
-        let messages = raw_messages
-            .iter()
-            .enumerate()
-            .map(|(index, raw)| parse_message(raw, index, limits))
-            .collect::<Result<_, _>>()?;
-        Ok(Self {
-            expected_seq,
-            messages,
-        })
-    }
-}
-
-impl ResetBody {
-    pub fn parse(body: &Value, limits: &Limits) -> Result<Self, Invalid> {
-        let object = expect_object(body, "body")?;
-        reject_unknown_fields(object, &["expected_seq", "metadata"], "")?;
-        let expected_seq = parse_expected_seq(object)?;
-        let metadata = parse_metadata(object.get("metadata"), "metadata")?;
-        let entry = NewEntry::checked(
-            EntryKind::ContextReset,
-            None,
-            None,
-            metadata,
-            "metadata",
-            limits,
-        )?;
-        Ok(Self {
-            expected_seq,
-            entry,
-        })
-    }
-}
-
-fn parse_message(raw: &Value, index: usize, limits: &Limits) -> Result<NewEntry, Invalid> {
-    let at = format!("messages[{index}]");
-    let object = expect_object(raw, &at)?;
-    reject_unknown_fields(object, &["role", "content", "metadata"], &format!("{at}."))?;
-    let role = match object.get("role") {
-        Some(Value::String(name)) => Role::parse(name).ok_or_else(|| {
-            validation(format!(
-                "{at}.role must be one of system, user, assistant, tool"
-            ))
-        })?,
-        Some(_) => return Err(validation(format!("{at}.role must be a string"))),
-        None => return Err(validation(format!("{at}.role is required"))),
-    };
-    let content = match object.get("content") {
-        Some(content @ Value::String(_)) => content.clone(),
-        Some(content @ Value::Array(blocks))
-            if blocks
-                .iter()
-                .all(|block| block.is_object() || block.is_string()) =>
-        {
-            content.clone()
-        }
-        Some(_) => {
-            return Err(validation(format!(
-                "{at}.content must be a string or an array of objects and strings"
-            )));
-        }
-        None => return Err(validation(format!("{at}.content is required"))),
-    };
-    let metadata = parse_metadata(object.get("metadata"), &format!("{at}.metadata"))?;
-    NewEntry::checked(
-        EntryKind::Message,
-        Some(role),
-        Some(content),
-        metadata,
-        &at,
-        limits,
-    )
-}
-
-fn parse_expected_seq(object: &Map<String, Value>) -> Result<Option<i64>, Invalid> {
-    match object.get("expected_seq") {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(number)) => match number.as_i64() {
-            Some(seq) if seq >= 0 => Ok(Some(seq)),
-            _ => Err(validation("expected_seq must be a non-negative integer")),
-        },
-        Some(_) => Err(validation("expected_seq must be a non-negative integer")),
-    }
-}
-
-fn parse_metadata(raw: Option<&Value>, at: &str) -> Result<Map<String, Value>, Invalid> {
-    match raw {
-        None | Some(Value::Null) => Ok(Map::new()),
-        Some(Value::Object(map)) => Ok(map.clone()),
-        Some(_) => Err(validation(format!("{at} must be an object"))),
-    }
-}
-
-/// Text PostgreSQL can store, numbers every verifier reads alike, and the size limit.
-/// Returns the canonical payload.
-fn check_payload(
-    content: Option<&Value>,
-    metadata: &Map<String, Value>,
-    at: &str,
-    limits: &Limits,
-) -> Result<Vec<u8>, Invalid> {
-    if let Some(content) = content {
-        check_value(content, &format!("{at}.content"))?;
-    }
-    for (key, value) in metadata {
-        check_text(key, &format!("{at}.metadata"))?;
-        check_value(value, &format!("{at}.metadata.{key}"))?;
-    }
-    let canonical = hash::canonical_payload(content, metadata);
-    let size = canonical.len();
-    if size > limits.max_message_bytes {
-        return Err(Invalid::new(
-            InvalidKind::TooLarge,
-            format!(
-                "{at}: content plus metadata is {size} bytes serialized; at most {} are allowed",
-                limits.max_message_bytes
-            ),
-        ));
-    }
-    Ok(canonical)
-}
-
-/// Largest integer magnitude that every JSON implementation reads exactly (RFC 7493).
-const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
-
-fn check_value(value: &Value, at: &str) -> Result<(), Invalid> {
-    match value {
-        Value::String(text) => check_text(text, at),
-        Value::Number(number) => {
-            let magnitude = match (number.as_i64(), number.as_u64(), number.as_f64()) {
-                (Some(int), _, _) => int.unsigned_abs() as f64,
-                (_, Some(int), _) => int as f64,
-                (_, _, Some(float)) if float.is_finite() => float.abs(),
-                _ => f64::INFINITY,
-            };
-            if magnitude > MAX_SAFE_INTEGER {
-                return Err(Invalid::new(
-                    InvalidKind::Number,
-                    format!("{at} holds a number beyond ±(2^53-1); send it as a string"),
-                ));
-            }
-            Ok(())
-        }
-        Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .try_for_each(|(index, item)| check_value(item, &format!("{at}[{index}]"))),
-        Value::Object(map) => map.iter().try_for_each(|(key, item)| {
-            check_text(key, at)?;
-            check_value(item, &format!("{at}.{key}"))
-        }),
-        Value::Null | Value::Bool(_) => Ok(()),
-    }
-}
-
-fn check_text(text: &str, at: &str) -> Result<(), Invalid> {
-    if text.contains('\0') {
-        return Err(Invalid::new(
+/// JSON as sent, checked for what serde cannot say (`json::check`), then parsed.
+fn parse(raw: &RawValue, at: &str) -> Result<Value, Invalid> {
+    json::check(raw.get(), at)?;
+    serde_json::from_str(raw.get()).map_err(|error| {
+        Invalid::new(
             InvalidKind::Text,
-            format!("{at} contains \\u0000, which cannot be stored"),
-        ));
+            format!("{at} cannot be stored as text: {error}"),
+        )
+    })
+}
+
+fn parse_metadata(raw: Option<&RawValue>, at: &str) -> Result<Map<String, Value>, Invalid> {
+    match raw.map(|raw| parse(raw, at)).transpose()? {
+        None | Some(Value::Null) => Ok(Map::new()),
+        Some(Value::Object(map)) => Ok(map),
+        Some(_) => Err(Invalid::validation(format!("{at} must be an object"))),
     }
-    Ok(())
-}
-
-fn expect_object<'a>(value: &'a Value, at: &str) -> Result<&'a Map<String, Value>, Invalid> {
-    value
-        .as_object()
-        .ok_or_else(|| validation(format!("{at} must be a JSON object")))
-}
-
-fn reject_unknown_fields(
-    object: &Map<String, Value>,
-    known: &[&str],
-    prefix: &str,
-) -> Result<(), Invalid> {
-    match object.keys().find(|key| !known.contains(&key.as_str())) {
-        Some(unknown) => Err(validation(format!("unknown field {prefix}{unknown}"))),
-        None => Ok(()),
-    }
-}
-
-fn validation(detail: impl Into<String>) -> Invalid {
-    Invalid::new(InvalidKind::Validation, detail)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+
+    fn raw(text: &str) -> Box<RawValue> {
+        RawValue::from_string(text.to_owned()).expect("valid JSON")
+    }
 
     #[test]
     fn session_ids_follow_the_documented_alphabet() {
@@ -404,108 +269,82 @@ mod tests {
     }
 
     #[test]
-    fn append_body_names_the_offending_field() {
+    fn messages_name_the_offending_part() {
         let limits = Limits::default();
-        let cases = [
-            (json!({"messages": []}), "messages must not be empty"),
+        let message = |content: &str, metadata: Option<&str>| {
+            let metadata = metadata.map(raw);
+            NewEntry::message(
+                MessageRole::User,
+                &raw(content),
+                metadata.as_deref(),
+                "messages[3]",
+                &limits,
+            )
+        };
+        for (content, metadata, kind, needle) in [
+            ("5", None, InvalidKind::Validation, "messages[3].content"),
+            ("[1]", None, InvalidKind::Validation, "messages[3].content"),
             (
-                json!({"messages": [{"role": "robot", "content": "x"}]}),
-                "messages[0].role",
+                r#""x""#,
+                Some("[]"),
+                InvalidKind::Validation,
+                "messages[3].metadata",
             ),
             (
-                json!({"messages": [{"role": "user", "content": 5}]}),
-                "messages[0].content",
+                r#""a\u0000b""#,
+                None,
+                InvalidKind::Text,
+                "messages[3].content",
             ),
             (
-                json!({"messages": [{"role": "user", "content": [1]}]}),
-                "messages[0].content",
+                r#""x""#,
+                Some(r#"{"a\u0000": 1}"#),
+                InvalidKind::Text,
+                "messages[3].metadata",
             ),
             (
-                json!({"messages": [{"role": "user", "content": "", "metadata": []}]}),
-                "messages[0].metadata",
+                r#"[{"n": 9007199254740992}]"#,
+                None,
+                InvalidKind::Number,
+                "messages[3].content[0].n",
             ),
             (
-                json!({"messages": [{"role": "user", "content": "", "extra": 1}]}),
-                "messages[0].extra",
+                r#""x""#,
+                Some(r#"{"n": 1.00000000000000000001}"#),
+                InvalidKind::Number,
+                "messages[3].metadata.n",
             ),
             (
-                json!({"messages": [{"role": "user", "content": ""}], "expected_seq": -1}),
-                "expected_seq",
+                r#""x""#,
+                Some(r#"{"amount": 999, "amount": 1}"#),
+                InvalidKind::Validation,
+                "messages[3].metadata",
             ),
-            (
-                json!({"messages": [{"role": "user", "content": ""}], "expected_seq": 1.5}),
-                "expected_seq",
-            ),
-            (
-                json!({"messages": [{"role": "user", "content": ""}], "x": 1}),
-                "unknown field x",
-            ),
-        ];
-        for (body, needle) in cases {
-            let invalid = AppendBody::parse(&body, &limits).expect_err("must be rejected");
-            assert_eq!(invalid.kind, InvalidKind::Validation, "{body}");
+        ] {
+            let invalid = message(content, metadata).expect_err("must be rejected");
+            assert_eq!(invalid.kind, kind, "{content} {metadata:?}");
             assert!(
                 invalid.detail.contains(needle),
-                "{body}: {}",
+                "{needle}: {}",
                 invalid.detail
             );
         }
+        assert!(message(r#"[{"n": 9007199254740991, "f": 0.5}, "s"]"#, Some("null")).is_ok());
     }
 
     #[test]
-    fn nul_characters_and_unsafe_numbers_are_refused() {
-        let limits = Limits::default();
-        let nul = json!({"messages": [{"role": "user", "content": "a\u{0}b"}]});
-        assert_eq!(
-            AppendBody::parse(&nul, &limits)
-                .expect_err("must be rejected")
-                .kind,
-            InvalidKind::Text
-        );
-        let nul_key =
-            json!({"messages": [{"role": "user", "content": "", "metadata": {"a\u{0}": 1}}]});
-        assert_eq!(
-            AppendBody::parse(&nul_key, &limits)
-                .expect_err("must be rejected")
-                .kind,
-            InvalidKind::Text
-        );
-        for number in [
-            json!(9_007_199_254_740_992_u64),
-            json!(-9_007_199_254_740_992_i64),
-            json!(1e300),
-        ] {
-            let body = json!({"messages": [{"role": "user", "content": [{"n": number}]}]});
-            assert_eq!(
-                AppendBody::parse(&body, &limits)
-                    .expect_err("must be rejected")
-                    .kind,
-                InvalidKind::Number
-            );
-        }
-        let safe = json!({"messages": [{"role": "user", "content": [{"n": 9_007_199_254_740_991_u64, "f": 0.5}]}]});
-        assert!(AppendBody::parse(&safe, &limits).is_ok());
-    }
-
-    #[test]
-    fn batch_and_message_sizes_are_limited() {
+    fn the_message_size_is_limited_on_the_canonical_payload() {
         let limits = Limits {
             max_message_bytes: 64,
             max_batch: 2,
         };
-        let three = json!({"messages": [{"role": "user", "content": ""}, {"role": "user", "content": ""}, {"role": "user", "content": ""}]});
-        assert_eq!(
-            AppendBody::parse(&three, &limits)
-                .expect_err("must be rejected")
-                .kind,
-            InvalidKind::Validation
-        );
-        let big = json!({"messages": [{"role": "user", "content": "x".repeat(64)}]});
-        assert_eq!(
-            AppendBody::parse(&big, &limits)
-                .expect_err("must be rejected")
-                .kind,
-            InvalidKind::TooLarge
+        let big = format!("\"{}\"", "x".repeat(64));
+        let invalid =
+            NewEntry::message(MessageRole::User, &raw(&big), None, "messages[0]", &limits)
+                .expect_err("too large");
+        assert_eq!(invalid.kind, InvalidKind::TooLarge);
+        assert!(
+            NewEntry::message(MessageRole::User, &raw("\"small\""), None, "m", &limits).is_ok()
         );
     }
 }

@@ -1,9 +1,9 @@
-//! Verifying a hash chain entry by entry, in constant memory: the one implementation of the
-//! rules of API.md "Hash chain" used by the server, the command line and the offline verifier.
+//! Verifying a hash chain entry by entry, in constant memory: the server, the command line and
+//! the offline verifier all check chains with this; the rules themselves are in `hash`.
 
-use super::hash::{EntryHeader, GENESIS_HASH, entry_hash, format_timestamp, payload_digest};
 use serde_json::Value;
 
+use super::hash::{EntryHeader, GENESIS_HASH, entry_hash, payload_digest};
 use super::read::{Entry, RawJson};
 
 /// Why a chain is broken.
@@ -99,18 +99,16 @@ impl ChainVerifier {
         if entry.prev_hash != self.prev_hash {
             return Err(broken(Reason::PrevHashMismatch));
         }
-        let digest_hex = hex::encode(digest);
-        let created_at = format_timestamp(entry.created_at);
         let header = EntryHeader {
             tenant: &self.tenant,
             session_id: &self.session_id,
             seq: entry.seq,
             kind: &entry.kind,
             role: entry.role.as_deref(),
-            created_at: &created_at,
+            created_at: entry.created_at,
             idempotency_key: entry.idempotency_key.as_deref(),
             author: &entry.author,
-            payload_digest: &digest_hex,
+            payload_digest: &digest,
         };
         let hash = entry_hash(&self.prev_hash, &header);
         if entry.hash != hash {
@@ -146,7 +144,7 @@ impl ChainVerifier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::{DateTime, Utc};
+    use crate::ledger::hash::Timestamp;
     use serde_json::json;
 
     fn raw(value: &Value) -> RawJson {
@@ -154,9 +152,7 @@ mod tests {
     }
 
     fn chain(count: i64) -> Vec<Entry> {
-        let created_at = DateTime::parse_from_rfc3339("2026-11-21T10:15:30.123456Z")
-            .expect("time")
-            .with_timezone(&Utc);
+        let created_at = Timestamp::parse_exact("2026-11-21T10:15:30.123456Z").expect("time");
         let mut prev = GENESIS_HASH;
         (1..=count)
             .map(|seq| {
@@ -165,18 +161,16 @@ mod tests {
                 let metadata = json!({"n": seq});
                 let digest =
                     payload_digest(&salt, Some(&content), metadata.as_object().expect("object"));
-                let digest_hex = hex::encode(digest);
-                let time = format_timestamp(created_at);
                 let header = EntryHeader {
                     tenant: "acme",
                     session_id: "s",
                     seq,
                     kind: "message",
                     role: Some("user"),
-                    created_at: &time,
+                    created_at,
                     idempotency_key: None,
                     author: "key_1",
-                    payload_digest: &digest_hex,
+                    payload_digest: &digest,
                 };
                 let hash = entry_hash(&prev, &header);
                 let entry = Entry {

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use sqlx::Row;
 
 use crate::helpers::{ADMIN_KEY, TestApp, assert_problem, json_ok};
-use chatledger::auth::{Credential, Role};
+use chatledger::auth::{Credential, KeyRole as Role};
 
 /// Every session route with a body that would succeed for the right caller.
 fn session_routes(session: &str) -> Vec<(Method, String, Option<Value>)> {
@@ -489,24 +489,21 @@ async fn row_level_security_confines_a_query_without_tenant_filter_to_the_bound_
     assert_eq!(response.status(), 201);
 
     // The app's own path: the runtime role, a pooled connection, the tenant bound by the same
-    // function every request calls first; then queries that forgot their tenant filter.
+    // binding every function makes first; then queries that forgot their tenant filter.
     let runtime = app.database.runtime_pool().await;
     for (key, sessions, entries, idempotency) in [
         (&app.database.reader_key, vec!["acme-1", "acme-2"], 2, 0),
         (&globex, vec!["globex-1"], 1, 1),
     ] {
+        let caller = chatledger::auth::lookup(&runtime, &Credential::from_secret(key))
+            .await
+            .expect("a live key");
         let mut tx = runtime.begin().await.expect("begin");
-        let role = if key == &globex {
-            Role::Writer
-        } else {
-            Role::Reader
-        };
-        sqlx::query("SELECT * FROM chatledger_authenticate($1, $2)")
-            .bind(&Credential::from_secret(key).digest()[..])
-            .bind(role.as_str())
+        sqlx::query("SELECT set_config('chatledger.tenant_id', $1, true)")
+            .bind(caller.tenant.id.to_string())
             .execute(&mut *tx)
             .await
-            .expect("authenticate");
+            .expect("bind the tenant");
         let rows = sqlx::query("SELECT session_id FROM sessions ORDER BY session_id")
             .fetch_all(&mut *tx)
             .await

@@ -485,11 +485,7 @@ async fn rewrite_consistently(app: &TestApp, session: &str, seq: i64) {
     let metadata: Value = row.get("metadata");
     let content = json!("forged");
     let digest = payload_digest(&salt, Some(&content), metadata.as_object().expect("object"));
-    let created_at: chrono::DateTime<chrono::Utc> = row.get("created_at");
-    let (created_at, digest_hex) = (
-        chatledger::ledger::hash::format_timestamp(created_at),
-        hex::encode(digest),
-    );
+    let created_at = chatledger::ledger::Timestamp(row.get("created_at"));
     let (kind, role, key, author): (String, Option<String>, Option<String>, String) = (
         row.get("kind"),
         row.get("role"),
@@ -502,10 +498,10 @@ async fn rewrite_consistently(app: &TestApp, session: &str, seq: i64) {
         seq,
         kind: &kind,
         role: role.as_deref(),
-        created_at: &created_at,
+        created_at,
         idempotency_key: key.as_deref(),
         author: &author,
-        payload_digest: &digest_hex,
+        payload_digest: &digest,
     };
     let hash = entry_hash(&prev, &header);
     sqlx::query(

@@ -4,7 +4,8 @@
 
 use std::str::FromStr;
 
-use chatledger::auth::{self, Role};
+use chatledger::admin;
+use chatledger::auth::KeyRole as Role;
 use chatledger::db::{self, PoolSettings};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, PgPool};
@@ -41,14 +42,14 @@ impl TestDatabase {
             .await
             .expect("runtime pool");
         let tenant = "acme".to_owned();
-        auth::create_tenant(&pool, &tenant).await.expect("tenant");
-        let writer = auth::create_key(&pool, &tenant, Role::Writer, Some("bot"))
+        admin::create_tenant(&pool, &tenant).await.expect("tenant");
+        let writer = admin::create_key(&pool, &tenant, Role::Writer, Some("bot"))
             .await
             .expect("writer key");
-        let reader = auth::create_key(&pool, &tenant, Role::Reader, None)
+        let reader = admin::create_key(&pool, &tenant, Role::Reader, None)
             .await
             .expect("reader key");
-        let auditor = auth::create_key(&pool, &tenant, Role::Auditor, None)
+        let auditor = admin::create_key(&pool, &tenant, Role::Auditor, None)
             .await
             .expect("auditor key");
         pool.close().await;
@@ -66,7 +67,7 @@ impl TestDatabase {
     /// Another key of `role` for an existing tenant.
     pub async fn key_for(&self, tenant: &str, role: Role) -> String {
         let pool = self.runtime_pool().await;
-        auth::create_key(&pool, tenant, role, None)
+        admin::create_key(&pool, tenant, role, None)
             .await
             .expect("key")
             .secret
@@ -75,8 +76,8 @@ impl TestDatabase {
     /// A new tenant with a key of `role`; returns the key.
     pub async fn tenant_with_key(&self, tenant: &str, role: Role) -> String {
         let pool = self.runtime_pool().await;
-        auth::create_tenant(&pool, tenant).await.expect("tenant");
-        auth::create_key(&pool, tenant, role, None)
+        admin::create_tenant(&pool, tenant).await.expect("tenant");
+        admin::create_key(&pool, tenant, role, None)
             .await
             .expect("key")
             .secret

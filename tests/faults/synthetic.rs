@@ -3,6 +3,7 @@
 
 use std::ops::Range;
 
+use chatledger::ledger::Timestamp;
 use chatledger::ledger::export::{EntryLine, Trailer, trailer_line};
 use chatledger::ledger::hash::{EntryHeader, GENESIS_HASH, entry_hash, payload_digest};
 use serde_json::{Map, Value};
@@ -72,6 +73,7 @@ impl SyntheticLedger {
                 payload_digest: hex::encode(digest),
                 prev_hash: String::new(),
                 hash: String::new(),
+                erased: false,
             });
         }
         self.rechain();
@@ -110,16 +112,18 @@ impl SyntheticLedger {
         let mut prev = GENESIS_HASH;
         for (index, line) in self.lines.iter_mut().enumerate() {
             line.seq = index as i64 + 1;
+            let created_at = Timestamp::parse_exact(&line.created_at).expect("exported time");
+            let payload_digest = hex::decode(&line.payload_digest).expect("hex digest");
             let header = EntryHeader {
                 tenant: &line.tenant,
                 session_id: &line.session_id,
                 seq: line.seq,
                 kind: &line.kind,
                 role: line.role.as_deref(),
-                created_at: &line.created_at,
+                created_at,
                 idempotency_key: line.idempotency_key.as_deref(),
                 author: &line.author,
-                payload_digest: &line.payload_digest,
+                payload_digest: &payload_digest,
             };
             let hash = entry_hash(&prev, &header);
             line.prev_hash = hex::encode(prev);

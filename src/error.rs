@@ -1,8 +1,9 @@
-//! The one error type of the ledger; the HTTP layer maps it to problem documents in one place.
+//! The one domain error of chatledger; the HTTP layer maps it to problem documents in one place
+//! (`http::problem`), the command line prints it.
 
 use std::fmt;
 
-/// Everything a ledger operation can fail with.
+/// Everything a ledger, auth or admin operation can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The caller's input is not acceptable; nothing was written.
@@ -38,6 +39,9 @@ pub enum Error {
     /// An unexpected database error.
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
+    /// Stored data is not in the form chatledger writes.
+    #[error("corrupt stored data: {0}")]
+    Corrupt(&'static str),
 }
 
 /// What is wrong with a piece of input, and which input.
@@ -66,6 +70,16 @@ impl Invalid {
             detail: detail.into(),
         }
     }
+
+    /// A `validation_failed` problem.
+    pub fn validation(detail: impl Into<String>) -> Self {
+        Self::new(InvalidKind::Validation, detail)
+    }
+
+    /// An `invalid_parameter` problem.
+    pub fn parameter(detail: impl Into<String>) -> Self {
+        Self::new(InvalidKind::Parameter, detail)
+    }
 }
 
 impl fmt::Display for Invalid {
@@ -73,6 +87,8 @@ impl fmt::Display for Invalid {
         f.write_str(&self.detail)
     }
 }
+
+impl std::error::Error for Invalid {}
 
 impl From<Invalid> for Error {
     fn from(invalid: Invalid) -> Self {
@@ -82,24 +98,21 @@ impl From<Invalid> for Error {
 
 impl From<sqlx::Error> for Error {
     fn from(error: sqlx::Error) -> Self {
-        let code = match &error {
-            sqlx::Error::Database(db) => db.code().map(|code| code.into_owned()),
-            _ => None,
-        };
-        // Raised by chatledger_authenticate.
-        match code.as_deref() {
-            Some("CL401") => return Error::Unauthenticated,
-            Some("CL403") => return Error::Forbidden,
-            _ => {}
-        }
         if crate::db::is_unavailable(&error) {
-            metrics::counter!("chatledger_db_errors_total", "kind" => "unavailable").increment(1);
             Error::Unavailable(error)
         } else {
-            metrics::counter!("chatledger_db_errors_total", "kind" => "error").increment(1);
             Error::Database(error)
         }
     }
 }
 
-impl std::error::Error for Invalid {}
+impl Error {
+    /// `Some("unavailable" | "error")` for database trouble, the label of its metric.
+    pub fn database_trouble(&self) -> Option<&'static str> {
+        match self {
+            Error::Unavailable(_) => Some("unavailable"),
+            Error::Database(_) | Error::Corrupt(_) => Some("error"),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! The Prometheus metrics of the domain, counted here and only here: the HTTP layer reports each
+//! database call's outcome and each append's result. Request metrics are `http::observe`'s.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::error::Error;
+use crate::ledger::Appended;
+
+/// The process-wide Prometheus recorder, installed on first use.
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let buckets = [
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ];
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), &buckets)
+            .unwrap_or_else(|_| PrometheusBuilder::new());
+        let handle = match builder.install_recorder() {
+            Ok(handle) => handle,
+            // Another recorder is installed (only possible in embedding programs): render ours alone.
+            Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+        };
+        // Counters exist from the start, so a dashboard sees zero rather than nothing.
+        for name in [
+            "chatledger_appends_total",
+            "chatledger_entries_written_total",
+            "chatledger_seq_conflicts_total",
+            "chatledger_idempotent_replays_total",
+        ] {
+            metrics::counter!(name).increment(0);
+        }
+        for kind in ["unavailable", "error"] {
+            metrics::counter!("chatledger_db_errors_total", "kind" => kind).increment(0);
+        }
+        handle
+    })
+}
+
+/// Counts what a failed database call tells: trouble with the database, or a stale writer.
+pub fn failed(error: &Error) {
+    if let Some(kind) = error.database_trouble() {
+        metrics::counter!("chatledger_db_errors_total", "kind" => kind).increment(1);
+    }
+    if matches!(error, Error::SeqConflict { .. }) {
+        metrics::counter!("chatledger_seq_conflicts_total").increment(1);
+    }
+}
+
+/// Counts an append, or its idempotent replay.
+pub fn appended(appended: &Appended) {
+    if appended.replayed {
+        metrics::counter!("chatledger_idempotent_replays_total").increment(1);
+    } else {
+        metrics::counter!("chatledger_appends_total").increment(1);
+        metrics::counter!("chatledger_entries_written_total")
+            .increment(appended.entries.len() as u64);
+    }
+}

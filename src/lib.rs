@@ -12,3 +12,5 @@ pub mod db;
 pub mod http;
 /// The ledger domain: parsing, hashing, appending and reading. Knows nothing of HTTP.
 pub mod ledger;
+/// The transparency log's pure core: Merkle proofs, signed notes, checkpoints, cosignatures.
+pub mod tlog;

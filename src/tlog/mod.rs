@@ -1,6 +1,6 @@
 //! The transparency log's pure core: the RFC 6962 / RFC 9162 Merkle tree (tree heads,
-//! inclusion and consistency proofs, over stored hashes). No database, no HTTP, no clock, no
-//! file: callers fetch and store.
+//! inclusion and consistency proofs, over stored hashes) and C2SP signed notes with Ed25519.
+//! No database, no HTTP, no clock, no file: callers fetch and store.
 //!
 //! # Storage
 //!
@@ -13,18 +13,22 @@
 //!
 //! # Dependencies
 //!
+//! - `ed25519-dalek` 2.2 (signing, `verify_strict`; RUSTSEC-2022-0093 is fixed since 2.0 and
+//!   RUSTSEC-2024-0344 in the curve25519-dalek 4.1.3 it uses) with the crate's `sha2` 0.10; 3.0
+//!   would bring a second `sha2`/`digest` generation.
 //! - `base64` 0.22 (standard alphabet, canonical padding and trailing bits, as the specs
-//!   require).
-//! - Not used: Cloudflare's `tlog_tiles` 0.2.0 (a careful port of Go's package) is frozen on
-//!   crates.io (its repository marks it `release = false` and has moved on), pins `base64`
-//!   0.21 and `thiserror` 1, pulls `url`, and exposes a synchronous `HashReader` without the
-//!   index planning of the proofs, which an async database reader needs. `ct-merkle` keeps
-//!   the whole tree in memory. The Merkle code here follows Go's sumdb/tlog (storage,
-//!   generation) and transparency-dev/merkle (verification) and is tested against their
-//!   vectors and RFC 6962's reference tree.
+//!   require) and `zeroize` for secret key strings.
+//! - Not used: Cloudflare's `signed_note` and `tlog_tiles` 0.2.0 (a careful port of Go's
+//!   packages) are frozen on crates.io (their repository marks them `release = false` and has
+//!   moved on), pin `base64` 0.21, `thiserror` 1 and `rand_core` 0.6, pull `url`, and expose a
+//!   synchronous `HashReader` without the index planning of the proofs, which an async
+//!   database reader needs. `ct-merkle` keeps the whole tree in memory. The Merkle code here
+//!   follows Go's sumdb/tlog (storage, generation) and transparency-dev/merkle (verification)
+//!   and is tested against their vectors and RFC 6962's reference tree.
 
 mod hash;
 mod merkle;
+mod note;
 
 #[cfg(test)]
 mod tests;
@@ -36,6 +40,24 @@ pub use merkle::{
     stored_hash_count, stored_hash_index, tree_hash, tree_hash_needs, verify_consistency,
     verify_inclusion,
 };
+pub use note::{
+    ALG_ED25519, MAX_NOTE_BYTES, MAX_NOTE_SIGNATURES, Note, NoteSignature, NoteVerifier, SignerKey,
+    VerifierKey, check_key_name, key_id,
+};
+
+/// Generates a signer key named `name` and returns its key file contents, for the caller to
+/// write with mode 0600 (`chatledger checkpoint-key --generate FILE --name NAME`).
+pub fn generate_key_file(name: &str) -> Result<zeroize::Zeroizing<String>, Error> {
+    Ok(SignerKey::generate(name)?.to_key_file())
+}
+
+/// The verifier key string of a signer key file's contents (`checkpoint-key --key-file FILE`,
+/// `GET /v1/checkpoint/key`).
+pub fn verifier_key_of_key_file(contents: &str) -> Result<String, Error> {
+    Ok(SignerKey::from_key_file(contents)?
+        .verifier_key()
+        .to_string())
+}
 
 /// Everything that can go wrong in the transparency log, from bad input to a log caught lying.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -88,4 +110,41 @@ pub enum Error {
     /// The consistency proof does not lead to the old root hash.
     #[error("consistency proof does not lead to the old root hash")]
     OldRootMismatch,
+    /// A note that does not follow the signed-note format.
+    #[error("malformed note: {0}")]
+    MalformedNote(&'static str),
+    /// A key string that does not follow its format.
+    #[error("malformed key: {0}")]
+    MalformedKey(&'static str),
+    /// A key string whose type byte is not the one expected.
+    #[error("unsupported key type 0x{0:02x}")]
+    UnsupportedAlgorithm(u8),
+    /// A key ID that is not the one of the key.
+    #[error("the key ID does not match the key")]
+    KeyIdMismatch,
+    /// Empty, or holds a space, a `+` or a control character.
+    #[error("invalid key name (empty, or with a space, a '+' or a control character)")]
+    InvalidKeyName,
+    /// A signature line of a known key does not verify: the note is refused whole.
+    #[error("the signature of {name}+{key_id:08x} does not verify")]
+    InvalidSignature {
+        /// Key name.
+        name: String,
+        /// Key ID.
+        key_id: u32,
+    },
+    /// No signature line of a known key: signed by another key, or not at all.
+    #[error("no signature by the expected key")]
+    NoKnownSignature,
+    /// A signature line matches two of the keys given.
+    #[error("two known keys are {name}+{key_id:08x}")]
+    AmbiguousKey {
+        /// Key name.
+        name: String,
+        /// Key ID.
+        key_id: u32,
+    },
+    /// The operating system's random generator failed.
+    #[error("the random generator failed")]
+    Randomness,
 }

@@ -2,6 +2,7 @@
 //! to compare against, and adversarial proofs and notes.
 
 mod merkle;
+mod notes;
 mod vectors;
 
 use super::Hash;

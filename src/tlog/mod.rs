@@ -1,6 +1,7 @@
-//! The transparency log's pure core: the RFC 6962 / RFC 9162 Merkle tree (tree heads,
-//! inclusion and consistency proofs, over stored hashes) and C2SP signed notes with Ed25519.
-//! No database, no HTTP, no clock, no file: callers fetch and store.
+//! The transparency log's pure core: RFC 6962 / RFC 9162 Merkle tree (tree heads, inclusion
+//! and consistency proofs, over stored hashes), C2SP signed notes, checkpoints and
+//! `cosignature/v1` cosignatures with Ed25519. No database, no HTTP, no clock, no file:
+//! callers fetch, store and timestamp.
 //!
 //! # Storage
 //!
@@ -26,6 +27,8 @@
 //!   follows Go's sumdb/tlog (storage, generation) and transparency-dev/merkle (verification)
 //!   and is tested against their vectors and RFC 6962's reference tree.
 
+mod checkpoint;
+mod cosignature;
 mod hash;
 mod merkle;
 mod note;
@@ -33,6 +36,8 @@ mod note;
 #[cfg(test)]
 mod tests;
 
+pub use checkpoint::{Checkpoint, SignedCheckpoint, log_origin};
+pub use cosignature::{ALG_COSIGNATURE_V1, CosignatureVerifierKey, CosignerKey};
 pub use hash::{EMPTY_ROOT, Hash, leaf_hash, node_hash};
 pub use merkle::{
     Appended, CompactRange, MAX_TREE_SIZE, StoredHash, StoredHashes, append, append_needs,
@@ -144,6 +149,12 @@ pub enum Error {
         /// Key ID.
         key_id: u32,
     },
+    /// A checkpoint text that does not follow tlog-checkpoint.
+    #[error("malformed checkpoint: {0}")]
+    MalformedCheckpoint(&'static str),
+    /// A cosignature timestamp beyond 2^63 - 1.
+    #[error("timestamp {0} is beyond 2^63 - 1")]
+    InvalidTimestamp(u64),
     /// The operating system's random generator failed.
     #[error("the random generator failed")]
     Randomness,

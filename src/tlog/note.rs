@@ -106,7 +106,8 @@ pub(crate) fn format_verifier_key(name: &str, alg: u8, key: &VerifyingKey) -> St
     )
 }
 
-/// Checks a signature line against the note text; implemented by [`VerifierKey`].
+/// Checks a signature line against the note text; implemented by [`VerifierKey`] and
+/// [`CosignatureVerifierKey`](super::CosignatureVerifierKey).
 pub trait NoteVerifier {
     /// Key name, as on signature lines.
     fn name(&self) -> &str;
@@ -219,6 +220,10 @@ impl SignerKey {
             signature: signature.to_bytes().to_vec(),
         });
     }
+
+    pub(crate) fn signing_key(&self) -> &SigningKey {
+        &self.key
+    }
 }
 
 impl fmt::Debug for SignerKey {
@@ -298,6 +303,14 @@ impl NoteSignature {
     /// The signature bytes after the key ID.
     pub fn signature(&self) -> &[u8] {
         &self.signature
+    }
+
+    pub(crate) fn new(name: &str, key_id: u32, signature: Vec<u8>) -> Self {
+        Self {
+            name: name.to_owned(),
+            key_id,
+            signature,
+        }
     }
 
     fn parse(line: &str) -> Result<Self, Error> {

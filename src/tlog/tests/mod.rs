@@ -1,6 +1,7 @@
 //! Tests of the transparency log: published vectors, a reference implementation of RFC 6962
 //! to compare against, and adversarial proofs and notes.
 
+mod checkpoints;
 mod merkle;
 mod notes;
 mod vectors;

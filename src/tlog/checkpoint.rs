@@ -144,4 +144,8 @@ impl SignedCheckpoint {
     pub fn to_note_string(&self) -> String {
         self.note.to_string()
     }
+
+    pub(crate) fn note_mut(&mut self) -> &mut Note {
+        &mut self.note
+    }
 }

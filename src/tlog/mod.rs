@@ -1,7 +1,7 @@
 //! The transparency log's pure core: RFC 6962 / RFC 9162 Merkle tree (tree heads, inclusion
 //! and consistency proofs, over stored hashes), C2SP signed notes, checkpoints and
-//! `cosignature/v1` cosignatures with Ed25519. No database, no HTTP, no clock, no file:
-//! callers fetch, store and timestamp.
+//! `cosignature/v1` cosignatures with Ed25519, and the witness's decision. No database, no
+//! HTTP, no clock, no file: callers fetch, store and timestamp.
 //!
 //! # Storage
 //!
@@ -32,6 +32,7 @@ mod cosignature;
 mod hash;
 mod merkle;
 mod note;
+mod witness;
 
 #[cfg(test)]
 mod tests;
@@ -49,6 +50,7 @@ pub use note::{
     ALG_ED25519, MAX_NOTE_BYTES, MAX_NOTE_SIGNATURES, Note, NoteSignature, NoteVerifier, SignerKey,
     VerifierKey, check_key_name, key_id,
 };
+pub use witness::{Accepted, WitnessState, witness_checkpoint};
 
 /// Generates a signer key named `name` and returns its key file contents, for the caller to
 /// write with mode 0600 (`chatledger checkpoint-key --generate FILE --name NAME`).
@@ -155,6 +157,26 @@ pub enum Error {
     /// A cosignature timestamp beyond 2^63 - 1.
     #[error("timestamp {0} is beyond 2^63 - 1")]
     InvalidTimestamp(u64),
+    /// The checkpoint is of another log than the one the witness follows.
+    #[error("checkpoint origin {got:?} is not {expected:?}")]
+    OriginMismatch {
+        /// Origin of the accepted checkpoints.
+        expected: String,
+        /// Origin of this one.
+        got: String,
+    },
+    /// The checkpoint is not an extension of the last accepted one.
+    #[error(
+        "tree of size {new_size} is not consistent with the accepted one of size {old_size}: {cause}"
+    )]
+    Inconsistent {
+        /// Size of the last accepted checkpoint.
+        old_size: u64,
+        /// Size of the refused one.
+        new_size: u64,
+        /// What the consistency check found.
+        cause: Box<Error>,
+    },
     /// The operating system's random generator failed.
     #[error("the random generator failed")]
     Randomness,

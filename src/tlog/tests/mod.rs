@@ -5,6 +5,7 @@ mod checkpoints;
 mod merkle;
 mod notes;
 mod vectors;
+mod witness;
 
 use super::Hash;
 

@@ -273,8 +273,8 @@ pub fn consistency_proof(
         .collect()
 }
 
-/// Stored-hash indexes that [`append`] reads: those of [`tree_hash_needs`] for the current size
-/// (the old root is recomputed from them too).
+/// Stored-hash indexes that [`append`] reads: those of [`tree_hash_needs`] for the current size,
+/// whatever the number of leaves appended (the old root is recomputed from them too).
 pub fn append_needs(size: u64) -> Result<Vec<u64>, Error> {
     tree_hash_needs(size)
 }

@@ -5,10 +5,11 @@
 //!
 //! # Storage
 //!
-//! The tree is kept as "stored hashes" ([`stored_hash_index`]), as golang.org/x/mod/sumdb/tlog
-//! does: a table `(index bigint primary key, hash bytea)` that only grows, about two rows per
-//! leaf, never updated. Each computation runs in two phases so the database is read in one
-//! round trip: `*_needs` lists the indexes, the caller fetches them, the function computes.
+//! The tree is kept as "stored hashes" ([`stored_hash_index`](crate::tlog::stored_hash_index)),
+//! as golang.org/x/mod/sumdb/tlog does: a table `(index bigint primary key, hash bytea)` that
+//! only grows, about two rows per leaf, never updated. Each computation runs in two phases so
+//! the database is read in one round trip: `*_needs` lists the indexes, the caller fetches
+//! them, the function computes.
 //! Tiles (C2SP tlog-tiles) would pack 256 hashes to a row, at the cost of rewriting partial
 //! tiles; one row per hash keeps the table append-only, like the rest of the ledger.
 //!

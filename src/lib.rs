@@ -22,3 +22,5 @@ pub mod http;
 pub mod ledger;
 /// The metrics every part of chatledger reports, counted in one place.
 pub mod metrics;
+/// The transparency log's pure core: Merkle proofs, signed notes, checkpoints, cosignatures.
+pub mod tlog;

@@ -192,6 +192,52 @@ mod tests {
     }
 
     #[test]
+    fn the_golden_vectors_hash_alike() {
+        let vectors: Value =
+            serde_json::from_str(include_str!("../../tests/vectors/hash_chain.json"))
+                .expect("vectors");
+        let cases = vectors["cases"].as_array().expect("cases");
+        assert!(cases.len() >= 10);
+        for case in cases {
+            let name = case["name"].as_str().expect("name");
+            let text = |key: &str| case[key].as_str().expect(key);
+            let bytes = |key: &str| hex::decode(text(key)).expect(key);
+            let content = (!case["content"].is_null()).then_some(&case["content"]);
+            let metadata = case["metadata"].as_object().expect("metadata");
+            let payload = canonical_payload(content, metadata);
+            assert_eq!(
+                String::from_utf8_lossy(&payload),
+                text("canonical_payload"),
+                "{name}"
+            );
+            let digest = digest_canonical_payload(&bytes("salt"), &payload);
+            assert_eq!(hex::encode(digest), text("payload_digest"), "{name}");
+            let field = |key: &str| case["header"][key].as_str();
+            let header = EntryHeader {
+                tenant: field("tenant").expect("tenant"),
+                session_id: field("session_id").expect("session_id"),
+                seq: case["header"]["seq"].as_i64().expect("seq"),
+                kind: field("kind").expect("kind"),
+                role: field("role"),
+                created_at: Timestamp::parse_exact(field("created_at").expect("at")).expect("at"),
+                idempotency_key: field("idempotency_key"),
+                author: field("author").expect("author"),
+                payload_digest: &digest,
+            };
+            assert_eq!(
+                String::from_utf8_lossy(&canonical_json(&header)),
+                text("canonical_header"),
+                "{name}"
+            );
+            assert_eq!(
+                hex::encode(entry_hash(&bytes("prev_hash"), &header)),
+                text("hash"),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
     fn timestamps_have_six_fractional_digits_and_parse_only_in_that_form() {
         let at = Timestamp::parse_exact("2026-11-21T10:15:30.000000Z").expect("the API's form");
         assert_eq!(at.to_string(), "2026-11-21T10:15:30.000000Z");

@@ -10,6 +10,7 @@ mod audit;
 mod binary;
 mod concurrency;
 mod database;
+mod hash_vectors;
 mod helpers;
 mod reading;
 mod validation;

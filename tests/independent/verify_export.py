@@ -2,8 +2,9 @@
 """An independent verifier of chatledger exports.
 
 It shares no code with the server: only Python's standard library, the `rfc8785` package and
-the rules of API.md "Hash chain". Usage: verify_export.py EXPORT.ndjson [EXPECTED_HEAD_HASH]
-Exit 0 when the chain is intact (and reaches the expected head), 1 when it is not.
+the rules of API.md "Hash chain".
+    verify_export.py EXPORT.ndjson [EXPECTED_HEAD_HASH]   exit 0 intact (and reaching the head), 1 not
+    verify_export.py --vectors tests/vectors/hash_chain.json   checks the golden vectors
 """
 
 import hashlib
@@ -16,44 +17,80 @@ HEADER_FIELDS = ("tenant", "session_id", "seq", "kind", "role", "created_at",
                  "idempotency_key", "author", "payload_digest")
 
 
-def fail(why: str) -> None:
-    print(f"BROKEN: {why}")
-    sys.exit(1)
+class Broken(Exception):
+    pass
 
 
-def main() -> None:
-    path = sys.argv[1]
-    expected_head = sys.argv[2] if len(sys.argv) > 2 else None
+def unique_keys(pairs):
+    """Refuses an object with a key twice: the digest could not tell which one was hashed."""
+    keys = [key for key, _ in pairs]
+    if len(keys) != len(set(keys)):
+        raise Broken("an object holds a key twice")
+    return dict(pairs)
+
+
+def payload_digest(salt_hex, content, metadata):
+    payload = rfc8785.dumps({"content": content, "metadata": metadata})
+    return hashlib.sha256(bytes.fromhex(salt_hex) + payload).hexdigest()
+
+
+def entry_hash(prev: bytes, entry) -> bytes:
+    header = rfc8785.dumps({field: entry[field] for field in HEADER_FIELDS})
+    return hashlib.sha256(prev + header).digest()
+
+
+def verify(path, expected_head):
     with open(path, encoding="utf-8") as handle:
-        lines = [json.loads(line) for line in handle if line.strip()]
+        lines = [json.loads(line, object_pairs_hook=unique_keys) for line in handle if line.strip()]
     if not lines or "export_trailer" not in lines[-1]:
-        fail("no trailer")
+        raise Broken("no trailer")
     trailer = lines[-1]["export_trailer"]
     entries = lines[:-1]
     prev = bytes(32)
     reached = expected_head is None
     for position, entry in enumerate(entries, start=1):
         if entry["seq"] != position:
-            fail(f"seq {position}: gap")
+            raise Broken(f"seq {position}: gap")
         if (entry["tenant"], entry["session_id"]) != (trailer["tenant"], trailer["session_id"]):
-            fail(f"seq {position}: another session")
-        payload = rfc8785.dumps({"content": entry["content"], "metadata": entry["metadata"]})
-        digest = hashlib.sha256(bytes.fromhex(entry["salt"]) + payload).hexdigest()
+            raise Broken(f"seq {position}: another session")
+        digest = payload_digest(entry["salt"], entry["content"], entry["metadata"])
         if digest != entry["payload_digest"]:
-            fail(f"seq {position}: payload digest")
+            raise Broken(f"seq {position}: payload digest")
         if entry["prev_hash"] != prev.hex():
-            fail(f"seq {position}: prev hash")
-        header = rfc8785.dumps({field: entry[field] for field in HEADER_FIELDS})
-        hashed = hashlib.sha256(prev + header).digest()
+            raise Broken(f"seq {position}: prev hash")
+        hashed = entry_hash(prev, entry)
         if hashed.hex() != entry["hash"]:
-            fail(f"seq {position}: hash")
+            raise Broken(f"seq {position}: hash")
         prev = hashed
         reached = reached or hashed.hex() == expected_head
     if trailer["last_seq"] != len(entries) or trailer["head_hash"] != prev.hex():
-        fail("trailer does not match the chain")
+        raise Broken("trailer does not match the chain")
     if not reached:
-        fail("expected head not reached")
-    print(f"intact through seq {len(entries)}, head {prev.hex()}")
+        raise Broken("expected head not reached")
+    return f"intact through seq {len(entries)}, head {prev.hex()}"
+
+
+def check_vectors(path):
+    with open(path, encoding="utf-8") as handle:
+        cases = json.load(handle)["cases"]
+    for case in cases:
+        digest = payload_digest(case["salt"], case["content"], case["metadata"])
+        if digest != case["payload_digest"]:
+            raise Broken(f"{case['name']}: payload digest")
+        if entry_hash(bytes.fromhex(case["prev_hash"]), case["header"]).hex() != case["hash"]:
+            raise Broken(f"{case['name']}: hash")
+    return f"{len(cases)} golden vectors hash alike"
+
+
+def main():
+    try:
+        if sys.argv[1] == "--vectors":
+            print(check_vectors(sys.argv[2]))
+        else:
+            print(verify(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None))
+    except (Broken, KeyError, TypeError, ValueError) as why:
+        print(f"BROKEN: {why}")
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 -- The server now authenticates each request itself (a key cache that a NOTIFY from the trigger
--- below invalidates on every replica), so every tenant-scoped function takes the caller's tenant
--- instead of a key digest and binds it for row-level security, transaction-local as before. The
+-- below empties on every replica), so every tenant-scoped function takes the caller's tenant and
+-- key id instead of a key digest: it checks by primary key that the key is still live, so no
+-- request succeeds with a key revoked a moment ago on another server, and binds the tenant for
+-- row-level security, transaction-local as before. The
 -- append takes its batch as one typed array and answers a typed outcome; the header hash is one
 -- function that the golden vectors (tests/vectors/hash_chain.json) check directly; every
 -- function runs with a pinned search_path.
@@ -16,6 +18,21 @@ DROP FUNCTION chatledger_authenticate(bytea, text);
 CREATE OR REPLACE FUNCTION chatledger_current_tenant() RETURNS bigint
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT NULLIF(pg_catalog.current_setting('chatledger.tenant_id', true), '')::pg_catalog.int8
+$$;
+
+-- Checks that the key p_key_id (NULL: the operator, on the command line) is live and of
+-- p_tenant_id, then binds the tenant for row-level security until the transaction ends. A key
+-- revoked since the server cached it raises CL401.
+CREATE FUNCTION chatledger_bind(p_tenant_id bigint, p_key_id text) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF p_key_id IS NOT NULL AND NOT EXISTS (
+        SELECT 1 FROM api_keys WHERE id = p_key_id AND tenant_id = p_tenant_id AND revoked_at IS NULL
+    ) THEN
+        RAISE EXCEPTION 'unauthenticated' USING ERRCODE = 'CL401';
+    END IF;
+    PERFORM set_config('chatledger.tenant_id', p_tenant_id::text, true);
+END
 $$;
 
 -- One entry of a batch to append.
@@ -98,7 +115,7 @@ BEGIN
     IF v_count = 0 THEN
         RAISE EXCEPTION 'chatledger_append: empty batch';
     END IF;
-    PERFORM set_config('chatledger.tenant_id', p_tenant_id::text, true);
+    PERFORM chatledger_bind(p_tenant_id, p_author);
 
     SELECT * INTO v_session FROM sessions
      WHERE tenant_id = p_tenant_id AND session_id = p_session_id
@@ -198,11 +215,11 @@ END
 $$;
 
 -- One session's summary (p_session_id given) or a keyset page of the tenant's sessions.
-CREATE FUNCTION chatledger_sessions(p_tenant_id bigint, p_session_id text, p_after text, p_limit int)
+CREATE FUNCTION chatledger_sessions(p_tenant_id bigint, p_key_id text, p_session_id text, p_after text, p_limit int)
 RETURNS SETOF sessions
 LANGUAGE plpgsql STABLE SET plan_cache_mode = force_generic_plan AS $$
 BEGIN
-    PERFORM set_config('chatledger.tenant_id', p_tenant_id::text, true);
+    PERFORM chatledger_bind(p_tenant_id, p_key_id);
     IF p_session_id IS NOT NULL THEN
         RETURN QUERY SELECT * FROM sessions WHERE tenant_id = p_tenant_id AND session_id = p_session_id;
     ELSE
@@ -219,6 +236,7 @@ $$;
 -- session yields no row.
 CREATE FUNCTION chatledger_entries(
     p_tenant_id bigint,
+    p_key_id text,
     p_session_id text,
     p_after_seq bigint,
     p_before_seq bigint,
@@ -237,7 +255,7 @@ DECLARE
     v_low bigint;
     v_high bigint;
 BEGIN
-    PERFORM set_config('chatledger.tenant_id', p_tenant_id::text, true);
+    PERFORM chatledger_bind(p_tenant_id, p_key_id);
     SELECT * INTO v_session FROM sessions WHERE tenant_id = p_tenant_id AND session_id = p_session_id;
     IF NOT FOUND THEN
         RETURN;
@@ -276,12 +294,12 @@ $$;
 
 -- What an audit starts from: the session head, and the highest seq actually stored, which must
 -- not exceed the head.
-CREATE FUNCTION chatledger_audit_head(p_tenant_id bigint, p_session_id text)
+CREATE FUNCTION chatledger_audit_head(p_tenant_id bigint, p_key_id text, p_session_id text)
 RETURNS TABLE (last_seq bigint, head_hash bytea, max_stored_seq bigint)
 LANGUAGE plpgsql STABLE SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
 BEGIN
-    PERFORM set_config('chatledger.tenant_id', p_tenant_id::text, true);
+    PERFORM chatledger_bind(p_tenant_id, p_key_id);
     RETURN QUERY
         SELECT s.last_seq, s.head_hash,
                (SELECT max(e.seq) FROM entries e WHERE e.tenant_id = s.tenant_id AND e.session_pk = s.id)
@@ -322,11 +340,13 @@ END
 $$;
 CALL chatledger_pin_search_path();
 
+REVOKE ALL ON FUNCTION chatledger_bind FROM PUBLIC;
 REVOKE ALL ON FUNCTION chatledger_append FROM PUBLIC;
 REVOKE ALL ON FUNCTION chatledger_sessions FROM PUBLIC;
 REVOKE ALL ON FUNCTION chatledger_entries FROM PUBLIC;
 REVOKE ALL ON FUNCTION chatledger_audit_head FROM PUBLIC;
 REVOKE ALL ON PROCEDURE chatledger_pin_search_path FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION chatledger_bind TO chatledger_app;
 GRANT EXECUTE ON FUNCTION chatledger_append TO chatledger_app;
 GRANT EXECUTE ON FUNCTION chatledger_sessions TO chatledger_app;
 GRANT EXECUTE ON FUNCTION chatledger_entries TO chatledger_app;

@@ -4,8 +4,9 @@ use std::error::Error as StdError;
 
 use tokio::net::TcpListener;
 
+use crate::access::Accessor;
 use crate::admin;
-use crate::auth::{AdminKey, KeyRole};
+use crate::auth::{AdminKey, KeyRole, Scope};
 use crate::config::{DatabaseArgs, KeysCommand, ServeArgs, TenantsCommand, VerifyArgs};
 use crate::db::{self, Database, PoolSettings};
 use crate::http;
@@ -93,7 +94,7 @@ pub async fn tenants(command: TenantsCommand) -> CommandResult {
     match command {
         TenantsCommand::Create { name, database } => {
             with_database(&database, |pool| async move {
-                let tenant = admin::create_tenant(&pool, &name).await?;
+                let tenant = admin::create_tenant(&pool, &Accessor::operator(), &name).await?;
                 println!("created tenant {}", tenant.name);
                 Ok(())
             })
@@ -113,7 +114,14 @@ pub async fn keys(command: KeysCommand) -> CommandResult {
         } => {
             let role = KeyRole::parse(&role).ok_or("--role must be writer, reader or auditor")?;
             with_database(&database, |pool| async move {
-                let key = admin::create_key(&pool, &tenant, role, label.as_deref()).await?;
+                let key = admin::create_key(
+                    &pool,
+                    &Accessor::operator(),
+                    &tenant,
+                    role,
+                    label.as_deref(),
+                )
+                .await?;
                 eprintln!(
                     "created {} key {} for tenant {}; the key is shown only now:",
                     key.info.role.as_str(),
@@ -150,7 +158,7 @@ pub async fn keys(command: KeysCommand) -> CommandResult {
         }
         KeysCommand::Revoke { id, database } => {
             with_database(&database, |pool| async move {
-                admin::revoke_key(&pool, &id).await?;
+                admin::revoke_key(&pool, &Accessor::operator(), &id).await?;
                 println!("revoked {id}");
                 Ok(())
             })
@@ -165,9 +173,10 @@ pub async fn verify(args: VerifyArgs) -> Result<bool, BoxError> {
     with_database(&args.database, |pool| async move {
         let mut tally = Tally::default();
         if let (Some(session), Some(tenant)) = (&args.session, &args.tenant) {
-            let tenant = admin::tenant_by_name(&pool, tenant).await?;
+            let tenant = admin::tenant_by_name(&mut *pool.acquire().await?, tenant).await?;
             let verification =
-                audit::verify_session(&pool, &tenant, &SessionId::parse(session)?).await?;
+                audit::verify_session(&pool, Scope::operator(&tenant), &SessionId::parse(session)?)
+                    .await?;
             tally.report(&tenant.name, session, &verification, true);
             return Ok(tally.broken == 0);
         }
@@ -178,13 +187,23 @@ pub async fn verify(args: VerifyArgs) -> Result<bool, BoxError> {
                 None => admin::tenant_names(&pool, &after_tenant, PAGE).await?,
             };
             for name in &names {
-                let tenant = admin::tenant_by_name(&pool, name).await?;
+                let tenant = admin::tenant_by_name(&mut *pool.acquire().await?, name).await?;
                 let mut after: Option<String> = None;
                 loop {
-                    let ids = audit::session_ids(&pool, &tenant, after.as_deref(), PAGE).await?;
+                    let ids = audit::session_ids(
+                        &mut *pool.acquire().await?,
+                        Scope::operator(&tenant),
+                        after.as_deref(),
+                        PAGE,
+                    )
+                    .await?;
                     for id in &ids {
-                        let verification =
-                            audit::verify_session(&pool, &tenant, &SessionId::parse(id)?).await?;
+                        let verification = audit::verify_session(
+                            &pool,
+                            Scope::operator(&tenant),
+                            &SessionId::parse(id)?,
+                        )
+                        .await?;
                         tally.report(name, id, &verification, false);
                     }
                     match ids.last() {

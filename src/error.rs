@@ -36,6 +36,9 @@ pub enum Error {
     /// The database cannot be reached or is overloaded; the caller may retry.
     #[error("database unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
+    /// The access record of a request could not be written, so the request returns nothing.
+    #[error("the access record could not be written: {0}")]
+    RecordNotWritten(#[source] sqlx::Error),
     /// An unexpected database error.
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
@@ -98,6 +101,12 @@ impl From<Invalid> for Error {
 
 impl From<sqlx::Error> for Error {
     fn from(error: sqlx::Error) -> Self {
+        // Raised by chatledger_bind for a key revoked since this server cached it.
+        if let sqlx::Error::Database(db) = &error
+            && db.code().as_deref() == Some("CL401")
+        {
+            return Error::Unauthenticated;
+        }
         if crate::db::is_unavailable(&error) {
             Error::Unavailable(error)
         } else {
@@ -110,7 +119,7 @@ impl Error {
     /// `Some("unavailable" | "error")` for database trouble, the label of its metric.
     pub fn database_trouble(&self) -> Option<&'static str> {
         match self {
-            Error::Unavailable(_) => Some("unavailable"),
+            Error::Unavailable(_) | Error::RecordNotWritten(_) => Some("unavailable"),
             Error::Database(_) | Error::Corrupt(_) => Some("error"),
             _ => None,
         }

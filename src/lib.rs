@@ -4,7 +4,9 @@
 //! `admin` (tenants and keys) sits beside; `db` reaches PostgreSQL; `http` serves all of it and
 //! `commands` runs it from the command line.
 
-/// Tenants and API keys, as the admin key or the operator manages them.
+/// The access log: who read or changed what, written with the work it records.
+pub mod access;
+/// Tenants, API keys and tenant policies, as the admin key or the operator manages them.
 pub mod admin;
 /// Who is calling: API keys, their roles and tenants, the admin key.
 pub mod auth;

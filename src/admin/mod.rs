@@ -1,10 +1,13 @@
-//! Tenants and API keys, as the admin key (over HTTP) or the operator (the command line)
-//! manages them. Keys can be revoked once and never deleted, so authorship stays attributable.
+//! Tenants, API keys and tenant policies, as the admin key (over HTTP) or the operator (the
+//! command line) manages them; every change is recorded in the tenant's access log with it.
+//! Keys can be revoked once and never deleted, so authorship stays attributable.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use serde_json::{Value, json};
+use sqlx::{PgConnection, PgPool};
 
-use crate::auth::{Credential, KEY_PREFIX, KeyRole, generate_secret};
+use crate::access::{self, Accessor, Action, Outcome};
+use crate::auth::{Credential, KEY_PREFIX, KeyRole, Tenant, generate_secret};
 use crate::error::{Error, Invalid};
 use crate::ledger::Timestamp;
 
@@ -43,21 +46,45 @@ pub fn parse_tenant_name(raw: &str) -> Result<&str, Invalid> {
     }
 }
 
-pub async fn create_tenant(pool: &PgPool, name: &str) -> Result<NewTenant, Error> {
+/// Creates a tenant, recorded in its own access log.
+pub async fn create_tenant(
+    pool: &PgPool,
+    accessor: &Accessor,
+    name: &str,
+) -> Result<NewTenant, Error> {
     let name = parse_tenant_name(name)?;
-    let created = sqlx::query!(
+    let mut tx = pool.begin().await?;
+    let row = sqlx::query!(
         r#"INSERT INTO tenants (name) VALUES ($1) ON CONFLICT (name) DO NOTHING
-           RETURNING name AS "name!", created_at AS "created_at!""#,
+           RETURNING id AS "id!", name AS "name!", created_at AS "created_at!""#,
         name
     )
-    .fetch_optional(pool)
-    .await?;
-    created
-        .map(|row| NewTenant {
-            name: row.name,
-            created_at: Timestamp(row.created_at),
-        })
-        .ok_or_else(|| Error::AlreadyExists(format!("tenant {name} already exists")))
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| Error::AlreadyExists(format!("tenant {name} already exists")))?;
+    let tenant = Tenant {
+        id: row.id,
+        name: row.name.as_str().into(),
+    };
+    let detail = json!({"name": row.name});
+    changed(&mut tx, &tenant, accessor, Action::TenantCreate, detail).await?;
+    tx.commit().await?;
+    Ok(NewTenant {
+        name: row.name,
+        created_at: Timestamp(row.created_at),
+    })
+}
+
+/// Records a change made in `tx` in the tenant's access log, so both commit or neither.
+async fn changed(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    accessor: &Accessor,
+    action: Action,
+    detail: Value,
+) -> Result<(), Error> {
+    access::record(tx, tenant, accessor, action, None, &Outcome::ok(detail)).await?;
+    Ok(())
 }
 
 /// Tenant names after `after`, in byte order.
@@ -72,13 +99,13 @@ pub async fn tenant_names(pool: &PgPool, after: &str, limit: i64) -> Result<Vec<
     Ok(names)
 }
 
-/// The tenant named `name`, for the operator's commands.
-pub async fn tenant_by_name(pool: &PgPool, name: &str) -> Result<crate::auth::Tenant, Error> {
+/// The tenant named `name`.
+pub async fn tenant_by_name(db: &mut PgConnection, name: &str) -> Result<Tenant, Error> {
     let id = sqlx::query_scalar!("SELECT id FROM tenants WHERE name = $1", name)
-        .fetch_optional(pool)
+        .fetch_optional(&mut *db)
         .await?
         .ok_or(Error::UnknownTenant)?;
-    Ok(crate::auth::Tenant {
+    Ok(Tenant {
         id,
         name: name.into(),
     })
@@ -128,8 +155,10 @@ pub struct NewKey {
     pub secret: String,
 }
 
+/// Creates a key, recorded in its tenant's access log.
 pub async fn create_key(
     pool: &PgPool,
+    accessor: &Accessor,
     tenant: &str,
     role: KeyRole,
     label: Option<&str>,
@@ -141,26 +170,27 @@ pub async fn create_key(
     }
     let secret = generate_secret(KEY_PREFIX);
     let digest = *Credential::from_secret(&secret).digest();
+    let mut tx = pool.begin().await?;
+    let owner = tenant_by_name(&mut tx, tenant).await?;
     let row = sqlx::query_as!(
         KeyRow,
         r#"INSERT INTO api_keys (id, tenant_id, role, label, digest)
-           SELECT $1, t.id, $3, $4, $5 FROM tenants t WHERE t.name = $2
-           RETURNING id AS "id!", $2 AS "tenant!", role AS "role!", label, created_at AS "created_at!", revoked_at"#,
+           VALUES ($1, $2, $4, $5, $6)
+           RETURNING id AS "id!", $3 AS "tenant!", role AS "role!", label, created_at AS "created_at!", revoked_at"#,
         generate_key_id(),
+        owner.id,
         tenant,
         role.as_str(),
         label,
         &digest[..],
     )
-    .fetch_optional(pool)
+    .fetch_one(&mut *tx)
     .await?;
-    match row {
-        Some(row) => Ok(NewKey {
-            info: row.try_into()?,
-            secret,
-        }),
-        None => Err(Error::UnknownTenant),
-    }
+    let info = KeyInfo::try_from(row)?;
+    let detail = json!({"key_id": info.id, "role": info.role, "label": info.label});
+    changed(&mut tx, &owner, accessor, Action::KeyCreate, detail).await?;
+    tx.commit().await?;
+    Ok(NewKey { info, secret })
 }
 
 pub async fn list_keys(pool: &PgPool) -> Result<Vec<KeyInfo>, Error> {
@@ -175,18 +205,95 @@ pub async fn list_keys(pool: &PgPool) -> Result<Vec<KeyInfo>, Error> {
     rows.into_iter().map(KeyInfo::try_from).collect()
 }
 
-/// Revokes a key at once; revoking a revoked key is a no-op, an unknown id is `NotFound`.
-pub async fn revoke_key(pool: &PgPool, id: &str) -> Result<(), Error> {
-    let found = sqlx::query_scalar!(
+/// Revokes a key at once, recorded in its tenant's access log; revoking a revoked key changes
+/// nothing (and is recorded so), an unknown id is `NotFound`.
+pub async fn revoke_key(pool: &PgPool, accessor: &Accessor, id: &str) -> Result<(), Error> {
+    let mut tx = pool.begin().await?;
+    let key = sqlx::query!(
         r#"WITH revoked AS (
-               UPDATE api_keys SET revoked_at = clock_timestamp() WHERE id = $1 AND revoked_at IS NULL RETURNING id
+               UPDATE api_keys SET revoked_at = clock_timestamp()
+                WHERE id = $1 AND revoked_at IS NULL RETURNING id
            )
-           SELECT EXISTS (SELECT 1 FROM revoked) OR EXISTS (SELECT 1 FROM api_keys WHERE id = $1) AS "found!""#,
+           SELECT t.id AS tenant_id, t.name, EXISTS (SELECT 1 FROM revoked) AS "revoked_now!"
+             FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
+            WHERE k.id = $1"#,
         id
     )
-    .fetch_one(pool)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(Error::NotFound)?;
+    let tenant = Tenant {
+        id: key.tenant_id,
+        name: key.name.into(),
+    };
+    let detail = json!({"key_id": id, "revoked_now": key.revoked_now});
+    changed(&mut tx, &tenant, accessor, Action::KeyRevoke, detail).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// A tenant's policy (API.md "Retention, holds and erasure").
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Days after which payloads are erased by retention; null keeps them forever.
+    #[schema(minimum = 1, maximum = 36500)]
+    pub retention_days: Option<i32>,
+    /// Whether reads by writer keys are recorded in the access log.
+    #[serde(default)]
+    pub log_writer_reads: bool,
+}
+
+/// The current policy of the tenant named `name` (the defaults when none was ever set).
+pub async fn policy(pool: &PgPool, name: &str) -> Result<Policy, Error> {
+    let mut db = pool.acquire().await?;
+    let tenant = tenant_by_name(&mut db, name).await?;
+    let current = sqlx::query!(
+        "SELECT retention_days, log_writer_reads FROM tenant_policies
+          WHERE tenant_id = $1 ORDER BY id DESC LIMIT 1",
+        tenant.id
+    )
+    .fetch_optional(&mut *db)
     .await?;
-    if found { Ok(()) } else { Err(Error::NotFound) }
+    Ok(current.map_or_else(Policy::default, |row| Policy {
+        retention_days: row.retention_days,
+        log_writer_reads: row.log_writer_reads,
+    }))
+}
+
+/// Sets the policy of the tenant named `name`, recorded in its access log. Policies are kept as
+/// history: the latest one applies.
+pub async fn set_policy(
+    pool: &PgPool,
+    accessor: &Accessor,
+    name: &str,
+    policy: Policy,
+) -> Result<Policy, Error> {
+    if policy
+        .retention_days
+        .is_some_and(|days| !(1..=36500).contains(&days))
+    {
+        return Err(Invalid::validation("retention_days must be from 1 to 36500, or null").into());
+    }
+    let mut tx = pool.begin().await?;
+    let tenant = tenant_by_name(&mut tx, name).await?;
+    sqlx::query!(
+        "INSERT INTO tenant_policies (tenant_id, retention_days, log_writer_reads) VALUES ($1, $2, $3)",
+        tenant.id,
+        policy.retention_days,
+        policy.log_writer_reads
+    )
+    .execute(&mut *tx)
+    .await?;
+    let detail = json!({
+        "retention_days": policy.retention_days,
+        "log_writer_reads": policy.log_writer_reads,
+    });
+    changed(&mut tx, &tenant, accessor, Action::PolicySet, detail).await?;
+    tx.commit().await?;
+    Ok(policy)
 }
 
 #[cfg(test)]

@@ -108,6 +108,35 @@ pub struct Caller {
     pub key_id: Arc<str>,
     pub tenant: Tenant,
     pub role: KeyRole,
+    /// The tenant's policy: whether reads by writer keys are recorded in the access log.
+    pub log_writer_reads: bool,
+}
+
+impl Caller {
+    /// The scope of this key's requests.
+    pub fn scope(&self) -> Scope<'_> {
+        Scope {
+            tenant: &self.tenant,
+            key_id: Some(&self.key_id),
+        }
+    }
+}
+
+/// On whose behalf the ledger is read: a tenant, through a key that every database call checks
+/// is still live, or as the operator of the database (the command line).
+#[derive(Debug, Clone, Copy)]
+pub struct Scope<'a> {
+    pub tenant: &'a Tenant,
+    pub key_id: Option<&'a str>,
+}
+
+impl<'a> Scope<'a> {
+    pub fn operator(tenant: &'a Tenant) -> Self {
+        Self {
+            tenant,
+            key_id: None,
+        }
+    }
 }
 
 /// A new random secret: the prefix and 256 random bits in hex.
@@ -119,8 +148,11 @@ pub fn generate_secret(prefix: &str) -> String {
 /// an unknown key, so a flood of bad keys costs PostgreSQL an index lookup each and no log line.
 pub async fn lookup(pool: &PgPool, credential: &Credential) -> Result<Caller, Error> {
     let row = sqlx::query!(
-        r#"SELECT k.id, k.tenant_id, t.name AS tenant, k.role
+        r#"SELECT k.id, k.tenant_id, t.name AS tenant, k.role,
+                  coalesce(p.log_writer_reads, false) AS "log_writer_reads!"
              FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
+             LEFT JOIN LATERAL (SELECT log_writer_reads FROM tenant_policies
+                                 WHERE tenant_id = k.tenant_id ORDER BY id DESC LIMIT 1) p ON true
             WHERE k.digest = $1 AND k.revoked_at IS NULL"#,
         &credential.digest()[..]
     )
@@ -134,6 +166,7 @@ pub async fn lookup(pool: &PgPool, credential: &Credential) -> Result<Caller, Er
             name: row.tenant.into(),
         },
         role: KeyRole::parse(&row.role).ok_or(Error::Corrupt("api key with an unknown role"))?,
+        log_writer_reads: row.log_writer_reads,
     })
 }
 

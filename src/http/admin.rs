@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::extract::{Admin, Body};
 use super::problem::{AdminProblems, ApiError};
-use crate::admin::{self, KeyInfo};
+use crate::admin::{self, KeyInfo, Policy};
 use crate::auth::KeyRole;
 use crate::ledger::Timestamp;
 
@@ -91,12 +91,12 @@ impl From<KeyInfo> for KeyView {
 )]
 pub async fn create_tenant(
     State(state): State<AppState>,
-    _admin: Admin,
+    admin: Admin,
     body: Body<CreateTenant>,
 ) -> Result<(StatusCode, Json<TenantView>), ApiError> {
-    let name = body.value.name;
+    let (accessor, name) = (admin.accessor(), body.value.name);
     let tenant = state
-        .run(|db| async move { admin::create_tenant(&db, &name).await })
+        .run(|pool| async move { admin::create_tenant(&pool, &accessor, &name).await })
         .await?;
     Ok((
         StatusCode::CREATED,
@@ -115,7 +115,7 @@ pub async fn create_tenant(
 )]
 pub async fn create_key(
     State(state): State<AppState>,
-    _admin: Admin,
+    admin: Admin,
     body: Body<CreateKey>,
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
     let CreateKey {
@@ -123,8 +123,11 @@ pub async fn create_key(
         role,
         label,
     } = body.value;
+    let accessor = admin.accessor();
     let created = state
-        .run(|db| async move { admin::create_key(&db, &tenant, role, label.as_deref()).await })
+        .run(|pool| async move {
+            admin::create_key(&pool, &accessor, &tenant, role, label.as_deref()).await
+        })
         .await?;
     let info = created.info;
     Ok((
@@ -151,7 +154,7 @@ pub async fn list_keys(
     _admin: Admin,
 ) -> Result<Json<KeyList>, ApiError> {
     let keys = state
-        .run(|db| async move { admin::list_keys(&db).await })
+        .run(|pool| async move { admin::list_keys(&pool).await })
         .await?;
     Ok(Json(KeyList {
         keys: keys.into_iter().map(KeyView::from).collect(),
@@ -167,13 +170,53 @@ pub async fn list_keys(
 )]
 pub async fn revoke_key(
     State(state): State<AppState>,
-    _admin: Admin,
+    admin: Admin,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    let accessor = admin.accessor();
     state
-        .run(|db| async move { admin::revoke_key(&db, &id).await })
+        .run(|pool| async move { admin::revoke_key(&pool, &accessor, &id).await })
         .await?;
     // Other servers hear of it from the database; this one must not wait for that.
     state.keys.invalidate();
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A tenant's policy.
+#[utoipa::path(
+    get, path = "/v1/admin/tenants/{name}/policy", tag = "admin",
+    params(("name" = String, Path, description = "the tenant's name")),
+    responses((status = 200, body = Policy), AdminProblems),
+    security(("bearer" = []))
+)]
+pub async fn get_policy(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(name): Path<String>,
+) -> Result<Json<Policy>, ApiError> {
+    let policy = state
+        .run(|pool| async move { admin::policy(&pool, &name).await })
+        .await?;
+    Ok(Json(policy))
+}
+
+/// Set a tenant's policy: retention and whether writers' reads are recorded.
+#[utoipa::path(
+    put, path = "/v1/admin/tenants/{name}/policy", tag = "admin",
+    params(("name" = String, Path, description = "the tenant's name")),
+    request_body = Policy,
+    responses((status = 200, body = Policy), AdminProblems),
+    security(("bearer" = []))
+)]
+pub async fn set_policy(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(name): Path<String>,
+    body: Body<Policy>,
+) -> Result<Json<Policy>, ApiError> {
+    let (accessor, policy) = (admin.accessor(), body.value);
+    let policy = state
+        .run(|pool| async move { admin::set_policy(&pool, &accessor, &name, policy).await })
+        .await?;
+    Ok(Json(policy))
 }

@@ -1,4 +1,5 @@
-//! Audit routes: verify a session's chain, export it as NDJSON with a trailer.
+//! Audit routes: verify a session's chain, export it as NDJSON with a trailer, search every
+//! message, and read the access log.
 
 use axum::Json;
 use axum::body::{Body, Bytes};
@@ -10,12 +11,22 @@ use futures_util::stream;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sqlx::PgConnection;
+use utoipa::IntoParams;
+
 use super::AppState;
-use super::extract::{Auditor, Authed, SessionPath};
-use super::problem::{ApiError, ReadProblems};
-use crate::auth::Tenant;
+use super::extract::{Auditor, Query, SessionPath, bounded};
+use super::problem::{ApiError, ListProblems, ReadProblems};
+use super::views::{EntryView, View};
+use crate::access::{self, AccessRecord, Action, Outcome, Recorded};
+use crate::auth::{Caller, Scope};
+use crate::error::{Error, Invalid};
+use crate::ledger::MessageRole;
 use crate::ledger::audit::{self, AuditHead};
 use crate::ledger::export::{self, Trailer};
+use crate::ledger::search::{self, Cursor, Hits, SearchQuery};
 use crate::ledger::{SessionId, Timestamp};
 
 /// Entries per export page: bounds the server's memory whatever the session's length.
@@ -45,11 +56,44 @@ pub struct VerifyResult {
 )]
 pub async fn verify(
     State(state): State<AppState>,
-    Authed(caller, _): Auditor,
+    authed: Auditor,
     SessionPath(session_id): SessionPath,
 ) -> Result<Json<VerifyResult>, ApiError> {
+    let accessor = authed.accessor();
+    let caller = authed.caller;
+    // A verify reads in many short transactions: its record is written when it is done, so it
+    // can say what was found, and nothing is returned unless it is written.
     let verification = state
-        .run(|db| async move { audit::verify_session(&db, &caller.tenant, &session_id).await })
+        .run(|pool| async move {
+            let verification = audit::verify_session(&pool, caller.scope(), &session_id).await;
+            let outcome = match &verification {
+                Ok(Ok(verified)) => Outcome::ok(json!({
+                    "ok": true,
+                    "verified_through_seq": verified.verified_through_seq,
+                })),
+                Ok(Err(broken)) => Outcome::ok(json!({
+                    "ok": false,
+                    "first_bad_seq": broken.first_bad_seq,
+                    "reason": broken.reason.as_str(),
+                })),
+                Err(Error::SessionNotFound) => Outcome {
+                    detail: json!({}),
+                    status: 404,
+                },
+                Err(_) => return verification,
+            };
+            let session = Some(session_id.as_str());
+            access::record_alone(
+                &pool,
+                &caller.tenant,
+                &accessor,
+                Action::Verify,
+                session,
+                &outcome,
+            )
+            .await?;
+            verification
+        })
         .await?;
     Ok(Json(match verification {
         Ok(verified) => VerifyResult {
@@ -81,20 +125,19 @@ pub async fn verify(
 )]
 pub async fn export(
     State(state): State<AppState>,
-    Authed(caller, _): Auditor,
+    authed: Auditor,
     SessionPath(session_id): SessionPath,
 ) -> Result<Response, ApiError> {
-    let tenant = caller.tenant;
-    // Problems with the session are answered before the stream starts.
-    let head = {
-        let (tenant, session_id) = (tenant.clone(), session_id.clone());
-        state
-            .run(|db| async move { audit::head(&db, &tenant, &session_id).await })
-            .await?
-    };
+    // Problems with the session, or with its access record, are answered before the stream
+    // starts; the record says what the export will hold.
+    let accessor = authed.accessor();
+    let caller = authed.caller;
+    let head = state
+        .recorded(caller.clone(), accessor, ExportHead(session_id.clone()))
+        .await?;
     let export = Export {
         state,
-        tenant,
+        caller,
         session_id,
         head,
         exported_at: Timestamp(Utc::now()),
@@ -111,10 +154,33 @@ pub async fn export(
         .into_response())
 }
 
+/// Where an export starts: the session's head.
+struct ExportHead(SessionId);
+
+impl Recorded for ExportHead {
+    type Output = AuditHead;
+
+    fn action(&self) -> Action {
+        Action::Export
+    }
+
+    fn session_id(&self) -> Option<&str> {
+        Some(self.0.as_str())
+    }
+
+    async fn run(&self, db: &mut PgConnection, scope: Scope<'_>) -> Result<AuditHead, Error> {
+        audit::head(db, scope, &self.0).await
+    }
+
+    fn outcome(&self, head: &AuditHead) -> Outcome {
+        Outcome::ok(json!({"first_seq": 1.min(head.last_seq), "last_seq": head.last_seq}))
+    }
+}
+
 /// An export in progress, up to the head as it was when it started.
 struct Export {
     state: AppState,
-    tenant: Tenant,
+    caller: Caller,
     session_id: SessionId,
     head: AuditHead,
     exported_at: Timestamp,
@@ -125,7 +191,7 @@ impl Export {
     async fn chunk_after(&self, after: i64) -> (std::io::Result<Bytes>, Option<i64>) {
         if after >= self.head.last_seq {
             let trailer = Trailer {
-                tenant: self.tenant.name.to_string(),
+                tenant: self.caller.tenant.name.to_string(),
                 session_id: self.session_id.as_str().to_owned(),
                 last_seq: self.head.last_seq,
                 head_hash: hex::encode(&self.head.head_hash),
@@ -133,15 +199,16 @@ impl Export {
             };
             return (Ok(Bytes::from(export::trailer_line(trailer))), None);
         }
-        let (tenant, session_id, before) = (
-            self.tenant.clone(),
+        let (caller, session_id, before) = (
+            self.caller.clone(),
             self.session_id.clone(),
             self.head.last_seq + 1,
         );
         let page = self
             .state
-            .run(|db| async move {
-                audit::page(&db, &tenant, &session_id, after, before, EXPORT_PAGE).await
+            .run(|pool| async move {
+                let db = &mut *pool.acquire().await?;
+                audit::page(db, caller.scope(), &session_id, after, before, EXPORT_PAGE).await
             })
             .await;
         match page {
@@ -150,7 +217,7 @@ impl Export {
                 let mut chunk = Vec::new();
                 for entry in entries {
                     chunk.extend(export::entry_line(
-                        &self.tenant.name,
+                        &self.caller.tenant.name,
                         self.session_id.as_str(),
                         entry,
                     ));
@@ -167,5 +234,292 @@ impl Export {
                 (Err(std::io::Error::other("export stopped early")), None)
             }
         }
+    }
+}
+
+/// The parameters of an audit search.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SearchParams {
+    /// Terms separated by spaces, `"quoted phrases"` allowed; every one must be in the text.
+    q: Option<String>,
+    session_id: Option<String>,
+    /// `system`, `user`, `assistant` or `tool`.
+    role: Option<String>,
+    /// A key id.
+    author: Option<String>,
+    /// RFC 3339, inclusive.
+    from: Option<String>,
+    /// RFC 3339, exclusive.
+    to: Option<String>,
+    /// A JSON object the entry's metadata must contain.
+    metadata: Option<String>,
+    /// The `next` of the previous page.
+    after: Option<String>,
+    /// 1 to 200, default 50.
+    #[param(minimum = 1, maximum = 200)]
+    limit: Option<i64>,
+}
+
+impl SearchParams {
+    fn into_query(self) -> Result<SearchQuery, Invalid> {
+        let terms = search::parse_terms(self.q.as_deref().unwrap_or(""))?;
+        let query = SearchQuery {
+            terms,
+            session_id: self
+                .session_id
+                .as_deref()
+                .map(SessionId::parse)
+                .transpose()?,
+            role: self
+                .role
+                .map(|role| MessageRole::try_from(role).map_err(Invalid::parameter))
+                .transpose()?,
+            author: self.author,
+            from: self
+                .from
+                .as_deref()
+                .map(|at| time("from", at))
+                .transpose()?,
+            to: self.to.as_deref().map(|at| time("to", at)).transpose()?,
+            metadata: self
+                .metadata
+                .as_deref()
+                .map(|raw| match serde_json::from_str(raw) {
+                    Ok(Value::Object(object)) => Ok(object),
+                    _ => Err(Invalid::parameter("metadata must be a JSON object")),
+                })
+                .transpose()?,
+            after: self.after.as_deref().map(Cursor::decode).transpose()?,
+            limit: bounded("limit", self.limit, 50, 1, 200)?,
+        };
+        let filtered = query.session_id.is_some()
+            || query.role.is_some()
+            || query.author.is_some()
+            || query.from.is_some()
+            || query.to.is_some()
+            || query.metadata.is_some();
+        if query.terms.is_empty() && !filtered {
+            return Err(Invalid::parameter("give q or at least one filter"));
+        }
+        Ok(query)
+    }
+}
+
+/// An RFC 3339 time of a parameter.
+fn time(name: &str, raw: &str) -> Result<Timestamp, Invalid> {
+    chrono::DateTime::parse_from_rfc3339(raw)
+        .map(|at| Timestamp(at.with_timezone(&Utc)))
+        .map_err(|_| Invalid::parameter(format!("{name} must be an RFC 3339 time")))
+}
+
+/// One search result.
+#[derive(Serialize, ToSchema)]
+pub struct SearchResult<'a> {
+    session_id: &'a str,
+    seq: i64,
+    #[schema(value_type = String)]
+    created_at: Timestamp,
+    role: Option<&'a str>,
+    author: &'a str,
+    /// Up to 200 characters around the first match, each match wrapped in `[[` and `]]`.
+    snippet: &'a str,
+    entry: EntryView<'a>,
+}
+
+/// A page of search results, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct SearchPage<'a> {
+    results: Vec<SearchResult<'a>>,
+    /// Pass as `after` for the next page; null when no further result exists.
+    #[schema(required = true)]
+    next: Option<String>,
+}
+
+/// Search every message of the tenant.
+#[utoipa::path(
+    get, path = "/v1/audit/search", tag = "audit",
+    params(SearchParams),
+    responses((status = 200, body = SearchPage), ListProblems),
+    security(("bearer" = []))
+)]
+pub async fn search(
+    State(state): State<AppState>,
+    authed: Auditor,
+    Query(params): Query<SearchParams>,
+) -> Result<Response, ApiError> {
+    let query = params.into_query()?;
+    let accessor = authed.accessor();
+    let hits = state
+        .recorded(authed.caller, accessor, Search(query))
+        .await?;
+    let page = SearchPage {
+        results: hits
+            .hits
+            .iter()
+            .map(|hit| SearchResult {
+                session_id: &hit.session_id,
+                seq: hit.entry.seq,
+                created_at: hit.entry.created_at,
+                role: hit.entry.role.as_deref(),
+                author: &hit.entry.author,
+                snippet: &hit.snippet,
+                entry: EntryView::new(&hit.entry, View::Full),
+            })
+            .collect(),
+        next: hits.next.map(|cursor| cursor.encode()),
+    };
+    Ok(Json(page).into_response())
+}
+
+struct Search(SearchQuery);
+
+impl Recorded for Search {
+    type Output = Hits;
+
+    fn action(&self) -> Action {
+        Action::Search
+    }
+
+    fn session_id(&self) -> Option<&str> {
+        self.0.session_id.as_ref().map(SessionId::as_str)
+    }
+
+    async fn run(&self, db: &mut PgConnection, scope: Scope<'_>) -> Result<Hits, Error> {
+        search::search(db, scope, &self.0).await
+    }
+
+    fn outcome(&self, hits: &Hits) -> Outcome {
+        let query = &self.0;
+        Outcome::ok(json!({
+            "q": query.terms,
+            "role": query.role.map(MessageRole::as_str),
+            "author": query.author,
+            "from": query.from,
+            "to": query.to,
+            "metadata": query.metadata,
+            "count": hits.hits.len(),
+            "sessions": hits.hits.iter().map(|hit| hit.session_id.as_str()).collect::<std::collections::BTreeSet<_>>(),
+        }))
+    }
+
+    fn needs_transaction(&self) -> bool {
+        true
+    }
+}
+
+/// The parameters of an access-log listing.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AccessParams {
+    session_id: Option<String>,
+    /// A key id, `admin` or `operator`.
+    actor: Option<String>,
+    action: Option<Action>,
+    /// RFC 3339, inclusive.
+    from: Option<String>,
+    /// RFC 3339, exclusive.
+    to: Option<String>,
+    /// The `next_after_id` of the previous page.
+    #[param(minimum = 0)]
+    after_id: Option<i64>,
+    /// 1 to 1000, default 100.
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<i64>,
+}
+
+/// A page of the tenant's access records, ascending by id.
+#[derive(Serialize, ToSchema)]
+pub struct AccessPage {
+    records: Vec<AccessRecord>,
+    /// Pass as `after_id` for the next page; null when no further record exists.
+    #[schema(required = true)]
+    next_after_id: Option<i64>,
+}
+
+/// The tenant's access log: who read or changed what.
+#[utoipa::path(
+    get, path = "/v1/audit/access", tag = "audit",
+    params(AccessParams),
+    responses((status = 200, body = AccessPage), ListProblems),
+    security(("bearer" = []))
+)]
+pub async fn access_log(
+    State(state): State<AppState>,
+    authed: Auditor,
+    Query(params): Query<AccessParams>,
+) -> Result<Json<AccessPage>, ApiError> {
+    let filter = access::Filter {
+        session_id: params
+            .session_id
+            .as_deref()
+            .map(SessionId::parse)
+            .transpose()?
+            .map(|id| id.as_str().to_owned()),
+        actor: params.actor,
+        action: params.action,
+        from: params
+            .from
+            .as_deref()
+            .map(|at| time("from", at))
+            .transpose()?,
+        to: params.to.as_deref().map(|at| time("to", at)).transpose()?,
+        after_id: bounded("after_id", params.after_id, 0, 0, i64::MAX)?,
+        // One more than asked for tells whether another page follows.
+        limit: bounded("limit", params.limit, 100, 1, 1000)? + 1,
+    };
+    let limit = filter.limit - 1;
+    let accessor = authed.accessor();
+    let mut records = state
+        .recorded(authed.caller, accessor, ListAccess(filter))
+        .await?;
+    let more = records.len() as i64 > limit;
+    records.truncate(limit as usize);
+    let next_after_id = if more {
+        records.last().map(|record| record.id)
+    } else {
+        None
+    };
+    Ok(Json(AccessPage {
+        records,
+        next_after_id,
+    }))
+}
+
+struct ListAccess(access::Filter);
+
+impl Recorded for ListAccess {
+    type Output = Vec<AccessRecord>;
+
+    fn action(&self) -> Action {
+        Action::ReadAccessLog
+    }
+
+    fn session_id(&self) -> Option<&str> {
+        self.0.session_id.as_deref()
+    }
+
+    async fn run(
+        &self,
+        db: &mut PgConnection,
+        scope: Scope<'_>,
+    ) -> Result<Vec<AccessRecord>, Error> {
+        access::list(db, scope, &self.0).await
+    }
+
+    fn outcome(&self, records: &Vec<AccessRecord>) -> Outcome {
+        let filter = &self.0;
+        Outcome::ok(json!({
+            "actor": filter.actor,
+            "action": filter.action,
+            "from": filter.from,
+            "to": filter.to,
+            "after_id": filter.after_id,
+            "count": records.len().min(filter.limit as usize - 1),
+        }))
+    }
+
+    fn needs_transaction(&self) -> bool {
+        true
     }
 }

@@ -13,8 +13,14 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::ConnectInfo;
+
 use super::AppState;
+use super::observe::RequestId;
 use super::problem::ApiError;
+use crate::access::{Accessor, Actor, Origin};
 use crate::auth::{Caller, Credential, KeyRole};
 use crate::error::{Error, Invalid, InvalidKind};
 use crate::ledger::{IdempotencyKey, SessionId};
@@ -53,8 +59,23 @@ impl RequiredRole for AuditorRole {
     const ROLE: KeyRole = KeyRole::Auditor;
 }
 
-/// A live tenant key whose role may act where role `R` is needed.
-pub struct Authed<R: RequiredRole>(pub Caller, pub PhantomData<R>);
+/// A live tenant key whose role may act where role `R` is needed, and where its request came
+/// from.
+pub struct Authed<R: RequiredRole> {
+    pub caller: Caller,
+    pub origin: Origin,
+    role: PhantomData<R>,
+}
+
+impl<R: RequiredRole> Authed<R> {
+    /// Who acts, from where, for the access log.
+    pub fn accessor(&self) -> Accessor {
+        Accessor {
+            actor: Actor::key(&self.caller),
+            origin: self.origin.clone(),
+        }
+    }
+}
 
 pub type Writer = Authed<WriterRole>;
 pub type Reader = Authed<ReaderRole>;
@@ -73,12 +94,28 @@ impl<R: RequiredRole> FromRequestParts<AppState> for Authed<R> {
         if !caller.role.satisfies(R::ROLE) {
             return Err(Error::Forbidden.into());
         }
-        Ok(Authed(caller, PhantomData))
+        Ok(Authed {
+            caller,
+            origin: origin(parts, state),
+            role: PhantomData,
+        })
     }
 }
 
-/// The admin key.
-pub struct Admin;
+/// The admin key, and where its request came from.
+pub struct Admin {
+    pub origin: Origin,
+}
+
+impl Admin {
+    /// The admin, from where, for the access log.
+    pub fn accessor(&self) -> Accessor {
+        Accessor {
+            actor: Actor::Admin,
+            origin: self.origin.clone(),
+        }
+    }
+}
 
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
@@ -86,11 +123,41 @@ impl FromRequestParts<AppState> for Admin {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let credential = bearer(parts)?;
         if state.admin_key.matches(&credential) {
-            return Ok(Admin);
+            return Ok(Admin {
+                origin: origin(parts, state),
+            });
         }
         // A tenant key is known, and too weak; anything else is unknown.
         state.authenticate(&credential).await?;
         Err(Error::Forbidden.into())
+    }
+}
+
+/// The request id, and the peer's address, or the first address of `X-Forwarded-For` when the
+/// peer is a trusted proxy.
+fn origin(parts: &Parts, state: &AppState) -> Origin {
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(address)| address.ip());
+    let forwarded = || {
+        parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.split(',').next())
+            .and_then(|first| first.trim().parse::<IpAddr>().ok())
+    };
+    let client = match peer {
+        Some(peer) if state.trusted_proxies.contains(&peer) => forwarded().or(Some(peer)),
+        other => other,
+    };
+    Origin {
+        request_id: parts
+            .extensions
+            .get::<RequestId>()
+            .map(|RequestId(id)| id.clone()),
+        client_addr: client.map(|address| address.to_string()),
     }
 }
 

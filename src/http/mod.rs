@@ -13,6 +13,7 @@ mod sessions;
 mod views;
 
 use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +29,7 @@ use tokio::net::TcpListener;
 use tower_http::timeout::TimeoutLayer;
 use utoipa::OpenApi;
 
+use crate::access::{self, Accessor, Recorded};
 use crate::auth::{AdminKey, Caller, Credential, KeyCache};
 use crate::db::listen::{Listener, Subscriber};
 use crate::error::Error;
@@ -42,6 +44,8 @@ pub struct AppState {
     pub limits: Limits,
     pub admin_key: AdminKey,
     keys: Arc<KeyCache>,
+    /// Peers whose `X-Forwarded-For` names the client (`--trusted-proxy`).
+    trusted_proxies: Arc<[IpAddr]>,
     openapi: Arc<serde_json::Value>,
     _listener: Arc<Listener>,
 }
@@ -77,9 +81,16 @@ impl AppState {
             limits,
             admin_key,
             keys,
+            trusted_proxies: Arc::new([]),
             openapi: Arc::new(openapi),
             _listener: Arc::new(listener),
         }
+    }
+
+    /// Trusts `X-Forwarded-For` from these peers.
+    pub fn trusting(mut self, proxies: Vec<IpAddr>) -> Self {
+        self.trusted_proxies = proxies.into();
+        self
     }
 
     /// The live key behind `credential`.
@@ -106,6 +117,20 @@ impl AppState {
         }
     }
 
+    /// Work on conversation data for `caller`, recorded in the access log with it (unless the
+    /// tenant's policy leaves a writer's reads out), in its own task like `run`.
+    async fn recorded<W: Recorded>(
+        &self,
+        caller: Caller,
+        accessor: Accessor,
+        work: W,
+    ) -> Result<W::Output, ApiError> {
+        self.run(
+            move |pool| async move { access::run_recorded(&pool, &caller, &accessor, work).await },
+        )
+        .await
+    }
+
     /// The 201 of an append, counted.
     fn created(&self, appended: Appended) -> views::Created {
         metrics::appended(&appended);
@@ -126,7 +151,13 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
         .route("/sessions/{session_id}/context", get(sessions::context))
         .route("/sessions/{session_id}/verify", get(audit::verify))
         .route("/sessions/{session_id}/export", get(audit::export))
+        .route("/audit/search", get(audit::search))
+        .route("/audit/access", get(audit::access_log))
         .route("/admin/tenants", post(admin::create_tenant))
+        .route(
+            "/admin/tenants/{name}/policy",
+            get(admin::get_policy).put(admin::set_policy),
+        )
         .route("/admin/keys", post(admin::create_key).get(admin::list_keys))
         .route("/admin/keys/{id}", delete(admin::revoke_key));
     Router::new()
@@ -164,7 +195,10 @@ pub async fn serve(
             tracing::warn!(%error, "cannot set TCP_NODELAY");
         }
     });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }

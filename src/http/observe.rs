@@ -55,7 +55,11 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 /// Request id, metrics and the one log line of every request.
-pub async fn observe(request: Request, next: Next) -> Response {
+/// The request's id, for handlers (the access log carries it).
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+pub async fn observe(mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let request_id = request
         .headers()
@@ -69,6 +73,9 @@ pub async fn observe(request: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map_or("unmatched", |path| path.as_str())
         .to_owned();
+    request
+        .extensions_mut()
+        .insert(RequestId(request_id.clone()));
 
     let mut response = next.run(request).await;
 

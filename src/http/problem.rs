@@ -125,7 +125,7 @@ impl ApiError {
                 "idempotency_key_reused",
                 "Idempotency key reused",
             ),
-            ApiError::Domain(Error::Unavailable(_)) => (
+            ApiError::Domain(Error::Unavailable(_) | Error::RecordNotWritten(_)) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
                 "Service unavailable",
@@ -160,6 +160,9 @@ impl ApiError {
         match self {
             ApiError::Domain(Error::Unavailable(_)) => {
                 "the database is unavailable or overloaded; retry later".to_owned()
+            }
+            ApiError::Domain(Error::RecordNotWritten(_)) => {
+                "the access record of this request could not be written, so nothing is returned; retry later".to_owned()
             }
             ApiError::Domain(Error::Database(_) | Error::Corrupt(_)) | ApiError::Internal(_) => {
                 "an internal error occurred; it has been logged".to_owned()

@@ -6,6 +6,9 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use utoipa::{IntoParams, ToSchema};
 
+use serde_json::json;
+use sqlx::PgConnection;
+
 use super::AppState;
 use super::extract::{
     Authed, Body, IdempotencyHeader, Query, Reader, SessionPath, Writer, bounded,
@@ -15,10 +18,13 @@ use super::views::{
     AppendResult, AscendingPage, ContextWindow, Created, DescendingPage, Entries, EntriesPage,
     SessionView, SessionsPage, View,
 };
+use crate::access::{Action, Outcome, Recorded};
+use crate::auth::Scope;
+use crate::error::Error;
 use crate::error::Invalid;
 use crate::ledger::{
-    self, AppendRequest, Idempotency, IdempotencyKey, Limits, MessageRole, NewEntry, Range,
-    SessionId,
+    self, AppendRequest, Idempotency, IdempotencyKey, Limits, MessageRole, NewEntry, Page, Range,
+    SessionId, SessionSummary,
 };
 
 /// Most entries or sessions one page holds.
@@ -120,7 +126,7 @@ fn idempotency<T>(
 )]
 pub async fn append_messages(
     State(state): State<AppState>,
-    Authed(caller, _): Writer,
+    Authed { caller, .. }: Writer,
     SessionPath(session_id): SessionPath,
     IdempotencyHeader(key): IdempotencyHeader,
     body: Body<AppendMessages>,
@@ -129,9 +135,12 @@ pub async fn append_messages(
     let request = body
         .value
         .into_request(session_id, idempotency, &state.limits)?;
-    let appended = state
-        .run(|db| async move { ledger::append(&db, &caller, request).await })
-        .await?;
+    let appended =
+        state
+            .run(|pool| async move {
+                ledger::append(&mut *pool.acquire().await?, &caller, request).await
+            })
+            .await?;
     Ok(state.created(appended))
 }
 
@@ -151,7 +160,7 @@ pub async fn append_messages(
 )]
 pub async fn reset(
     State(state): State<AppState>,
-    Authed(caller, _): Writer,
+    Authed { caller, .. }: Writer,
     SessionPath(session_id): SessionPath,
     IdempotencyHeader(key): IdempotencyHeader,
     body: Body<ResetContext>,
@@ -160,9 +169,12 @@ pub async fn reset(
     let request = body
         .value
         .into_request(session_id, idempotency, &state.limits)?;
-    let appended = state
-        .run(|db| async move { ledger::append(&db, &caller, request).await })
-        .await?;
+    let appended =
+        state
+            .run(|pool| async move {
+                ledger::append(&mut *pool.acquire().await?, &caller, request).await
+            })
+            .await?;
     Ok(state.created(appended))
 }
 
@@ -175,13 +187,37 @@ pub async fn reset(
 )]
 pub async fn get_session(
     State(state): State<AppState>,
-    Authed(caller, _): Reader,
+    authed: Reader,
     SessionPath(session_id): SessionPath,
 ) -> Result<Json<SessionView>, ApiError> {
+    let accessor = authed.accessor();
     let summary = state
-        .run(|db| async move { ledger::session(&db, &caller.tenant, &session_id).await })
+        .recorded(authed.caller, accessor, ReadSession(session_id))
         .await?;
     Ok(Json(summary.into()))
+}
+
+/// One session's summary.
+struct ReadSession(SessionId);
+
+impl Recorded for ReadSession {
+    type Output = SessionSummary;
+
+    fn action(&self) -> Action {
+        Action::ReadSession
+    }
+
+    fn session_id(&self) -> Option<&str> {
+        Some(self.0.as_str())
+    }
+
+    async fn run(&self, db: &mut PgConnection, scope: Scope<'_>) -> Result<SessionSummary, Error> {
+        ledger::session(db, scope, &self.0).await
+    }
+
+    fn outcome(&self, summary: &SessionSummary) -> Outcome {
+        Outcome::ok(json!({"last_seq": summary.last_seq}))
+    }
 }
 
 /// Ascending or descending.
@@ -252,16 +288,20 @@ impl MessagesQuery {
 )]
 pub async fn list_messages(
     State(state): State<AppState>,
-    Authed(caller, _): Reader,
+    authed: Reader,
     SessionPath(session_id): SessionPath,
     Query(query): Query<MessagesQuery>,
 ) -> Result<Json<EntriesPage>, ApiError> {
     let (range, limit) = query.range()?;
     let view = query.view.unwrap_or_default();
-    let id = session_id.clone();
-    let page = state
-        .run(|db| async move { ledger::entries(&db, &caller.tenant, &id, range, limit).await })
-        .await?;
+    let read = ReadEntries {
+        action: Action::ReadMessages,
+        session_id: session_id.clone(),
+        range,
+        limit,
+    };
+    let accessor = authed.accessor();
+    let page = state.recorded(authed.caller, accessor, read).await?;
     // Seqs have no gaps, so whether more entries follow is known from the page's edge alone.
     let edge = page.entries.last().map(|entry| entry.seq);
     let full = page.entries.len() as i64 == limit;
@@ -284,6 +324,39 @@ pub async fn list_messages(
             next_after_seq: edge.filter(|&seq| full && seq < page.last_seq),
         }),
     }))
+}
+
+/// A page of a session's entries, or its context window.
+struct ReadEntries {
+    action: Action,
+    session_id: SessionId,
+    range: Range,
+    limit: i64,
+}
+
+impl Recorded for ReadEntries {
+    type Output = Page;
+
+    fn action(&self) -> Action {
+        self.action
+    }
+
+    fn session_id(&self) -> Option<&str> {
+        Some(self.session_id.as_str())
+    }
+
+    async fn run(&self, db: &mut PgConnection, scope: Scope<'_>) -> Result<Page, Error> {
+        ledger::entries(db, scope, &self.session_id, self.range, self.limit).await
+    }
+
+    fn outcome(&self, page: &Page) -> Outcome {
+        let seqs = page.entries.iter().map(|entry| entry.seq);
+        Outcome::ok(json!({
+            "first_seq": seqs.clone().min(),
+            "last_seq": seqs.max(),
+            "count": page.entries.len(),
+        }))
+    }
 }
 
 /// The parameters of a context window.
@@ -310,18 +383,19 @@ pub struct ContextQuery {
 )]
 pub async fn context(
     State(state): State<AppState>,
-    Authed(caller, _): Reader,
+    authed: Reader,
     SessionPath(session_id): SessionPath,
     Query(query): Query<ContextQuery>,
 ) -> Result<Json<ContextWindow>, ApiError> {
     let limit = bounded("limit", query.limit, 50, 1, MAX_PAGE)?;
-    let id = session_id.clone();
-    let page =
-        state
-            .run(|db| async move {
-                ledger::entries(&db, &caller.tenant, &id, Range::Context, limit).await
-            })
-            .await?;
+    let read = ReadEntries {
+        action: Action::ReadContext,
+        session_id: session_id.clone(),
+        range: Range::Context,
+        limit,
+    };
+    let accessor = authed.accessor();
+    let page = state.recorded(authed.caller, accessor, read).await?;
     Ok(Json(ContextWindow {
         session_id: session_id.as_str().to_owned(),
         last_seq: page.last_seq,
@@ -353,7 +427,7 @@ pub struct SessionsQuery {
 )]
 pub async fn list_sessions(
     State(state): State<AppState>,
-    Authed(caller, _): Reader,
+    authed: Reader,
     Query(query): Query<SessionsQuery>,
 ) -> Result<Json<SessionsPage>, ApiError> {
     let limit = bounded("limit", query.limit, 100, 1, MAX_PAGE)?;
@@ -365,13 +439,10 @@ pub async fn list_sessions(
                 .map_err(|_| Invalid::parameter("after must be a valid session_id"))
         })
         .transpose()?;
-    // One extra row tells whether another page follows.
-    let mut sessions =
-        state
-            .run(|db| async move {
-                ledger::sessions(&db, &caller.tenant, after.as_ref(), limit + 1).await
-            })
-            .await?;
+    let accessor = authed.accessor();
+    let mut sessions = state
+        .recorded(authed.caller, accessor, ListSessions { after, limit })
+        .await?;
     let more = sessions.len() as i64 > limit;
     sessions.truncate(limit as usize);
     let next_after = if more {
@@ -383,4 +454,38 @@ pub async fn list_sessions(
         sessions: sessions.into_iter().map(SessionView::from).collect(),
         next_after,
     }))
+}
+
+/// A page of the tenant's sessions, with one row more than asked for: it tells whether another
+/// page follows.
+struct ListSessions {
+    after: Option<SessionId>,
+    limit: i64,
+}
+
+impl Recorded for ListSessions {
+    type Output = Vec<SessionSummary>;
+
+    fn action(&self) -> Action {
+        Action::ListSessions
+    }
+
+    fn session_id(&self) -> Option<&str> {
+        None
+    }
+
+    async fn run(
+        &self,
+        db: &mut PgConnection,
+        scope: Scope<'_>,
+    ) -> Result<Vec<SessionSummary>, Error> {
+        ledger::sessions(db, scope, self.after.as_ref(), self.limit + 1).await
+    }
+
+    fn outcome(&self, sessions: &Vec<SessionSummary>) -> Outcome {
+        Outcome::ok(json!({
+            "after": self.after.as_ref().map(SessionId::as_str),
+            "count": sessions.len().min(self.limit as usize),
+        }))
+    }
 }

@@ -120,7 +120,7 @@ pub struct EntryView<'a> {
 }
 
 impl<'a> EntryView<'a> {
-    fn new(entry: &'a Entry, view: View) -> Self {
+    pub fn new(entry: &'a Entry, view: View) -> Self {
         let full = view == View::Full;
         let chain = |bytes: &'a [u8]| full.then_some(Hex(bytes));
         Self {

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
-use sqlx::PgPool;
+use sqlx::PgConnection;
 use sqlx::types::Json;
 
 use super::hash::{self, Timestamp};
@@ -144,7 +144,7 @@ enum Outcome {
 
 /// Appends `request.entries` as one contiguous run of seqs, or fails having written nothing.
 pub async fn append(
-    pool: &PgPool,
+    db: &mut PgConnection,
     caller: &Caller,
     request: AppendRequest,
 ) -> Result<Appended, Error> {
@@ -186,7 +186,7 @@ pub async fn append(
         request_digest,
         entries as _,
     )
-    .fetch_one(pool)
+    .fetch_one(&mut *db)
     .await?;
 
     let replayed = match row.outcome {

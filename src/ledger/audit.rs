@@ -3,12 +3,12 @@
 //! connection or a snapshot for long, whatever the session's length. The same for an auditor's
 //! key (HTTP) and the operator (the command line, naming the tenant).
 
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 use super::read::{self, Entry, Range};
 use super::types::SessionId;
 use super::verify::{Break, ChainVerifier, Reason, Verified};
-use crate::auth::Tenant;
+use crate::auth::Scope;
 use crate::error::Error;
 
 /// Entries read per page while verifying.
@@ -28,17 +28,18 @@ pub type Verification = Result<Verified, Break>;
 
 /// The session's head, or `SessionNotFound`.
 pub async fn head(
-    pool: &PgPool,
-    tenant: &Tenant,
+    db: &mut PgConnection,
+    scope: Scope<'_>,
     session_id: &SessionId,
 ) -> Result<AuditHead, Error> {
     let head = sqlx::query!(
         r#"SELECT last_seq AS "last_seq!", head_hash AS "head_hash!", max_stored_seq
-             FROM chatledger_audit_head($1, $2)"#,
-        tenant.id,
+             FROM chatledger_audit_head($1, $2, $3)"#,
+        scope.tenant.id,
+        scope.key_id,
         session_id.as_str(),
     )
-    .fetch_optional(pool)
+    .fetch_optional(&mut *db)
     .await?
     .ok_or(Error::SessionNotFound)?;
     Ok(AuditHead {
@@ -50,21 +51,14 @@ pub async fn head(
 
 /// Entries with `after < seq < before`, ascending, at most `limit`.
 pub async fn page(
-    pool: &PgPool,
-    tenant: &Tenant,
+    db: &mut PgConnection,
+    scope: Scope<'_>,
     session_id: &SessionId,
     after: i64,
     before: i64,
     limit: i64,
 ) -> Result<Vec<Entry>, Error> {
-    let page = read::entries(
-        pool,
-        tenant,
-        session_id,
-        Range::Between(after, before),
-        limit,
-    )
-    .await?;
+    let page = read::entries(db, scope, session_id, Range::Between(after, before), limit).await?;
     Ok(page.entries)
 }
 
@@ -72,15 +66,23 @@ pub async fn page(
 /// `Ok(Err(break))` is a broken chain; `Err` is a failure to read it.
 pub async fn verify_session(
     pool: &PgPool,
-    tenant: &Tenant,
+    scope: Scope<'_>,
     session_id: &SessionId,
 ) -> Result<Verification, Error> {
-    let start = head(pool, tenant, session_id).await?;
-    let mut verifier = ChainVerifier::new(&tenant.name, session_id.as_str());
+    let start = head(&mut *pool.acquire().await?, scope, session_id).await?;
+    let mut verifier = ChainVerifier::new(&scope.tenant.name, session_id.as_str());
     let before = start.last_seq + 1;
     loop {
         let after = verifier.next_seq() - 1;
-        let entries = page(pool, tenant, session_id, after, before, VERIFY_PAGE).await?;
+        let entries = page(
+            &mut *pool.acquire().await?,
+            scope,
+            session_id,
+            after,
+            before,
+            VERIFY_PAGE,
+        )
+        .await?;
         let full = entries.len() as i64 == VERIFY_PAGE;
         for entry in &entries {
             if let Err(broken) = verifier.check(entry) {
@@ -92,7 +94,7 @@ pub async fn verify_session(
         }
     }
     // Rows beyond the head, seen against the head as it is now (appends may have moved it on).
-    let now = head(pool, tenant, session_id).await?;
+    let now = head(&mut *pool.acquire().await?, scope, session_id).await?;
     if now.max_stored_seq > now.last_seq {
         return Ok(Err(Break {
             first_bad_seq: now.last_seq + 1,
@@ -104,13 +106,13 @@ pub async fn verify_session(
 
 /// The tenant's session ids after `after`, in byte order (for `chatledger verify --all`).
 pub async fn session_ids(
-    pool: &PgPool,
-    tenant: &Tenant,
+    db: &mut PgConnection,
+    scope: Scope<'_>,
     after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<String>, Error> {
     let after = after.map(SessionId::parse).transpose()?;
-    let sessions = read::sessions(pool, tenant, after.as_ref(), limit).await?;
+    let sessions = read::sessions(db, scope, after.as_ref(), limit).await?;
     Ok(sessions
         .into_iter()
         .map(|session| session.session_id)

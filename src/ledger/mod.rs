@@ -7,6 +7,7 @@ pub mod export;
 pub mod hash;
 pub mod json;
 mod read;
+pub mod search;
 mod types;
 pub mod verify;
 

@@ -2,11 +2,11 @@
 //! an index, so its cost does not grow with the session's length.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::PgConnection;
 
 use super::hash::Timestamp;
 use super::types::SessionId;
-use crate::auth::Tenant;
+use crate::auth::Scope;
 use crate::error::Error;
 
 /// A JSON value exactly as PostgreSQL returns it, never parsed into a tree on the read path.
@@ -65,11 +65,11 @@ pub struct Page {
 
 /// One session's summary.
 pub async fn session(
-    pool: &PgPool,
-    tenant: &Tenant,
+    db: &mut PgConnection,
+    scope: Scope<'_>,
     session_id: &SessionId,
 ) -> Result<SessionSummary, Error> {
-    summaries(pool, tenant, Some(session_id), None, 1)
+    summaries(db, scope, Some(session_id), None, 1)
         .await?
         .pop()
         .ok_or(Error::SessionNotFound)
@@ -77,17 +77,17 @@ pub async fn session(
 
 /// The tenant's sessions after `after` in byte order.
 pub async fn sessions(
-    pool: &PgPool,
-    tenant: &Tenant,
+    db: &mut PgConnection,
+    scope: Scope<'_>,
     after: Option<&SessionId>,
     limit: i64,
 ) -> Result<Vec<SessionSummary>, Error> {
-    summaries(pool, tenant, None, after, limit).await
+    summaries(db, scope, None, after, limit).await
 }
 
 async fn summaries(
-    pool: &PgPool,
-    tenant: &Tenant,
+    db: &mut PgConnection,
+    scope: Scope<'_>,
     session_id: Option<&SessionId>,
     after: Option<&SessionId>,
     limit: i64,
@@ -96,13 +96,14 @@ async fn summaries(
         r#"SELECT session_id AS "session_id!", created_at AS "created_at!", updated_at AS "updated_at!",
                   last_seq AS "last_seq!", head_hash AS "head_hash!", message_count AS "message_count!",
                   context_start_seq AS "context_start_seq!"
-             FROM chatledger_sessions($1, $2, $3, $4)"#,
-        tenant.id,
+             FROM chatledger_sessions($1, $2, $3, $4, $5)"#,
+        scope.tenant.id,
+        scope.key_id,
         session_id.map(SessionId::as_str),
         after.map(SessionId::as_str),
         i32::try_from(limit).unwrap_or(i32::MAX),
     )
-    .fetch_all(pool)
+    .fetch_all(&mut *db)
     .await?;
     Ok(rows
         .into_iter()
@@ -120,8 +121,8 @@ async fn summaries(
 
 /// A page of a session's entries; `SessionNotFound` when the session does not exist.
 pub async fn entries(
-    pool: &PgPool,
-    tenant: &Tenant,
+    db: &mut PgConnection,
+    scope: Scope<'_>,
     session_id: &SessionId,
     range: Range,
     limit: i64,
@@ -136,8 +137,9 @@ pub async fn entries(
         r#"SELECT last_seq AS "last_seq!", context_start_seq AS "context_start_seq!", seq, kind, role,
                   content AS "content: RawJson", metadata AS "metadata: RawJson", created_at,
                   idempotency_key, author, salt, payload_digest, prev_hash, hash
-             FROM chatledger_entries($1, $2, $3, $4, $5, $6, $7)"#,
-        tenant.id,
+             FROM chatledger_entries($1, $2, $3, $4, $5, $6, $7, $8)"#,
+        scope.tenant.id,
+        scope.key_id,
         session_id.as_str(),
         after,
         before,
@@ -145,7 +147,7 @@ pub async fn entries(
         descending,
         context,
     )
-    .fetch_all(pool)
+    .fetch_all(&mut *db)
     .await?;
     let Some(head) = rows.first() else {
         return Err(Error::SessionNotFound);

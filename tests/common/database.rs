@@ -4,6 +4,7 @@
 
 use std::str::FromStr;
 
+use chatledger::access::Accessor;
 use chatledger::admin;
 use chatledger::auth::KeyRole as Role;
 use chatledger::db::{self, PoolSettings};
@@ -42,14 +43,22 @@ impl TestDatabase {
             .await
             .expect("runtime pool");
         let tenant = "acme".to_owned();
-        admin::create_tenant(&pool, &tenant).await.expect("tenant");
-        let writer = admin::create_key(&pool, &tenant, Role::Writer, Some("bot"))
+        admin::create_tenant(&pool, &Accessor::operator(), &tenant)
             .await
-            .expect("writer key");
-        let reader = admin::create_key(&pool, &tenant, Role::Reader, None)
+            .expect("tenant");
+        let writer = admin::create_key(
+            &pool,
+            &Accessor::operator(),
+            &tenant,
+            Role::Writer,
+            Some("bot"),
+        )
+        .await
+        .expect("writer key");
+        let reader = admin::create_key(&pool, &Accessor::operator(), &tenant, Role::Reader, None)
             .await
             .expect("reader key");
-        let auditor = admin::create_key(&pool, &tenant, Role::Auditor, None)
+        let auditor = admin::create_key(&pool, &Accessor::operator(), &tenant, Role::Auditor, None)
             .await
             .expect("auditor key");
         pool.close().await;
@@ -67,7 +76,7 @@ impl TestDatabase {
     /// Another key of `role` for an existing tenant.
     pub async fn key_for(&self, tenant: &str, role: Role) -> String {
         let pool = self.runtime_pool().await;
-        admin::create_key(&pool, tenant, role, None)
+        admin::create_key(&pool, &Accessor::operator(), tenant, role, None)
             .await
             .expect("key")
             .secret
@@ -76,8 +85,10 @@ impl TestDatabase {
     /// A new tenant with a key of `role`; returns the key.
     pub async fn tenant_with_key(&self, tenant: &str, role: Role) -> String {
         let pool = self.runtime_pool().await;
-        admin::create_tenant(&pool, tenant).await.expect("tenant");
-        admin::create_key(&pool, tenant, role, None)
+        admin::create_tenant(&pool, &Accessor::operator(), tenant)
+            .await
+            .expect("tenant");
+        admin::create_key(&pool, &Accessor::operator(), tenant, role, None)
             .await
             .expect("key")
             .secret

@@ -234,7 +234,15 @@ pub async fn revoke_key(pool: &PgPool, accessor: &Accessor, id: &str) -> Result<
 
 /// A tenant's policy (API.md "Retention, holds and erasure").
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(deny_unknown_fields)]
 pub struct Policy {

@@ -5,13 +5,13 @@
 use std::sync::Arc;
 
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 use sqlx::{PgConnection, PgPool};
 use utoipa::ToSchema;
 
 use crate::auth::{Caller, KeyRole, Scope, Tenant};
 use crate::error::Error;
-use crate::ledger::Timestamp;
+use crate::time::Timestamp;
 
 /// What a record says was done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
@@ -219,17 +219,17 @@ pub trait Recorded: Send + Sync + 'static {
     }
 }
 
-/// Runs `work` for `caller` and, unless its policy leaves it out, writes its access record in
+/// Runs `work` in `scope` and, unless the tenant's policy leaves it out, writes its access record in
 /// the same transaction: a `SessionNotFound` is recorded too (status 404); any other failure
 /// writes nothing.
 pub async fn run_recorded<W: Recorded>(
     pool: &PgPool,
-    caller: &Caller,
+    scope: Scope<'_>,
+    log_writer_reads: bool,
     accessor: &Accessor,
     work: W,
 ) -> Result<W::Output, Error> {
-    let scope = caller.scope();
-    let record_it = accessor.records(work.action(), caller.log_writer_reads);
+    let record_it = accessor.records(work.action(), log_writer_reads);
     if !record_it && !work.needs_transaction() {
         return work.run(&mut *pool.acquire().await?, scope).await;
     }
@@ -307,10 +307,11 @@ pub struct Filter {
     pub from: Option<Timestamp>,
     pub to: Option<Timestamp>,
     pub after_id: i64,
+    /// Records per page: the listing reads one more, which tells whether another page follows.
     pub limit: i64,
 }
 
-/// The tenant's records matching `filter`, ascending by id.
+/// The tenant's records matching `filter`, ascending by id: up to `filter.limit + 1`.
 pub async fn list(
     db: &mut PgConnection,
     scope: Scope<'_>,
@@ -345,7 +346,7 @@ pub async fn list(
         filter.action.map(Action::as_str),
         filter.from.map(|at| at.0),
         filter.to.map(|at| at.0),
-        filter.limit,
+        filter.limit + 1,
     )
     .fetch_all(&mut *db)
     .await?;
@@ -365,4 +366,43 @@ pub async fn list(
             status: row.status,
         })
         .collect())
+}
+
+/// A listing of the access log, which is itself recorded.
+pub struct ListAccess(pub Filter);
+
+impl Recorded for ListAccess {
+    type Output = Vec<AccessRecord>;
+
+    fn action(&self) -> Action {
+        Action::ReadAccessLog
+    }
+
+    fn session_id(&self) -> Option<&str> {
+        self.0.session_id.as_deref()
+    }
+
+    async fn run(
+        &self,
+        db: &mut PgConnection,
+        scope: Scope<'_>,
+    ) -> Result<Vec<AccessRecord>, Error> {
+        list(db, scope, &self.0).await
+    }
+
+    fn outcome(&self, records: &Vec<AccessRecord>) -> Outcome {
+        let filter = &self.0;
+        Outcome::ok(json!({
+            "actor": filter.actor,
+            "action": filter.action,
+            "from": filter.from,
+            "to": filter.to,
+            "after_id": filter.after_id,
+            "count": records.len().min(filter.limit as usize),
+        }))
+    }
+
+    fn needs_transaction(&self) -> bool {
+        true
+    }
 }

@@ -4,15 +4,18 @@ use std::error::Error as StdError;
 
 use tokio::net::TcpListener;
 
-use crate::access::Accessor;
+use crate::access::{self, Accessor, ListAccess};
 use crate::admin;
 use crate::auth::{AdminKey, KeyRole, Scope};
-use crate::config::{DatabaseArgs, KeysCommand, ServeArgs, TenantsCommand, VerifyArgs};
+use crate::config::{
+    AuditCommand, DatabaseArgs, KeysCommand, ServeArgs, TenantsCommand, VerifyArgs,
+};
 use crate::db::{self, Database, PoolSettings};
 use crate::http;
-use crate::ledger::SessionId;
 use crate::ledger::audit::{self, Verification};
 use crate::ledger::export::{self, ExportVerdict};
+use crate::ledger::search::{self, Search, SearchQuery};
+use crate::ledger::{MessageRole, SessionId};
 
 pub type BoxError = Box<dyn StdError + Send + Sync>;
 pub type CommandResult = Result<(), BoxError>;
@@ -160,6 +163,81 @@ pub async fn keys(command: KeysCommand) -> CommandResult {
             with_database(&database, |pool| async move {
                 admin::revoke_key(&pool, &Accessor::operator(), &id).await?;
                 println!("revoked {id}");
+                Ok(())
+            })
+            .await
+        }
+    }
+}
+
+/// `chatledger audit ...`: the compliance reads, as the operator, recorded like any other.
+pub async fn audit(command: AuditCommand) -> CommandResult {
+    let accessor = Accessor::operator();
+    match command {
+        AuditCommand::Search {
+            tenant,
+            q,
+            session,
+            role,
+            author,
+            limit,
+            database,
+        } => {
+            with_database(&database, |pool| async move {
+                let tenant = admin::tenant_by_name(&mut *pool.acquire().await?, &tenant).await?;
+                let query = SearchQuery {
+                    terms: search::parse_terms(q.as_deref().unwrap_or(""))?,
+                    session_id: session.as_deref().map(SessionId::parse).transpose()?,
+                    role: role.map(MessageRole::try_from).transpose()?,
+                    author,
+                    limit: limit.clamp(1, 10_000),
+                    ..SearchQuery::default()
+                };
+                let scope = Scope::operator(&tenant);
+                let hits =
+                    access::run_recorded(&pool, scope, true, &accessor, Search(query)).await?;
+                for hit in &hits.hits {
+                    let line = serde_json::json!({
+                        "session_id": hit.session_id,
+                        "seq": hit.entry.seq,
+                        "created_at": hit.entry.created_at,
+                        "role": hit.entry.role,
+                        "author": hit.entry.author,
+                        "snippet": hit.snippet,
+                    });
+                    println!("{line}");
+                }
+                eprintln!("{} hits", hits.hits.len());
+                Ok(())
+            })
+            .await
+        }
+        AuditCommand::Access {
+            tenant,
+            session,
+            actor,
+            limit,
+            database,
+        } => {
+            with_database(&database, |pool| async move {
+                let tenant = admin::tenant_by_name(&mut *pool.acquire().await?, &tenant).await?;
+                let filter = access::Filter {
+                    session_id: session
+                        .as_deref()
+                        .map(SessionId::parse)
+                        .transpose()?
+                        .map(|id| id.as_str().to_owned()),
+                    actor,
+                    limit: limit.clamp(1, 100_000),
+                    ..access::Filter::default()
+                };
+                let scope = Scope::operator(&tenant);
+                let records =
+                    access::run_recorded(&pool, scope, true, &accessor, ListAccess(filter)).await?;
+                for record in records.iter().take(limit.clamp(1, 100_000) as usize) {
+                    println!("{}", serde_json::to_string(record)?);
+                }
+                eprintln!("{} records", records.len());
                 Ok(())
             })
             .await

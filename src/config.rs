@@ -48,6 +48,10 @@ pub enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Compliance reads as the operator: audit search and the access log (both recorded, with
+    /// actor `operator`).
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Recompute stored hash chains (exit 0: all intact, 1: something broken, 2: other error).
     Verify(VerifyArgs),
     /// Verify an export offline, with no database and no server (exit 0, 1 or 2 as verify).
@@ -78,6 +82,45 @@ pub struct VerifyArgs {
     pub all: bool,
     #[command(flatten)]
     pub database: DatabaseArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Search every message of a tenant (API.md "Audit search"); one JSON line per hit.
+    Search {
+        #[arg(long)]
+        tenant: String,
+        /// Terms separated by spaces, "quoted phrases" allowed.
+        q: Option<String>,
+        #[arg(long)]
+        session: Option<String>,
+        /// system, user, assistant or tool.
+        #[arg(long)]
+        role: Option<String>,
+        /// A key id.
+        #[arg(long)]
+        author: Option<String>,
+        /// Most hits to print.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// A tenant's access log, ascending; one JSON line per record.
+    Access {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        session: Option<String>,
+        /// A key id, admin or operator.
+        #[arg(long)]
+        actor: Option<String>,
+        /// Most records to print.
+        #[arg(long, default_value_t = 1000)]
+        limit: i64,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -24,5 +24,7 @@ pub mod http;
 pub mod ledger;
 /// The metrics every part of chatledger reports, counted in one place.
 pub mod metrics;
+/// The one timestamp format of the API.
+pub mod time;
 /// The transparency log's pure core: Merkle proofs, signed notes, checkpoints, cosignatures.
 pub mod tlog;

@@ -27,6 +27,7 @@ async fn main() -> ExitCode {
         Some(Command::Migrate(args)) => finish(commands::migrate(args).await),
         Some(Command::Tenants(command)) => finish(commands::tenants(command).await),
         Some(Command::Keys(command)) => finish(commands::keys(command).await),
+        Some(Command::Audit(command)) => finish(commands::audit(command).await),
         Some(Command::Verify(args)) => verdict(commands::verify(args).await),
         Some(Command::VerifyExport { file, expect_head }) => {
             verdict(commands::verify_export(&file, expect_head.as_deref()))

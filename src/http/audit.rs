@@ -20,13 +20,13 @@ use super::AppState;
 use super::extract::{Auditor, Query, SessionPath, bounded};
 use super::problem::{ApiError, ListProblems, ReadProblems};
 use super::views::{EntryView, View};
-use crate::access::{self, AccessRecord, Action, Outcome, Recorded};
+use crate::access::{self, AccessRecord, Action, ListAccess, Outcome, Recorded};
 use crate::auth::{Caller, Scope};
 use crate::error::{Error, Invalid};
 use crate::ledger::MessageRole;
 use crate::ledger::audit::{self, AuditHead};
 use crate::ledger::export::{self, Trailer};
-use crate::ledger::search::{self, Cursor, Hits, SearchQuery};
+use crate::ledger::search::{self, Cursor, Search, SearchQuery};
 use crate::ledger::{SessionId, Timestamp};
 
 /// Entries per export page: bounds the server's memory whatever the session's length.
@@ -372,42 +372,6 @@ pub async fn search(
     Ok(Json(page).into_response())
 }
 
-struct Search(SearchQuery);
-
-impl Recorded for Search {
-    type Output = Hits;
-
-    fn action(&self) -> Action {
-        Action::Search
-    }
-
-    fn session_id(&self) -> Option<&str> {
-        self.0.session_id.as_ref().map(SessionId::as_str)
-    }
-
-    async fn run(&self, db: &mut PgConnection, scope: Scope<'_>) -> Result<Hits, Error> {
-        search::search(db, scope, &self.0).await
-    }
-
-    fn outcome(&self, hits: &Hits) -> Outcome {
-        let query = &self.0;
-        Outcome::ok(json!({
-            "q": query.terms,
-            "role": query.role.map(MessageRole::as_str),
-            "author": query.author,
-            "from": query.from,
-            "to": query.to,
-            "metadata": query.metadata,
-            "count": hits.hits.len(),
-            "sessions": hits.hits.iter().map(|hit| hit.session_id.as_str()).collect::<std::collections::BTreeSet<_>>(),
-        }))
-    }
-
-    fn needs_transaction(&self) -> bool {
-        true
-    }
-}
-
 /// The parameters of an access-log listing.
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -465,10 +429,9 @@ pub async fn access_log(
             .transpose()?,
         to: params.to.as_deref().map(|at| time("to", at)).transpose()?,
         after_id: bounded("after_id", params.after_id, 0, 0, i64::MAX)?,
-        // One more than asked for tells whether another page follows.
-        limit: bounded("limit", params.limit, 100, 1, 1000)? + 1,
+        limit: bounded("limit", params.limit, 100, 1, 1000)?,
     };
-    let limit = filter.limit - 1;
+    let limit = filter.limit;
     let accessor = authed.accessor();
     let mut records = state
         .recorded(authed.caller, accessor, ListAccess(filter))
@@ -484,42 +447,4 @@ pub async fn access_log(
         records,
         next_after_id,
     }))
-}
-
-struct ListAccess(access::Filter);
-
-impl Recorded for ListAccess {
-    type Output = Vec<AccessRecord>;
-
-    fn action(&self) -> Action {
-        Action::ReadAccessLog
-    }
-
-    fn session_id(&self) -> Option<&str> {
-        self.0.session_id.as_deref()
-    }
-
-    async fn run(
-        &self,
-        db: &mut PgConnection,
-        scope: Scope<'_>,
-    ) -> Result<Vec<AccessRecord>, Error> {
-        access::list(db, scope, &self.0).await
-    }
-
-    fn outcome(&self, records: &Vec<AccessRecord>) -> Outcome {
-        let filter = &self.0;
-        Outcome::ok(json!({
-            "actor": filter.actor,
-            "action": filter.action,
-            "from": filter.from,
-            "to": filter.to,
-            "after_id": filter.after_id,
-            "count": records.len().min(filter.limit as usize - 1),
-        }))
-    }
-
-    fn needs_transaction(&self) -> bool {
-        true
-    }
 }

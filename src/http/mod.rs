@@ -125,9 +125,16 @@ impl AppState {
         accessor: Accessor,
         work: W,
     ) -> Result<W::Output, ApiError> {
-        self.run(
-            move |pool| async move { access::run_recorded(&pool, &caller, &accessor, work).await },
-        )
+        self.run(move |pool| async move {
+            access::run_recorded(
+                &pool,
+                caller.scope(),
+                caller.log_writer_reads,
+                &accessor,
+                work,
+            )
+            .await
+        })
         .await
     }
 

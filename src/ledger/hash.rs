@@ -3,12 +3,11 @@
 //! writer and the independent Python verifier are checked against too
 //! (`tests/vectors/hash_chain.json`).
 
-use std::fmt;
-
-use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
+
+pub use crate::time::Timestamp;
 
 /// `prev_hash` of the first entry of every session.
 pub const GENESIS_HASH: [u8; 32] = [0; 32];
@@ -70,38 +69,6 @@ pub fn entry_hash(prev_hash: &[u8], header: &EntryHeader<'_>) -> [u8; 32] {
     hasher.update(prev_hash);
     hasher.update(canonical_json(header));
     hasher.finalize().into()
-}
-
-/// A time as every timestamp of the API is written: RFC 3339 UTC with exactly six fractional
-/// digits. The one formatter of the crate: it serializes and displays the same way.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Timestamp(pub DateTime<Utc>);
-
-impl Timestamp {
-    /// Parses the API's form only: a time written any other way is not one the API wrote.
-    pub fn parse_exact(text: &str) -> Option<Self> {
-        let parsed = DateTime::parse_from_rfc3339(text).ok()?.with_timezone(&Utc);
-        let timestamp = Timestamp(parsed);
-        (timestamp.to_string() == text).then_some(timestamp)
-    }
-}
-
-impl fmt::Display for Timestamp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0.to_rfc3339_opts(SecondsFormat::Micros, true))
-    }
-}
-
-impl Serialize for Timestamp {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl From<DateTime<Utc>> for Timestamp {
-    fn from(at: DateTime<Utc>) -> Self {
-        Timestamp(at)
-    }
 }
 
 /// Bytes as lower-case hex, written without a String per value (entries are the bulk of every
@@ -234,23 +201,6 @@ mod tests {
                 text("hash"),
                 "{name}"
             );
-        }
-    }
-
-    #[test]
-    fn timestamps_have_six_fractional_digits_and_parse_only_in_that_form() {
-        let at = Timestamp::parse_exact("2026-11-21T10:15:30.000000Z").expect("the API's form");
-        assert_eq!(at.to_string(), "2026-11-21T10:15:30.000000Z");
-        assert_eq!(
-            serde_json::to_string(&at).expect("json"),
-            "\"2026-11-21T10:15:30.000000Z\""
-        );
-        for other in [
-            "2026-11-21T10:15:30Z",
-            "2026-11-21T11:15:30.000000+01:00",
-            "x",
-        ] {
-            assert!(Timestamp::parse_exact(other).is_none(), "{other}");
         }
     }
 }

@@ -5,12 +5,13 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
 
 use super::hash::Timestamp;
 use super::read::{Entry, RawJson};
 use super::types::{MessageRole, SessionId};
+use crate::access::{Action, Outcome, Recorded};
 use crate::auth::Scope;
 use crate::error::{Error, Invalid};
 
@@ -312,6 +313,43 @@ fn fold(c: char) -> char {
     match (lower.next(), lower.next()) {
         (Some(single), None) => single,
         _ => c,
+    }
+}
+
+/// A search, as the access log records it: the query and filters, and what was found.
+pub struct Search(pub SearchQuery);
+
+impl Recorded for Search {
+    type Output = Hits;
+
+    fn action(&self) -> Action {
+        Action::Search
+    }
+
+    fn session_id(&self) -> Option<&str> {
+        self.0.session_id.as_ref().map(SessionId::as_str)
+    }
+
+    async fn run(&self, db: &mut PgConnection, scope: Scope<'_>) -> Result<Hits, Error> {
+        search(db, scope, &self.0).await
+    }
+
+    fn outcome(&self, hits: &Hits) -> Outcome {
+        let query = &self.0;
+        Outcome::ok(json!({
+            "q": query.terms,
+            "role": query.role.map(MessageRole::as_str),
+            "author": query.author,
+            "from": query.from,
+            "to": query.to,
+            "metadata": query.metadata,
+            "count": hits.hits.len(),
+            "sessions": hits.hits.iter().map(|hit| hit.session_id.as_str()).collect::<std::collections::BTreeSet<_>>(),
+        }))
+    }
+
+    fn needs_transaction(&self) -> bool {
+        true
     }
 }
 

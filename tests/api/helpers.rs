@@ -39,10 +39,35 @@ impl TestApp {
         Self::spawn_with(database, pool, Limits::default()).await
     }
 
+    /// A server on a fresh database that takes `X-Forwarded-For` from these peers.
+    pub async fn spawn_trusting(proxies: Vec<std::net::IpAddr>) -> Self {
+        let database = TestDatabase::new().await;
+        let pool = database.runtime_pool().await;
+        Self::spawn_with_state(database, pool.clone(), |state| state.trusting(proxies)).await
+    }
+
     /// A server whose requests use `pool`, which may point anywhere (even at nothing).
     pub async fn spawn_with(database: TestDatabase, pool: PgPool, limits: Limits) -> Self {
+        Self::spawn_with_limits(database, pool, limits).await
+    }
+
+    async fn spawn_with_limits(database: TestDatabase, pool: PgPool, limits: Limits) -> Self {
         let admin = AdminKey::new(ADMIN_KEY).expect("admin key");
         let state = AppState::new(pool.clone(), limits, admin);
+        Self::serve(database, pool, state).await
+    }
+
+    async fn spawn_with_state(
+        database: TestDatabase,
+        pool: PgPool,
+        configure: impl FnOnce(AppState) -> AppState,
+    ) -> Self {
+        let admin = AdminKey::new(ADMIN_KEY).expect("admin key");
+        let state = configure(AppState::new(pool.clone(), Limits::default(), admin));
+        Self::serve(database, pool, state).await
+    }
+
+    async fn serve(database: TestDatabase, pool: PgPool, state: AppState) -> Self {
         let router = http::router(state, &HttpSettings::default());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

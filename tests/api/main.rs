@@ -8,6 +8,7 @@ mod access;
 mod appending;
 mod audit;
 mod binary;
+mod compliance;
 mod concurrency;
 mod database;
 mod hash_vectors;

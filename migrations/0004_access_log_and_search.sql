@@ -56,27 +56,42 @@ CREATE POLICY tenant_isolation ON access_records
 
 GRANT SELECT, INSERT ON tenant_policies, access_records TO chatledger_app;
 
--- The text audit search finds, lower-cased: a string content, the string blocks and the `text`
--- of object blocks of an array content, and every string value of the metadata. An erased
--- entry (content and metadata gone) has none. Used by the index below, so everything is named
--- by schema and the function stays inlinable (no SET clause).
-CREATE FUNCTION chatledger_search_text(p_content jsonb, p_metadata jsonb) RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT pg_catalog.lower(pg_catalog.concat_ws(E'\n',
-        CASE WHEN pg_catalog.jsonb_typeof(p_content) OPERATOR(pg_catalog.=) 'string'
-             THEN pg_catalog.jsonb_extract_path_text(p_content, VARIADIC '{}'::text[]) END,
-        CASE WHEN pg_catalog.jsonb_typeof(p_content) OPERATOR(pg_catalog.=) 'array' THEN
-            (SELECT pg_catalog.string_agg(
-                        CASE WHEN pg_catalog.jsonb_typeof(b) OPERATOR(pg_catalog.=) 'string'
-                             THEN pg_catalog.jsonb_extract_path_text(b, VARIADIC '{}'::text[])
-                             ELSE pg_catalog.jsonb_extract_path_text(b, 'text') END,
-                        E'\n')
-               FROM pg_catalog.jsonb_array_elements(p_content) AS b)
-        END,
-        (SELECT pg_catalog.string_agg(pg_catalog.jsonb_extract_path_text(v, VARIADIC '{}'::text[]), E'\n')
-           FROM pg_catalog.jsonb_path_query(p_metadata, 'strict $.**') AS v
-          WHERE pg_catalog.jsonb_typeof(v) OPERATOR(pg_catalog.=) 'string')))
+-- Case folding for search, the same in every database whatever its LC_CTYPE: ICU's Unicode
+-- lower-casing where PostgreSQL has ICU (und-x-icu), else the database's own. The text audit
+-- search finds, folded: a string content, the string blocks and the `text` of object blocks of
+-- an array content, and every string value of the metadata; an erased entry (content and
+-- metadata gone) has none. chatledger_search_text is used by the index below and
+-- chatledger_fold by queries on it, so both fold alike, name everything by schema (pg_dump
+-- and autovacuum evaluate index expressions with an empty search_path) and stay inlinable.
+DO $$
+DECLARE
+    v_collate text := CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_collation WHERE collname = 'und-x-icu')
+                           THEN ' COLLATE pg_catalog."und-x-icu"' ELSE '' END;
+BEGIN
+    EXECUTE pg_catalog.format($f$
+        CREATE FUNCTION chatledger_fold(p_text text) RETURNS text
+        LANGUAGE sql IMMUTABLE PARALLEL SAFE
+        RETURN pg_catalog.lower(p_text%s)$f$, v_collate);
+    EXECUTE pg_catalog.format($f$
+        CREATE FUNCTION chatledger_search_text(p_content jsonb, p_metadata jsonb) RETURNS text
+        LANGUAGE sql IMMUTABLE PARALLEL SAFE
+        RETURN pg_catalog.lower(pg_catalog.concat_ws(E'\n',
+            CASE WHEN pg_catalog.jsonb_typeof(p_content) OPERATOR(pg_catalog.=) 'string'
+                 THEN pg_catalog.jsonb_extract_path_text(p_content, VARIADIC '{}'::text[]) END,
+            CASE WHEN pg_catalog.jsonb_typeof(p_content) OPERATOR(pg_catalog.=) 'array' THEN
+                (SELECT pg_catalog.string_agg(
+                            CASE WHEN pg_catalog.jsonb_typeof(b) OPERATOR(pg_catalog.=) 'string'
+                                 THEN pg_catalog.jsonb_extract_path_text(b, VARIADIC '{}'::text[])
+                                 ELSE pg_catalog.jsonb_extract_path_text(b, 'text') END,
+                            E'\n')
+                   FROM pg_catalog.jsonb_array_elements(p_content) AS b)
+            END,
+            (SELECT pg_catalog.string_agg(pg_catalog.jsonb_extract_path_text(v, VARIADIC '{}'::text[]), E'\n')
+               FROM pg_catalog.jsonb_path_query(p_metadata, 'strict $.**') AS v
+              WHERE pg_catalog.jsonb_typeof(v) OPERATOR(pg_catalog.=) 'string'))%s)$f$, v_collate);
+END
 $$;
+GRANT EXECUTE ON FUNCTION chatledger_fold TO chatledger_app;
 GRANT EXECUTE ON FUNCTION chatledger_search_text TO chatledger_app;
 
 -- A trigram index with the tenant as its first column (btree_gin), so a substring of three or
@@ -99,7 +114,7 @@ BEGIN
          WHERE p.pronamespace = pg_catalog.current_schema()::regnamespace
            AND p.proname LIKE 'chatledger\_%'
            AND p.proname NOT IN ('chatledger_current_tenant', 'chatledger_entry_hash',
-                                 'chatledger_search_text')
+                                 'chatledger_search_text', 'chatledger_fold')
     LOOP
         EXECUTE pg_catalog.format('ALTER ROUTINE %s SET search_path = pg_catalog, %I, pg_temp',
                                   v_routine, pg_catalog.current_schema());

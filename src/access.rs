@@ -75,9 +75,14 @@ impl Action {
 /// Who acted: a tenant key, the admin key, or the operator on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Actor {
-    Key { id: Arc<str>, role: KeyRole },
+    Key {
+        id: Arc<str>,
+        role: KeyRole,
+    },
     Admin,
     Operator,
+    /// The retention sweeper, which the operator runs.
+    Retention,
 }
 
 impl Actor {
@@ -94,6 +99,7 @@ impl Actor {
             Actor::Key { id, .. } => id,
             Actor::Admin => "admin",
             Actor::Operator => "operator",
+            Actor::Retention => "retention",
         }
     }
 
@@ -101,7 +107,7 @@ impl Actor {
         match self {
             Actor::Key { role, .. } => role.as_str(),
             Actor::Admin => "admin",
-            Actor::Operator => "operator",
+            Actor::Operator | Actor::Retention => "operator",
         }
     }
 

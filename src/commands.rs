@@ -1,6 +1,7 @@
 //! What each subcommand does.
 
 use std::error::Error as StdError;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 
@@ -8,14 +9,19 @@ use crate::access::{self, Accessor, ListAccess};
 use crate::admin;
 use crate::auth::{AdminKey, KeyRole, Scope};
 use crate::config::{
-    AuditCommand, DatabaseArgs, KeysCommand, ServeArgs, TenantsCommand, VerifyArgs,
+    AuditCommand, DatabaseArgs, HoldsCommand, KeysCommand, RetentionCommand, ServeArgs,
+    TenantsCommand, VerifyArgs,
 };
 use crate::db::{self, Database, PoolSettings};
 use crate::http;
 use crate::ledger::audit::{self, Verification};
+use crate::ledger::erase::{Erasure, ErasureRequest};
 use crate::ledger::export::{self, ExportVerdict};
+use crate::ledger::holds::{self, AddToHold, PlaceHold, ReleaseHold};
+use crate::ledger::retention;
 use crate::ledger::search::{self, Search, SearchQuery};
 use crate::ledger::{MessageRole, SessionId};
+use crate::metrics;
 
 pub type BoxError = Box<dyn StdError + Send + Sync>;
 pub type CommandResult = Result<(), BoxError>;
@@ -48,7 +54,12 @@ async fn serve_on(database: &Database, args: &ServeArgs) -> CommandResult {
     }
     db::migrate(database.owner()).await?;
     let pool = db::runtime_pool(database.owner(), &args.pool_settings()).await?;
-    let state = http::AppState::new(pool.clone(), args.limits(), admin_key);
+    let state = http::AppState::new(pool.clone(), args.limits(), admin_key)
+        .trusting(args.trusted_proxy.clone());
+    let sweeper = tokio::spawn(sweep_periodically(
+        pool.clone(),
+        Duration::from_secs(args.retention_interval_secs.max(1)),
+    ));
     let listener = TcpListener::bind(args.listen).await?;
     tracing::info!(address = %listener.local_addr()?, embedded = database.is_embedded(), "chatledger listening");
     http::serve(
@@ -57,9 +68,28 @@ async fn serve_on(database: &Database, args: &ServeArgs) -> CommandResult {
         shutdown_signal(),
     )
     .await?;
+    sweeper.abort();
     pool.close().await;
     tracing::info!("chatledger stopped");
     Ok(())
+}
+
+/// Retention sweeps every `interval` (the first one after a minute, so a starting fleet does
+/// not sweep at once); one server of a deployment sweeps at a time.
+async fn sweep_periodically(pool: sqlx::PgPool, interval: Duration) {
+    let mut ticks = tokio::time::interval_at(
+        tokio::time::Instant::now() + interval.min(Duration::from_secs(60)),
+        interval,
+    );
+    loop {
+        ticks.tick().await;
+        match retention::sweep(&pool, chrono::Utc::now(), None, false).await {
+            Ok(report) => metrics::swept(&report),
+            Err(error) => {
+                tracing::warn!(%error, "retention sweep failed; retrying at the next interval")
+            }
+        }
+    }
 }
 
 /// `chatledger migrate`.
@@ -243,6 +273,114 @@ pub async fn audit(command: AuditCommand) -> CommandResult {
             .await
         }
     }
+}
+
+/// `chatledger holds ...`, as the operator.
+pub async fn holds(command: HoldsCommand) -> CommandResult {
+    let accessor = Accessor::operator();
+    let (tenant, database) = match &command {
+        HoldsCommand::List { tenant, database }
+        | HoldsCommand::Place {
+            tenant, database, ..
+        }
+        | HoldsCommand::Add {
+            tenant, database, ..
+        }
+        | HoldsCommand::Release {
+            tenant, database, ..
+        } => (tenant.clone(), database.clone()),
+    };
+    with_database(&database, |pool| async move {
+        let tenant = admin::tenant_by_name(&mut *pool.acquire().await?, &tenant).await?;
+        let scope = Scope::operator(&tenant);
+        let operator = accessor.actor.id().to_owned();
+        let changed = match command {
+            HoldsCommand::List { .. } => {
+                for hold in holds::list(&mut *pool.begin().await?, scope, None).await? {
+                    println!("{}", serde_json::to_string(&hold)?);
+                }
+                return Ok(());
+            }
+            HoldsCommand::Place {
+                name,
+                reason,
+                sessions,
+                ..
+            } => {
+                let work =
+                    PlaceHold::new(&name, &reason, holds::session_ids(&sessions)?, &operator)?;
+                access::run_recorded(&pool, scope, true, &accessor, work).await?
+            }
+            HoldsCommand::Add { id, sessions, .. } => {
+                let work = AddToHold {
+                    hold_id: id,
+                    session_ids: holds::session_ids(&sessions)?,
+                    added_by: operator,
+                };
+                access::run_recorded(&pool, scope, true, &accessor, work).await?
+            }
+            HoldsCommand::Release { id, .. } => {
+                let work = ReleaseHold {
+                    hold_id: id,
+                    released_by: operator,
+                };
+                access::run_recorded(&pool, scope, true, &accessor, work).await?
+            }
+        };
+        println!("{}", serde_json::to_string(&changed)?);
+        Ok(())
+    })
+    .await
+}
+
+/// `chatledger erase`, as the operator.
+pub async fn erase(
+    tenant: &str,
+    session: &str,
+    reason: String,
+    through_seq: Option<i64>,
+    database: &DatabaseArgs,
+) -> CommandResult {
+    let accessor = Accessor::operator();
+    with_database(database, |pool| async move {
+        let tenant = admin::tenant_by_name(&mut *pool.acquire().await?, tenant).await?;
+        let request = ErasureRequest::new(SessionId::parse(session)?, through_seq, reason, None)?;
+        let work = Erasure {
+            request,
+            author: accessor.actor.id().to_owned(),
+        };
+        let erased =
+            access::run_recorded(&pool, Scope::operator(&tenant), true, &accessor, work).await?;
+        println!(
+            "erased {} entries of {}/{session} through seq {}; erasure entry seq {}",
+            erased.erased_count, tenant.name, erased.erased_through_seq, erased.appended.first_seq
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// `chatledger retention run`.
+pub async fn retention(command: RetentionCommand) -> CommandResult {
+    let RetentionCommand::Run {
+        tenant,
+        dry_run,
+        database,
+    } = command;
+    with_database(&database, |pool| async move {
+        let report =
+            retention::sweep(&pool, chrono::Utc::now(), tenant.as_deref(), dry_run).await?;
+        if !report.ran {
+            return Err("another chatledger process is sweeping; try again later".into());
+        }
+        let verb = if dry_run { "due" } else { "erased" };
+        println!(
+            "{verb}: {} payloads in {} erasures; {} sessions held",
+            report.erased_entries, report.erasures, report.held_sessions
+        );
+        Ok(())
+    })
+    .await
 }
 
 /// `chatledger verify`: true when every chain checked is intact. Broken sessions are listed

@@ -52,6 +52,27 @@ pub enum Command {
     /// actor `operator`).
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Legal holds of a tenant, as the operator.
+    #[command(subcommand)]
+    Holds(HoldsCommand),
+    /// Erase a session's payloads, as the operator (API.md "Erasure").
+    Erase {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        session: String,
+        /// Why (1 to 500 characters); kept in the chain.
+        #[arg(long)]
+        reason: String,
+        /// The last seq erased; default the whole session, which also closes it.
+        #[arg(long)]
+        through_seq: Option<i64>,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Retention: erase payloads older than each tenant's retention_days.
+    #[command(subcommand)]
+    Retention(RetentionCommand),
     /// Recompute stored hash chains (exit 0: all intact, 1: something broken, 2: other error).
     Verify(VerifyArgs),
     /// Verify an export offline, with no database and no server (exit 0, 1 or 2 as verify).
@@ -118,6 +139,63 @@ pub enum AuditCommand {
         /// Most records to print.
         #[arg(long, default_value_t = 1000)]
         limit: i64,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HoldsCommand {
+    /// The tenant's holds, one JSON line each.
+    List {
+        #[arg(long)]
+        tenant: String,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Place a hold on sessions; prints it.
+    Place {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        reason: String,
+        /// Session ids to hold.
+        #[arg(long = "session")]
+        sessions: Vec<String>,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Add sessions to a hold.
+    Add {
+        #[arg(long)]
+        tenant: String,
+        id: i64,
+        #[arg(long = "session", required = true)]
+        sessions: Vec<String>,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Release a hold (recorded; never deleted).
+    Release {
+        #[arg(long)]
+        tenant: String,
+        id: i64,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RetentionCommand {
+    /// Run one sweep now (or, with --dry-run, say what it would erase).
+    Run {
+        /// Only this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        dry_run: bool,
         #[command(flatten)]
         database: DatabaseArgs,
     },
@@ -216,6 +294,16 @@ pub struct ServeArgs {
     /// Maximum messages per append.
     #[arg(long, env = "CHATLEDGER_MAX_BATCH", default_value_t = 100)]
     pub max_batch: usize,
+    /// Seconds between retention sweeps (one server sweeps at a time).
+    #[arg(
+        long,
+        env = "CHATLEDGER_RETENTION_INTERVAL_SECS",
+        default_value_t = 3600
+    )]
+    pub retention_interval_secs: u64,
+    /// Peers whose X-Forwarded-For names the client, comma-separated IP addresses.
+    #[arg(long, env = "CHATLEDGER_TRUSTED_PROXY", value_delimiter = ',')]
+    pub trusted_proxy: Vec<std::net::IpAddr>,
 }
 
 // The admin key must never reach a log.

@@ -21,6 +21,12 @@ pub enum Error {
     /// `expected_seq` did not match the session's last seq; nothing was written.
     #[error("expected_seq does not match the session's last seq {current_seq}")]
     SeqConflict { current_seq: i64 },
+    /// The session was erased whole: it takes no more appends or resets.
+    #[error("the session was erased and is closed")]
+    SessionClosed,
+    /// Legal holds cover the session: it cannot be erased.
+    #[error("the session is under legal hold {holds:?}")]
+    LegalHold { holds: Vec<i64> },
     /// The thing to create exists already.
     #[error("{0}")]
     AlreadyExists(String),

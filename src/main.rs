@@ -28,6 +28,15 @@ async fn main() -> ExitCode {
         Some(Command::Tenants(command)) => finish(commands::tenants(command).await),
         Some(Command::Keys(command)) => finish(commands::keys(command).await),
         Some(Command::Audit(command)) => finish(commands::audit(command).await),
+        Some(Command::Holds(command)) => finish(commands::holds(command).await),
+        Some(Command::Erase {
+            tenant,
+            session,
+            reason,
+            through_seq,
+            database,
+        }) => finish(commands::erase(&tenant, &session, reason, through_seq, &database).await),
+        Some(Command::Retention(command)) => finish(commands::retention(command).await),
         Some(Command::Verify(args)) => verdict(commands::verify(args).await),
         Some(Command::VerifyExport { file, expect_head }) => {
             verdict(commands::verify_export(&file, expect_head.as_deref()))

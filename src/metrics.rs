@@ -7,6 +7,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::error::Error;
 use crate::ledger::Appended;
+use crate::ledger::retention::SweepReport;
 
 /// The process-wide Prometheus recorder, installed on first use.
 pub fn prometheus() -> &'static PrometheusHandle {
@@ -29,6 +30,13 @@ pub fn prometheus() -> &'static PrometheusHandle {
             "chatledger_entries_written_total",
             "chatledger_seq_conflicts_total",
             "chatledger_idempotent_replays_total",
+        ] {
+            metrics::counter!(name).increment(0);
+        }
+        for name in [
+            "chatledger_retention_sweeps_total",
+            "chatledger_retention_erasures_total",
+            "chatledger_retention_erased_entries_total",
         ] {
             metrics::counter!(name).increment(0);
         }
@@ -58,4 +66,16 @@ pub fn appended(appended: &Appended) {
         metrics::counter!("chatledger_entries_written_total")
             .increment(appended.entries.len() as u64);
     }
+}
+
+/// Counts a retention sweep this server made, and when.
+pub fn swept(report: &SweepReport) {
+    if !report.ran {
+        return;
+    }
+    metrics::counter!("chatledger_retention_sweeps_total").increment(1);
+    metrics::counter!("chatledger_retention_erasures_total").increment(report.erasures);
+    metrics::counter!("chatledger_retention_erased_entries_total").increment(report.erased_entries);
+    metrics::gauge!("chatledger_retention_last_sweep_timestamp_seconds")
+        .set(chrono::Utc::now().timestamp() as f64);
 }

@@ -101,6 +101,11 @@ pub async fn tenant_names(pool: &PgPool, after: &str, limit: i64) -> Result<Vec<
 
 /// The tenant named `name`.
 pub async fn tenant_by_name(db: &mut PgConnection, name: &str) -> Result<Tenant, Error> {
+    // No tenant has a name outside the alphabet, and PostgreSQL could not even compare one
+    // holding a NUL.
+    if parse_tenant_name(name).is_err() {
+        return Err(Error::UnknownTenant);
+    }
     let id = sqlx::query_scalar!("SELECT id FROM tenants WHERE name = $1", name)
         .fetch_optional(&mut *db)
         .await?

@@ -42,6 +42,9 @@ pub struct VerifyResult {
     head_hash: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     first_bad_seq: Option<i64>,
+    /// With `ok`: entries whose payload was erased (their digests are taken as stored).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    erased_entries: Option<i64>,
     /// payload_digest_mismatch, prev_hash_mismatch, hash_mismatch, seq_gap or head_mismatch.
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'static str>,
@@ -70,6 +73,7 @@ pub async fn verify(
                 Ok(Ok(verified)) => Outcome::ok(json!({
                     "ok": true,
                     "verified_through_seq": verified.verified_through_seq,
+                    "erased_entries": verified.erased_entries,
                 })),
                 Ok(Err(broken)) => Outcome::ok(json!({
                     "ok": false,
@@ -100,6 +104,7 @@ pub async fn verify(
             ok: true,
             verified_through_seq: Some(verified.verified_through_seq),
             head_hash: Some(hex::encode(verified.head_hash)),
+            erased_entries: Some(verified.erased_entries),
             first_bad_seq: None,
             reason: None,
         },
@@ -107,6 +112,7 @@ pub async fn verify(
             ok: false,
             verified_through_seq: None,
             head_hash: None,
+            erased_entries: None,
             first_bad_seq: Some(broken.first_bad_seq),
             reason: Some(broken.reason.as_str()),
         },

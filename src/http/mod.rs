@@ -5,6 +5,7 @@
 mod admin;
 mod audit;
 mod extract;
+mod holds;
 mod observe;
 pub mod openapi;
 mod ops;
@@ -158,6 +159,10 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
         .route("/sessions/{session_id}/context", get(sessions::context))
         .route("/sessions/{session_id}/verify", get(audit::verify))
         .route("/sessions/{session_id}/export", get(audit::export))
+        .route("/sessions/{session_id}/erasure", post(holds::erase))
+        .route("/holds", post(holds::place).get(holds::list))
+        .route("/holds/{id}", delete(holds::release))
+        .route("/holds/{id}/sessions", post(holds::add_sessions))
         .route("/audit/search", get(audit::search))
         .route("/audit/access", get(audit::access_log))
         .route("/admin/tenants", post(admin::create_tenant))

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, audit, ops, problem, sessions};
+use super::{admin, audit, holds, ops, problem, sessions};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -17,6 +17,11 @@ use super::{admin, audit, ops, problem, sessions};
         sessions::list_sessions,
         audit::verify,
         audit::export,
+        holds::erase,
+        holds::place,
+        holds::add_sessions,
+        holds::release,
+        holds::list,
         audit::search,
         audit::access_log,
         admin::create_tenant,

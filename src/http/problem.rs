@@ -49,6 +49,9 @@ pub struct Problem {
     /// With `seq_conflict`: the session's last seq (0 for a missing session).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub current_seq: Option<i64>,
+    /// With `legal_hold`: the ids of the holds that cover the session.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub holds: Option<Vec<i64>>,
 }
 
 /// The cause of a 5xx response, for the logging middleware.
@@ -117,6 +120,12 @@ impl ApiError {
                 "session_not_found",
                 "Session not found",
             ),
+            ApiError::Domain(Error::SessionClosed) => {
+                (StatusCode::CONFLICT, "session_closed", "Session closed")
+            }
+            ApiError::Domain(Error::LegalHold { .. }) => {
+                (StatusCode::CONFLICT, "legal_hold", "Under legal hold")
+            }
             ApiError::Domain(Error::SeqConflict { .. }) => {
                 (StatusCode::CONFLICT, "seq_conflict", "Sequence conflict")
             }
@@ -193,6 +202,10 @@ impl IntoResponse for ApiError {
                 ApiError::Domain(Error::SeqConflict { current_seq }) => Some(*current_seq),
                 _ => None,
             },
+            holds: match &self {
+                ApiError::Domain(Error::LegalHold { holds }) => Some(holds.clone()),
+                _ => None,
+            },
         };
         let mut response = (status, Json(problem)).into_response();
         response.headers_mut().insert(
@@ -243,7 +256,7 @@ pub enum WriteProblems {
     NotFound(#[to_schema] Problem),
     #[response(
         status = 409,
-        description = "expected_seq is stale (seq_conflict, with current_seq)",
+        description = "expected_seq is stale (seq_conflict, with current_seq), the session is closed (session_closed), or it is held (legal_hold, with holds)",
         content_type = "application/problem+json"
     )]
     Conflict(#[to_schema] Problem),

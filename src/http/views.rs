@@ -89,8 +89,9 @@ pub struct EntryView<'a> {
     /// A string or an array of content blocks (objects or strings); null for a context reset.
     #[schema(schema_with = content_schema)]
     content: Option<&'a RawJson>,
-    #[schema(value_type = Object)]
-    metadata: &'a RawJson,
+    /// An object; null once erased.
+    #[schema(value_type = Option<Object>)]
+    metadata: Option<&'a RawJson>,
     #[schema(value_type = String)]
     created_at: Timestamp,
     /// Not in the chat view.
@@ -100,10 +101,10 @@ pub struct EntryView<'a> {
     /// Not in the chat view.
     #[serde(skip_serializing_if = "Option::is_none")]
     author: Option<&'a str>,
-    /// Not in the chat view.
+    /// Not in the chat view; null once erased.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
-    salt: Option<Hex<'a>>,
+    salt: Option<Option<Hex<'a>>>,
     /// Not in the chat view.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
@@ -128,15 +129,15 @@ impl<'a> EntryView<'a> {
             kind: &entry.kind,
             role: entry.role.as_deref(),
             content: entry.content.as_ref(),
-            metadata: &entry.metadata,
+            metadata: entry.metadata.as_ref(),
             created_at: entry.created_at,
             idempotency_key: full.then_some(entry.idempotency_key.as_deref()),
             author: full.then_some(entry.author.as_str()),
-            salt: chain(&entry.salt),
+            salt: full.then(|| entry.salt.as_deref().map(Hex)),
             payload_digest: chain(&entry.payload_digest),
             prev_hash: chain(&entry.prev_hash),
             hash: chain(&entry.hash),
-            erased: false,
+            erased: entry.erased,
         }
     }
 }
@@ -190,6 +191,10 @@ pub struct SessionView {
     head_hash: Vec<u8>,
     message_count: i64,
     context_start_seq: i64,
+    /// Erased whole: appends and resets are refused.
+    closed: bool,
+    /// Ids of the unreleased legal holds covering the session.
+    holds: Vec<i64>,
 }
 
 impl From<SessionSummary> for SessionView {
@@ -202,6 +207,8 @@ impl From<SessionSummary> for SessionView {
             head_hash: summary.head_hash,
             message_count: summary.message_count,
             context_start_seq: summary.context_start_seq,
+            closed: summary.closed,
+            holds: summary.holds,
         }
     }
 }

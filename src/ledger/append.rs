@@ -134,12 +134,14 @@ struct EntryParam {
 /// What `chatledger_append` did (`chatledger_append_outcome`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
 #[sqlx(type_name = "chatledger_append_outcome", rename_all = "snake_case")]
-enum Outcome {
+pub(super) enum Outcome {
     Appended,
     Replayed,
     SeqConflict,
     SessionNotFound,
     IdempotencyKeyReused,
+    SessionClosed,
+    LegalHold,
 }
 
 /// Appends `request.entries` as one contiguous run of seqs, or fails having written nothing.
@@ -199,6 +201,8 @@ pub async fn append(
         }
         Outcome::SessionNotFound => return Err(Error::SessionNotFound),
         Outcome::IdempotencyKeyReused => return Err(Error::IdempotencyKeyReused),
+        Outcome::SessionClosed => return Err(Error::SessionClosed),
+        Outcome::LegalHold => return Err(Error::Corrupt("an append refused for a legal hold")),
     };
     let (Some(first_seq), Some(created_at), Some(hashes)) =
         (row.first_seq, row.created_at, row.hashes)
@@ -208,7 +212,7 @@ pub async fn append(
     appended(request.session_id, first_seq, created_at, hashes, replayed)
 }
 
-fn appended(
+pub(super) fn appended(
     session_id: SessionId,
     first_seq: i64,
     created_at: DateTime<Utc>,

@@ -25,11 +25,11 @@ pub struct EntryLine {
     pub kind: String,
     pub role: Option<String>,
     pub content: Option<RawJson>,
-    pub metadata: RawJson,
+    pub metadata: Option<RawJson>,
     pub created_at: String,
     pub idempotency_key: Option<String>,
     pub author: String,
-    pub salt: String,
+    pub salt: Option<String>,
     pub payload_digest: String,
     pub prev_hash: String,
     pub hash: String,
@@ -68,11 +68,11 @@ impl EntryLine {
             created_at: entry.created_at.to_string(),
             idempotency_key: entry.idempotency_key,
             author: entry.author,
-            salt: hex::encode(entry.salt),
+            salt: entry.salt.map(hex::encode),
             payload_digest: hex::encode(entry.payload_digest),
             prev_hash: hex::encode(entry.prev_hash),
             hash: hex::encode(entry.hash),
-            erased: false,
+            erased: entry.erased,
         }
     }
 
@@ -85,7 +85,9 @@ impl EntryLine {
         if let Some(content) = &self.content {
             json::check(content.0.get(), "content").ok()?;
         }
-        json::check(self.metadata.0.get(), "metadata").ok()?;
+        if let Some(metadata) = &self.metadata {
+            json::check(metadata.0.get(), "metadata").ok()?;
+        }
         let hex32 = |text: &str| hex::decode(text).ok().filter(|bytes| bytes.len() == 32);
         Some(Entry {
             seq: self.seq,
@@ -96,10 +98,14 @@ impl EntryLine {
             created_at,
             idempotency_key: self.idempotency_key.clone(),
             author: self.author.clone(),
-            salt: hex::decode(&self.salt).ok()?,
+            salt: match &self.salt {
+                Some(salt) => Some(hex::decode(salt).ok()?),
+                None => None,
+            },
             payload_digest: hex32(&self.payload_digest)?,
             prev_hash: hex32(&self.prev_hash)?,
             hash: hex32(&self.hash)?,
+            erased: self.erased,
         })
     }
 }

@@ -3,10 +3,13 @@
 
 mod append;
 pub mod audit;
+pub mod erase;
 pub mod export;
 pub mod hash;
+pub mod holds;
 pub mod json;
 mod read;
+pub mod retention;
 pub mod search;
 mod types;
 pub mod verify;

@@ -22,6 +22,10 @@ pub struct SessionSummary {
     pub head_hash: Vec<u8>,
     pub message_count: i64,
     pub context_start_seq: i64,
+    /// Erased whole: no more appends or resets.
+    pub closed: bool,
+    /// The unreleased legal holds covering it.
+    pub holds: Vec<i64>,
 }
 
 /// One stored entry, exactly as recorded.
@@ -32,14 +36,18 @@ pub struct Entry {
     pub role: Option<String>,
     /// Passed through as stored; parsed only where a digest is recomputed.
     pub content: Option<RawJson>,
-    pub metadata: RawJson,
+    /// Null once erased.
+    pub metadata: Option<RawJson>,
     pub created_at: Timestamp,
     pub idempotency_key: Option<String>,
     pub author: String,
-    pub salt: Vec<u8>,
+    /// Null once erased.
+    pub salt: Option<Vec<u8>>,
     pub payload_digest: Vec<u8>,
     pub prev_hash: Vec<u8>,
     pub hash: Vec<u8>,
+    /// The payload (content, metadata, salt) is gone; the header and the digest stay.
+    pub erased: bool,
 }
 
 /// Which entries to read.
@@ -95,7 +103,7 @@ async fn summaries(
     let rows = sqlx::query!(
         r#"SELECT session_id AS "session_id!", created_at AS "created_at!", updated_at AS "updated_at!",
                   last_seq AS "last_seq!", head_hash AS "head_hash!", message_count AS "message_count!",
-                  context_start_seq AS "context_start_seq!"
+                  context_start_seq AS "context_start_seq!", closed AS "closed!", holds AS "holds!"
              FROM chatledger_sessions($1, $2, $3, $4, $5)"#,
         scope.tenant.id,
         scope.key_id,
@@ -115,6 +123,8 @@ async fn summaries(
             head_hash: row.head_hash,
             message_count: row.message_count,
             context_start_seq: row.context_start_seq,
+            closed: row.closed,
+            holds: row.holds,
         })
         .collect())
 }
@@ -136,7 +146,7 @@ pub async fn entries(
     let rows = sqlx::query!(
         r#"SELECT last_seq AS "last_seq!", context_start_seq AS "context_start_seq!", seq, kind, role,
                   content AS "content: RawJson", metadata AS "metadata: RawJson", created_at,
-                  idempotency_key, author, salt, payload_digest, prev_hash, hash
+                  idempotency_key, author, salt, payload_digest, prev_hash, hash, erased
              FROM chatledger_entries($1, $2, $3, $4, $5, $6, $7, $8)"#,
         scope.tenant.id,
         scope.key_id,
@@ -162,15 +172,13 @@ pub async fn entries(
             kind: row.kind.ok_or(Error::Corrupt("an entry without kind"))?,
             role: row.role,
             content: row.content,
-            metadata: row
-                .metadata
-                .ok_or(Error::Corrupt("an entry without metadata"))?,
+            metadata: row.metadata,
             created_at: stored_time(row.created_at)?,
             idempotency_key: row.idempotency_key,
             author: row
                 .author
                 .ok_or(Error::Corrupt("an entry without author"))?,
-            salt: row.salt.ok_or(Error::Corrupt("an entry without salt"))?,
+            salt: row.salt,
             payload_digest: row
                 .payload_digest
                 .ok_or(Error::Corrupt("an entry without payload digest"))?,
@@ -178,6 +186,7 @@ pub async fn entries(
                 .prev_hash
                 .ok_or(Error::Corrupt("an entry without prev_hash"))?,
             hash: row.hash.ok_or(Error::Corrupt("an entry without hash"))?,
+            erased: row.erased.unwrap_or(false),
         });
     }
     if context {

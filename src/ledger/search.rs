@@ -125,13 +125,13 @@ pub async fn search(
     let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(
         "SELECT s.session_id, e.session_pk, e.seq, e.kind, e.role, e.content, e.metadata, \
                 e.created_at, e.idempotency_key, e.author, e.salt, e.payload_digest, e.prev_hash, \
-                e.hash \
+                e.hash, e.erased_at IS NOT NULL AS erased \
            FROM entries e JOIN sessions s ON s.id = e.session_pk AND s.tenant_id = e.tenant_id \
-          WHERE e.kind = 'message' AND e.content IS NOT NULL AND e.tenant_id = ",
+          WHERE e.kind = 'message' AND e.erased_at IS NULL AND e.tenant_id = ",
     );
     sql.push_bind(scope.tenant.id);
     for term in &query.terms {
-        sql.push(" AND chatledger_search_text(e.content, e.metadata) LIKE '%' || lower(")
+        sql.push(" AND chatledger_search_text(e.content, e.metadata) LIKE '%' || chatledger_fold(")
             .push_bind(like_escape(term))
             .push(") || '%'");
     }
@@ -186,6 +186,7 @@ pub async fn search(
             payload_digest: row.try_get("payload_digest")?,
             prev_hash: row.try_get("prev_hash")?,
             hash: row.try_get("hash")?,
+            erased: row.try_get("erased")?,
         };
         next = Some(Cursor {
             micros: created_at.timestamp_micros(),
@@ -240,7 +241,7 @@ pub fn searchable_text(entry: &Entry) -> String {
         }
         _ => {}
     }
-    if let Some(metadata) = parse(&entry.metadata) {
+    if let Some(metadata) = entry.metadata.as_ref().and_then(parse) {
         collect_strings(&metadata, &mut parts);
     }
     parts.join("\n")

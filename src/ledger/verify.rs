@@ -40,6 +40,8 @@ pub struct Break {
 pub struct Verified {
     pub verified_through_seq: i64,
     pub head_hash: [u8; 32],
+    /// Entries whose payload was erased: their digests were taken as stored.
+    pub erased_entries: i64,
 }
 
 /// Checks entries fed in seq order against each other; `finish` checks the head.
@@ -49,6 +51,7 @@ pub struct ChainVerifier {
     session_id: String,
     next_seq: i64,
     prev_hash: [u8; 32],
+    erased: i64,
 }
 
 impl ChainVerifier {
@@ -58,6 +61,7 @@ impl ChainVerifier {
             session_id: session_id.to_owned(),
             next_seq: 1,
             prev_hash: GENESIS_HASH,
+            erased: 0,
         }
     }
 
@@ -81,21 +85,19 @@ impl ChainVerifier {
             // as a seq already passed.
             return Err(broken(Reason::SeqGap));
         }
-        // Stored JSON is parsed only here, to recompute the canonical form its digest commits to.
-        let parse = |raw: &RawJson| serde_json::from_str::<Value>(raw.0.get()).ok();
-        let content = match &entry.content {
-            Some(raw) => Some(parse(raw).ok_or_else(|| broken(Reason::PayloadDigestMismatch))?),
-            None => None,
+        let digest = if entry.erased {
+            // Its payload is gone, so its digest cannot be recomputed; the chain through it can,
+            // and nothing of the payload may be left.
+            let payload_left =
+                entry.content.is_some() || entry.metadata.is_some() || entry.salt.is_some();
+            if payload_left || entry.kind != "message" || entry.payload_digest.len() != 32 {
+                return Err(broken(Reason::PayloadDigestMismatch));
+            }
+            self.erased += 1;
+            entry.payload_digest.clone()
+        } else {
+            recomputed_digest(entry).ok_or_else(|| broken(Reason::PayloadDigestMismatch))?
         };
-        let metadata =
-            parse(&entry.metadata).ok_or_else(|| broken(Reason::PayloadDigestMismatch))?;
-        let metadata = metadata
-            .as_object()
-            .ok_or_else(|| broken(Reason::PayloadDigestMismatch))?;
-        let digest = payload_digest(&entry.salt, content.as_ref(), metadata);
-        if entry.salt.len() != 16 || entry.payload_digest != digest {
-            return Err(broken(Reason::PayloadDigestMismatch));
-        }
         if entry.prev_hash != self.prev_hash {
             return Err(broken(Reason::PrevHashMismatch));
         }
@@ -119,6 +121,11 @@ impl ChainVerifier {
         Ok(())
     }
 
+    /// Entries accepted so far whose payload was erased.
+    pub fn erased_entries(&self) -> i64 {
+        self.erased
+    }
+
     /// Checks that the entries seen end exactly at the head (`last_seq`, `head_hash`).
     pub fn finish(self, last_seq: i64, head_hash: &[u8]) -> Result<Verified, Break> {
         let through = self.next_seq - 1;
@@ -137,8 +144,24 @@ impl ChainVerifier {
         Ok(Verified {
             verified_through_seq: through,
             head_hash: self.prev_hash,
+            erased_entries: self.erased,
         })
     }
+}
+
+/// The payload digest of an entry recomputed from its stored payload; `None` when the payload
+/// is not there to recompute it from.
+fn recomputed_digest(entry: &Entry) -> Option<Vec<u8>> {
+    // Stored JSON is parsed only here, to recompute the canonical form its digest commits to.
+    let parse = |raw: &RawJson| serde_json::from_str::<Value>(raw.0.get()).ok();
+    let content = match &entry.content {
+        Some(raw) => Some(parse(raw)?),
+        None => None,
+    };
+    let metadata = parse(entry.metadata.as_ref()?)?;
+    let salt = entry.salt.as_ref().filter(|salt| salt.len() == 16)?;
+    let digest = payload_digest(salt, content.as_ref(), metadata.as_object()?);
+    (entry.payload_digest == digest).then(|| digest.to_vec())
 }
 
 #[cfg(test)]
@@ -178,14 +201,15 @@ mod tests {
                     kind: "message".into(),
                     role: Some("user".into()),
                     content: Some(raw(&content)),
-                    metadata: raw(&metadata),
+                    metadata: Some(raw(&metadata)),
                     created_at,
                     idempotency_key: None,
                     author: "key_1".into(),
-                    salt,
+                    salt: Some(salt),
                     payload_digest: digest.to_vec(),
                     prev_hash: prev.to_vec(),
                     hash: hash.to_vec(),
+                    erased: false,
                 };
                 prev = hash;
                 entry
@@ -258,6 +282,38 @@ mod tests {
         assert_eq!(
             run(&entries, 4, &head).expect_err("extra"),
             expect(4, Reason::HeadMismatch)
+        );
+    }
+
+    #[test]
+    fn erased_entries_verify_through_their_stored_digest_and_nothing_else() {
+        let mut entries = chain(4);
+        let head = entries[3].hash.clone();
+        for entry in &mut entries[..2] {
+            entry.content = None;
+            entry.metadata = None;
+            entry.salt = None;
+            entry.erased = true;
+        }
+        let verified = run(&entries, 4, &head).expect("an erased chain verifies");
+        assert_eq!(verified.erased_entries, 2);
+        let mut leftover = entries.clone();
+        leftover[1].salt = Some(vec![0; 16]);
+        assert_eq!(
+            run(&leftover, 4, &head).expect_err("a salt left behind"),
+            Break {
+                first_bad_seq: 2,
+                reason: Reason::PayloadDigestMismatch
+            }
+        );
+        let mut forged = entries.clone();
+        forged[0].payload_digest = vec![7; 32];
+        assert_eq!(
+            run(&forged, 4, &head).expect_err("a digest cannot change"),
+            Break {
+                first_bad_seq: 1,
+                reason: Reason::HashMismatch
+            }
         );
     }
 }

@@ -164,7 +164,7 @@ async fn an_intact_session_verifies_and_its_export_verifies_offline_and_independ
     let verdict = app.verify("audited").await;
     assert_eq!(
         verdict,
-        json!({"ok": true, "verified_through_seq": 9, "head_hash": last["head_hash"]})
+        json!({"ok": true, "verified_through_seq": 9, "head_hash": last["head_hash"], "erased_entries": 0})
     );
 
     let export = app.export("audited").await;

@@ -236,7 +236,7 @@ async fn audits_and_admin_changes_are_recorded_under_the_tenant_they_concern() {
         .expect("verify");
     assert_eq!(
         verify["detail"],
-        json!({"ok": true, "verified_through_seq": 1})
+        json!({"ok": true, "verified_through_seq": 1, "erased_entries": 0})
     );
     let export = all
         .iter()

@@ -30,6 +30,10 @@ async fn the_database_refuses_update_delete_and_truncate_even_for_the_owner() {
         "UPDATE sessions SET head_hash = head_hash, last_seq = last_seq",
         "DELETE FROM sessions",
         "TRUNCATE sessions CASCADE",
+        // The one update an entry takes is the erasure of its payload, whole and once.
+        "UPDATE entries SET content = NULL, metadata = NULL, salt = NULL, erased_at = now(), author = 'x'",
+        "UPDATE entries SET content = NULL, erased_at = now()",
+        "UPDATE entries SET metadata = NULL, salt = NULL, content = NULL",
         "UPDATE api_keys SET label = 'renamed'",
         "UPDATE api_keys SET role = 'writer', revoked_at = now()",
         "DELETE FROM api_keys",
@@ -50,9 +54,14 @@ async fn the_database_refuses_update_delete_and_truncate_even_for_the_owner() {
         tx.rollback().await.expect("rollback");
         let message = error.to_string();
         assert!(
-            ["not allowed", "may only advance", "may only be revoked"]
-                .iter()
-                .any(|refusal| message.contains(refusal)),
+            [
+                "not allowed",
+                "may only advance",
+                "may only be revoked",
+                "may only have its payload erased"
+            ]
+            .iter()
+            .any(|refusal| message.contains(refusal)),
             "{attack}: {message}"
         );
     }

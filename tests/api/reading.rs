@@ -163,6 +163,8 @@ async fn the_summary_reports_head_counts_and_times_of_first_and_last_entry() {
             "head_hash": last["head_hash"],
             "message_count": 3,
             "context_start_seq": 3,
+            "closed": false,
+            "holds": [],
         })
     );
 }

@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 use sqlx::Row;
 
 use crate::helpers::{ADMIN_KEY, TestApp, assert_problem, json_ok};
+use crate::testbin::run_cli;
 use chatledger::auth::{Credential, KeyRole as Role};
 
 /// Every session route with a body that would succeed for the right caller.
@@ -563,7 +564,7 @@ async fn the_server_refuses_to_run_requests_as_the_table_owner() {
 async fn a_dump_of_the_database_holds_no_plaintext_key() {
     let app = TestApp::spawn().await;
     app.append("s", &[("user", "hello")]).await;
-    let pg_dump = find_pg_dump();
+    let pg_dump = crate::testpg::tool("pg_dump");
     let options = &app.database.owner;
     let mut command = std::process::Command::new(pg_dump);
     command
@@ -607,67 +608,30 @@ async fn a_dump_of_the_database_holds_no_plaintext_key() {
     assert!(!dump.contains(ADMIN_KEY));
 }
 
-/// pg_dump from PATH, `pg_config --bindir` or the newest /usr/lib/postgresql/*/bin.
-fn find_pg_dump() -> std::path::PathBuf {
-    let from_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-        .map(|dir| dir.join("pg_dump"));
-    let from_pg_config = std::process::Command::new("pg_config")
-        .arg("--bindir")
-        .output()
-        .ok()
-        .map(|out| {
-            std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("pg_dump")
-        });
-    let mut versioned: Vec<_> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|entry| entry.path().join("bin/pg_dump"))
-        .collect();
-    versioned.sort();
-    from_path
-        .chain(from_pg_config)
-        .chain(versioned.into_iter().rev())
-        .find(|candidate| candidate.is_file())
-        .expect("pg_dump is installed with the PostgreSQL server package")
-}
-
 #[tokio::test]
 async fn the_command_line_creates_tenants_and_keys_lists_and_revokes_them() {
     let app = TestApp::spawn().await;
-    let run = |args: &[&str]| {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_chatledger"))
-            .args(args)
-            .env("DATABASE_URL", &app.database.owner_url)
-            .output()
-            .expect("chatledger runs");
-        (
-            output.status.code(),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-        )
-    };
+    let run = |args: &[&str]| run_cli(args, None, Some(&app.database.owner_url));
     let (status, stdout) = run(&["tenants", "create", "umbrella"]);
-    assert_eq!(status, Some(0), "{stdout}");
+    assert_eq!(status, 0, "{stdout}");
     assert_eq!(
         run(&["tenants", "create", "umbrella"]).0,
-        Some(1),
+        1,
         "a duplicate tenant fails"
     );
     let (status, key) = run(&[
         "keys", "create", "--tenant", "umbrella", "--role", "writer", "--label", "cli-bot",
     ]);
-    assert_eq!(status, Some(0));
+    assert_eq!(status, 0);
     let key = key.trim().to_owned();
     assert!(key.starts_with("clk_"), "{key}");
     assert_eq!(
         run(&["keys", "create", "--tenant", "nobody", "--role", "writer"]).0,
-        Some(1)
+        1
     );
     assert_eq!(
         run(&["keys", "create", "--tenant", "umbrella", "--role", "admin"]).0,
-        Some(1)
+        1
     );
 
     let append = || {
@@ -682,7 +646,7 @@ async fn the_command_line_creates_tenants_and_keys_lists_and_revokes_them() {
     );
 
     let (status, listing) = run(&["keys", "list"]);
-    assert_eq!(status, Some(0));
+    assert_eq!(status, 0);
     assert!(
         !listing.contains(&key) && !listing.contains(&key[4..]),
         "no secret in the listing"
@@ -694,10 +658,10 @@ async fn the_command_line_creates_tenants_and_keys_lists_and_revokes_them() {
     let id = line.split_whitespace().next().expect("id").to_owned();
     assert!(id.starts_with("key_"));
 
-    assert_eq!(run(&["keys", "revoke", &id]).0, Some(0));
+    assert_eq!(run(&["keys", "revoke", &id]).0, 0);
     assert_problem(append().await.expect("sent"), 401, "unauthenticated").await;
     assert_eq!(
         run(&["keys", "revoke", "key_00000000000000000000000000"]).0,
-        Some(1)
+        1
     );
 }

@@ -4,7 +4,6 @@
 //! whole exactly once or not at all; a retry with its key replays it or writes it now.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
@@ -13,8 +12,8 @@ use tokio::net::TcpStream;
 
 use crate::checker::{Outcome, check};
 use crate::harness::{
-    Activity, Api, Logs, Retry, SERIAL, Server, Store, TempDir, TestDatabase, Turn, activity,
-    assert_clean_history, millis_between, write_turn,
+    Activity, Api, OnDatabase, Retry, SERIAL, Turn, activity, assert_clean_history, millis_between,
+    write_turn,
 };
 
 const SESSIONS: u64 = 4;
@@ -98,23 +97,11 @@ async fn abandon(api: &Api, host: &str, turn: &Turn, how: HangUp) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_client_disconnect_storm_leaves_no_open_transaction_and_no_partial_turn() {
     let _serial = SERIAL.lock().await;
-    let database = TestDatabase::new().await;
-    let dir = TempDir::new("disconnects");
-    let admin_key_file = dir.admin_key_file();
-    let store = Store::External {
-        url: &database.owner_url,
-        admin_key_file: &admin_key_file,
-    };
-    let logs = Arc::new(Logs::default());
-    let server = Server::start(&store, 0, &[], &logs)
-        .await
-        .expect("chatledger starts");
+    let setup = OnDatabase::new("disconnects").await;
+    let (database, logs) = (&setup.database, &setup.logs);
+    let server = setup.start(&[]).await;
     let host = format!("127.0.0.1:{}", server.port);
-    let api = Api::new(
-        &server.address,
-        crate::harness::Keys::of(&database),
-        Duration::from_secs(30),
-    );
+    let api = setup.api(&server, Duration::from_secs(30));
     let sessions: Vec<String> = (0..SESSIONS).map(|n| format!("storm-{n}")).collect();
     let mut seeds = Vec::new();
     for session in &sessions {

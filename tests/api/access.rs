@@ -81,6 +81,26 @@ async fn call(
     request.send().await.expect("request sent")
 }
 
+/// The entry of `GET /v1/admin/keys` that `matching` picks, and the whole listing as sent.
+async fn listed_key(app: &TestApp, matching: impl Fn(&Value) -> bool) -> (Value, String) {
+    let response = app
+        .request_as(Method::GET, "/v1/admin/keys", Some(ADMIN_KEY))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.expect("text");
+    let listed: Value = serde_json::from_str(&text).expect("json");
+    let entry = listed["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .find(|key| matching(key))
+        .expect("listed")
+        .clone();
+    (entry, text)
+}
+
 #[tokio::test]
 async fn missing_malformed_unknown_and_revoked_keys_are_401_on_every_v1_route() {
     let app = TestApp::spawn().await;
@@ -196,27 +216,21 @@ async fn each_role_reaches_exactly_its_routes() {
             assert_problem(call(&app, route, Some(key)).await, 403, "forbidden").await;
         }
     }
-    // The role is checked before the path and the body.
-    let response = app
-        .request_as(Method::POST, "/v1/sessions/bad%20id/messages", Some(reader))
-        .json(&json!({"messages": []}))
-        .send()
-        .await
-        .expect("sent");
-    assert_problem(response, 403, "forbidden").await;
-    let response = app
-        .request_as(Method::GET, "/v1/sessions/bad%20id", Some(ADMIN_KEY))
-        .send()
-        .await
-        .expect("sent");
-    assert_problem(response, 403, "forbidden").await;
-    // A known key with bad input gets the input error.
-    let response = app
-        .request_as(Method::GET, "/v1/sessions/bad%20id", Some(reader))
-        .send()
-        .await
-        .expect("sent");
-    assert_problem(response, 400, "invalid_session_id").await;
+    // The role is checked before the path and the body; a key whose role may use the route gets
+    // the input error.
+    let bad_append = (
+        Method::POST,
+        "/v1/sessions/bad%20id/messages".to_owned(),
+        Some(json!({"messages": []})),
+    );
+    let bad_read = (Method::GET, "/v1/sessions/bad%20id".to_owned(), None);
+    for (route, key, status, code) in [
+        (&bad_append, reader.as_str(), 403, "forbidden"),
+        (&bad_read, ADMIN_KEY, 403, "forbidden"),
+        (&bad_read, reader, 400, "invalid_session_id"),
+    ] {
+        assert_problem(call(&app, route, Some(key)).await, status, code).await;
+    }
 }
 
 #[tokio::test]
@@ -308,23 +322,8 @@ async fn a_revoked_key_is_refused_at_once_by_another_instance() {
             .send()
     };
     assert_eq!(append(&second).await.expect("sent").status(), 201);
-    let keys: Value = json_ok(
-        first
-            .request_as(Method::GET, "/v1/admin/keys", Some(ADMIN_KEY))
-            .send()
-            .await
-            .expect("sent"),
-    )
-    .await;
-    let id = keys["keys"]
-        .as_array()
-        .expect("keys")
-        .iter()
-        .find(|k| k["tenant"] == "leaky")
-        .expect("key")["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let (listed, _) = listed_key(&first, |key| key["tenant"] == "leaky").await;
+    let id = listed["id"].as_str().expect("id").to_owned();
     let revoke = first
         .request_as(
             Method::DELETE,
@@ -401,20 +400,8 @@ async fn admin_routes_create_tenants_and_keys_list_them_without_secrets_and_revo
         .await;
     assert_problem(as_admin.expect("sent"), 422, "validation_failed").await;
 
-    let listed = admin(Method::GET, "/v1/admin/keys")
-        .send()
-        .await
-        .expect("sent");
-    let text = listed.text().await.expect("text");
+    let (entry, text) = listed_key(&app, |key| key["id"] == created["id"]).await;
     assert!(!text.contains(&secret), "the list holds no secret");
-    let listed: Value = serde_json::from_str(&text).expect("json");
-    let entry = listed["keys"]
-        .as_array()
-        .expect("keys")
-        .iter()
-        .find(|k| k["id"] == created["id"])
-        .expect("listed")
-        .clone();
     assert!(entry.get("key").is_none());
     assert_eq!(entry["revoked_at"], Value::Null);
 
@@ -453,20 +440,7 @@ async fn admin_routes_create_tenants_and_keys_list_them_without_secrets_and_revo
     .await
     .expect("sent");
     assert_problem(missing, 404, "not_found").await;
-    let listed: Value = json_ok(
-        admin(Method::GET, "/v1/admin/keys")
-            .send()
-            .await
-            .expect("sent"),
-    )
-    .await;
-    let entry = listed["keys"]
-        .as_array()
-        .expect("keys")
-        .iter()
-        .find(|k| k["id"] == created["id"])
-        .expect("listed")
-        .clone();
+    let (entry, _) = listed_key(&app, |key| key["id"] == created["id"]).await;
     assert!(entry["revoked_at"].is_string());
 }
 

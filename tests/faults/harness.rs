@@ -350,6 +350,15 @@ pub struct Retry {
     pub backoff: Duration,
 }
 
+impl Retry {
+    /// One attempt, no retry: for seeding, and for retries whose every attempt is counted.
+    pub const ONCE: Retry = Retry {
+        attempts: 1,
+        deadline: Duration::from_secs(30),
+        backoff: Duration::ZERO,
+    };
+}
+
 /// A turn's fate: the checker's record, every attempt, and anything the contract forbids.
 #[derive(Debug)]
 pub struct Written {
@@ -425,6 +434,19 @@ pub async fn write_turn(api: &Api, turn: &Turn, retry: Retry) -> Written {
             }
         }
     }
+    written
+}
+
+/// One attempt of `turn` that must be acknowledged (a seed, or the retry of an abandoned turn).
+pub async fn write_acknowledged(api: &Api, turn: &Turn) -> Written {
+    let written = write_turn(api, turn, Retry::ONCE).await;
+    assert!(
+        written.acknowledged(),
+        "{} (key {}): {:?}",
+        turn.session,
+        turn.key,
+        written.attempts
+    );
     written
 }
 

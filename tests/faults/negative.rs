@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::checker::{Outcome, ReadBack, SentTurn, SessionReport, check, turn_messages};
-use crate::harness::{OnDatabase, Retry, Turn, write_turn};
+use crate::harness::{OnDatabase, Turn, write_acknowledged};
 use crate::synthetic::SyntheticLedger;
 
 const TURNS: u64 = 6;
@@ -29,21 +29,10 @@ async fn fault_negative_control_the_checker_reports_a_dropped_a_duplicated_and_a
     let setup = OnDatabase::new("negative").await;
     let server = setup.start(&[]).await;
     let api = setup.api(&server, Duration::from_secs(30));
-    let retry = Retry {
-        attempts: 1,
-        deadline: Duration::from_secs(30),
-        backoff: Duration::ZERO,
-    };
     let mut sent = Vec::new();
     for turn in 0..TURNS {
-        let written = write_turn(
-            &api,
-            &Turn::new("neg", 1, turn, turn.is_multiple_of(2), ""),
-            retry,
-        )
-        .await;
-        assert!(written.acknowledged(), "{:?}", written.attempts);
-        sent.push(written.record);
+        let turn = Turn::new("neg", 1, turn, turn.is_multiple_of(2), "");
+        sent.push(write_acknowledged(&api, &turn).await.record);
     }
     let real = api.read_back("neg").await;
     assert!(server.terminate().await.success());

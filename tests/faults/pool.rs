@@ -11,8 +11,8 @@ use sqlx::{Connection, PgConnection};
 
 use crate::checker::Outcome;
 use crate::harness::{
-    Api, Attempt, OnDatabase, Retry, SERIAL, Tally, Turn, activity, assert_clean_history,
-    write_turn,
+    Api, Attempt, OnDatabase, SERIAL, Tally, Turn, activity, assert_clean_history,
+    write_acknowledged,
 };
 
 const ACQUIRE: Duration = Duration::from_millis(500);
@@ -22,11 +22,6 @@ const STATEMENT: Duration = Duration::from_millis(2_000);
 const DEADLINE: Duration = Duration::from_millis(500 + 2_000 + 2_000);
 const BURST: u64 = 64;
 const COLD: u64 = 4;
-const ONE_TRY: Retry = Retry {
-    attempts: 1,
-    deadline: Duration::from_secs(30),
-    backoff: Duration::ZERO,
-};
 
 /// Sends every turn at once, one attempt each.
 async fn burst(api: &Api, turns: &[Turn]) -> Vec<(Turn, Attempt, Option<serde_json::Value>)> {
@@ -59,12 +54,7 @@ async fn fault_pool_exhaustion_answers_fast_503s_within_deadlines_and_recovers_f
 
     let mut sent = Vec::new();
     for session in &sessions {
-        let seeded = write_turn(&api, &Turn::new(session, 0, 0, false, ""), ONE_TRY).await;
-        assert!(
-            seeded.acknowledged(),
-            "{session} seeded: {:?}",
-            seeded.attempts
-        );
+        let seeded = write_acknowledged(&api, &Turn::new(session, 0, 0, false, "")).await;
         sent.push(seeded.record);
     }
 
@@ -136,13 +126,7 @@ async fn fault_pool_exhaustion_answers_fast_503s_within_deadlines_and_recovers_f
             sent.push(turn.record(Outcome::Acknowledged(receipt)));
             continue;
         }
-        let again = write_turn(&api, turn, ONE_TRY).await;
-        assert!(
-            again.acknowledged(),
-            "retry of {}: {:?}",
-            turn.key,
-            again.attempts
-        );
+        let again = write_acknowledged(&api, turn).await;
         retried_replays += again.attempts.iter().filter(|a| a.replayed()).count();
         sent.push(again.record);
     }

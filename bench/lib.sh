@@ -1,14 +1,17 @@
 # Shared by bench/compare.sh and bench/scale.sh (sourced, not run): a throwaway PostgreSQL
-# cluster (fsync on, unix socket only), a prepared chatledger database, a chatledger server on
+# cluster (scripts/cluster.sh, fsync on), a prepared chatledger database, a chatledger server on
 # loopback, CPU accounting from /proc, and clean-up of all of it on exit.
 # shellcheck shell=bash
 
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_DIR="$(cd "$BENCH_DIR/.." && pwd)"
-CHATLEDGER_BIN="${CHATLEDGER_BIN:-$REPO_DIR/target/release/chatledger}"
-BENCH_BIN="${CHATLEDGER_BENCH_BIN:-$REPO_DIR/target/release/chatledger-bench}"
 CLK_TCK="$(getconf CLK_TCK)"
 NPROC="$(nproc)"
+
+# shellcheck source=scripts/cluster.sh
+source "$REPO_DIR/scripts/cluster.sh"
+# shellcheck source=scripts/cargo-bin.sh
+source "$REPO_DIR/scripts/cargo-bin.sh"
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 note() { printf '    %s\n' "$*" >&2; }
@@ -17,31 +20,26 @@ die() {
     exit 1
 }
 
-# Builds both binaries unless BENCH_BUILD=0 (then CHATLEDGER_BIN / CHATLEDGER_BENCH_BIN must exist).
+# Sets CHATLEDGER_BIN and BENCH_BIN (release builds) unless the environment sets them
+# (CHATLEDGER_BIN, CHATLEDGER_BENCH_BIN): built now, or with BENCH_BUILD=0 already built where
+# cargo puts them.
 bench_build() {
+    local server bench
     if [[ "${BENCH_BUILD:-1}" == 1 ]]; then
         step "cargo build --release --bin chatledger --bin chatledger-bench"
-        (cd "$REPO_DIR" && SQLX_OFFLINE="${SQLX_OFFLINE:-true}" \
-            cargo build --release --locked --bin chatledger --bin chatledger-bench) >&2
+        server="$(cargo_bin chatledger --release --bin chatledger-bench)"
+        bench="$(cargo_bin chatledger-bench --release)"
+    else
+        server="$(cargo_target_dir)/release/chatledger"
+        bench="$(cargo_target_dir)/release/chatledger-bench"
     fi
+    CHATLEDGER_BIN="${CHATLEDGER_BIN:-$server}"
+    BENCH_BIN="${CHATLEDGER_BENCH_BIN:-$bench}"
     [[ -x "$CHATLEDGER_BIN" ]] || die "no $CHATLEDGER_BIN (set CHATLEDGER_BIN or BENCH_BUILD=1)"
     [[ -x "$BENCH_BIN" ]] || die "no $BENCH_BIN (set CHATLEDGER_BENCH_BIN or BENCH_BUILD=1)"
 }
 
-# shellcheck source=../scripts/postgres.sh
-source "$(dirname "${BASH_SOURCE[0]}")/../scripts/postgres.sh"
-
-RUN_AS_POSTGRES=0
-as_cluster_user() {
-    if [[ "$RUN_AS_POSTGRES" == 1 ]]; then
-        (cd / && runuser -u postgres -- "$@")
-    else
-        (cd / && "$@")
-    fi
-}
-
 BENCH_TMP=""
-PG_BINDIR=""
 SERVER_PID=""
 SERVER_LOG=""
 
@@ -49,67 +47,24 @@ bench_cleanup() {
     local status=$?
     trap - EXIT INT TERM
     bench_stop_server
-    if [[ -n "$BENCH_TMP" ]]; then
-        if [[ -f "$BENCH_TMP/pg/postmaster.pid" ]]; then
-            as_cluster_user "$PG_BINDIR/pg_ctl" -D "$BENCH_TMP/pg" -m fast -w -t 30 stop \
-                >/dev/null 2>&1 ||
-                as_cluster_user "$PG_BINDIR/pg_ctl" -D "$BENCH_TMP/pg" -m immediate -w stop \
-                    >/dev/null 2>&1 || true
-        fi
-        if [[ "${BENCH_KEEP_TMP:-0}" == 1 ]]; then
-            note "kept $BENCH_TMP (BENCH_KEEP_TMP=1)"
-        else
-            rm -rf -- "$BENCH_TMP"
-        fi
-    fi
+    CLUSTER_KEEP="${BENCH_KEEP_TMP:-${CLUSTER_KEEP:-0}}" cluster_stop
     exit "$status"
 }
 
-# Starts the cluster: default settings except a unix socket in the temp dir and no TCP
-# (fsync, synchronous_commit, shared_buffers and max_connections keep their defaults).
+# Starts the cluster: default settings (fsync, synchronous_commit, shared_buffers and
+# max_connections included) except a unix socket in the temp dir and no TCP. The temp dir is
+# BENCH_TMP, also home to the benchmark's own files (work/, server logs, admin.key).
 bench_start_cluster() {
-    PG_BINDIR="$(find_pg_bindir)" || die "PostgreSQL server binaries (initdb, pg_ctl) not found"
-    for tool in psql pgbench; do
-        if [[ -x "$PG_BINDIR/$tool" ]]; then
-            printf -v "PG_${tool^^}" '%s' "$PG_BINDIR/$tool"
-        else
-            command -v "$tool" >/dev/null || die "$tool not found"
-            printf -v "PG_${tool^^}" '%s' "$(command -v "$tool")"
-        fi
-    done
-    if [[ "$(id -u)" == 0 ]]; then
-        id -u postgres >/dev/null 2>&1 || die "running as root without a 'postgres' account"
-        RUN_AS_POSTGRES=1
-    fi
-    BENCH_TMP="$(mktemp -d /tmp/chatledger-bench.XXXXXX)"
+    PG_PGBENCH="$(find_pg_tool pgbench)" || die "pgbench not found"
+    cluster_start chatledger
     trap bench_cleanup EXIT
-    trap 'exit 130' INT TERM
-    chmod 0711 "$BENCH_TMP"
-    mkdir -p "$BENCH_TMP/sock" "$BENCH_TMP/work"
-    if [[ "$RUN_AS_POSTGRES" == 1 ]]; then
-        chown postgres: "$BENCH_TMP/sock"
-        mkdir -p "$BENCH_TMP/pg" && chown postgres: "$BENCH_TMP/pg" && chmod 0700 "$BENCH_TMP/pg"
-    fi
-    PG_SOCK="$BENCH_TMP/sock"
-    step "Throwaway PostgreSQL cluster in $BENCH_TMP (binaries: $PG_BINDIR; fsync on)"
-    # --no-sync only skips flushing initdb's own files; the running cluster keeps fsync on.
-    if ! as_cluster_user "$PG_BINDIR/initdb" -D "$BENCH_TMP/pg" -U postgres \
-        --auth-local=trust --auth-host=reject --encoding=UTF8 --locale=C --no-sync \
-        >"$BENCH_TMP/initdb.log" 2>&1; then
-        cat "$BENCH_TMP/initdb.log" >&2
-        die "initdb failed"
-    fi
-    if ! as_cluster_user "$PG_BINDIR/pg_ctl" -D "$BENCH_TMP/pg" -l "$BENCH_TMP/pg/postgres.log" \
-        -w -t 60 -o "-c listen_addresses='' -c unix_socket_directories='$PG_SOCK'" \
-        start >/dev/null; then
-        cat "$BENCH_TMP/pg/postgres.log" >&2
-        die "could not start PostgreSQL"
-    fi
+    BENCH_TMP="$CLUSTER_DIR"
+    mkdir -p "$BENCH_TMP/work"
+    PG_SOCK="$CLUSTER_SOCKET"
+    PG_PSQL="$CLUSTER_PSQL"
     PG_SUPER=("$PG_PSQL" -h "$PG_SOCK" -U postgres -X -q -v ON_ERROR_STOP=1)
-    "${PG_SUPER[@]}" -d postgres \
-        -c "CREATE ROLE chatledger_owner LOGIN CREATEDB CREATEROLE" \
-        -c "CREATE DATABASE chatledger OWNER chatledger_owner"
-    DATABASE_URL="postgres://chatledger_owner@localhost/chatledger?host=$PG_SOCK"
+    DATABASE_URL="$(cluster_url chatledger_owner chatledger)"
+    # shellcheck disable=SC2034 # used by compare.sh
     PG_OWNER=("$PG_PSQL" -h "$PG_SOCK" -U chatledger_owner -d chatledger -X -q -v ON_ERROR_STOP=1)
 }
 

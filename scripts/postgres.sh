@@ -1,6 +1,7 @@
-# Sourced by scripts/test.sh, .ci/run and bench/lib.sh: where the PostgreSQL server binaries
+# Sourced by scripts/cluster.sh and .ci/run: where the PostgreSQL server binaries
 # are, in the same order as src/db/embedded.rs ($PATH, `pg_config --bindir`, the newest
 # /usr/lib/postgresql/*/bin).
+# shellcheck shell=bash
 
 has_server_binaries() { [[ -x "$1/initdb" && -x "$1/pg_ctl" ]]; }
 
@@ -26,4 +27,20 @@ find_pg_bindir() {
         fi
     done
     return 1
+}
+
+# Prints the path of a PostgreSQL program (psql, pgbench, ...): the one beside initdb (or beside
+# the file a linked initdb points to), else the first in $PATH; fails when there is none.
+find_pg_tool() {
+    local dir real
+    if dir="$(find_pg_bindir)"; then
+        real="$(dirname "$(readlink -f "$dir/initdb")")"
+        for dir in "$dir" "$real"; do
+            if [[ -x "$dir/$1" ]]; then
+                printf '%s\n' "$dir/$1"
+                return
+            fi
+        done
+    fi
+    command -v "$1"
 }

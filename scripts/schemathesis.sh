@@ -2,14 +2,16 @@
 # Property-based contract test: schemathesis (from PyPI) against the server's own
 # /openapi.json, once per authority (writer on session routes, auditor on audit routes, admin
 # on admin routes). Checks: no 5xx, responses match the schema, documented status codes and
-# content types. Needs DATABASE_URL and a built target/debug/chatledger.
+# content types. Needs DATABASE_URL; runs CHATLEDGER_BIN, else the binary cargo builds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/cargo-bin.sh
+source scripts/cargo-bin.sh
 
 : "${DATABASE_URL:?DATABASE_URL must be set (scripts/test.sh sets it)}"
 VENV="${CHATLEDGER_SCHEMATHESIS_VENV:-target/schemathesis-venv}"
 EXAMPLES="${CHATLEDGER_SCHEMATHESIS_EXAMPLES:-25}"
-BIN=target/debug/chatledger
+BIN="${CHATLEDGER_BIN:-$(cargo_bin chatledger)}"
 
 if [[ ! -x "$VENV/bin/schemathesis" ]]; then
     python3 -m venv "$VENV"

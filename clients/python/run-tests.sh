@@ -19,6 +19,6 @@ fi
 "$venv/bin/python" -m pip list --disable-pip-version-check 2>/dev/null |
     grep -E '^(langchain|langchain-core|langgraph|httpx|pytest) ' | tr -s ' ' | sed 's/^/    /'
 
-export CHATLEDGER_BIN="${CHATLEDGER_BIN:-$repo/target/debug/chatledger}"
+export CHATLEDGER_BIN="${CHATLEDGER_BIN:-$(source "$repo/scripts/cargo-bin.sh" && cargo_bin chatledger)}"
 cd "$here"
 exec "$venv/bin/python" -m pytest -p no:cacheprovider "$@"

@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 use sqlx::Row;
 
 use crate::helpers::{ADMIN_KEY, TestApp, assert_problem, json_ok};
+use crate::testbin::run_cli;
 use chatledger::auth::{Credential, KeyRole as Role};
 
 /// Every session route with a body that would succeed for the right caller.
@@ -78,6 +79,26 @@ async fn call(
         None => request,
     };
     request.send().await.expect("request sent")
+}
+
+/// The entry of `GET /v1/admin/keys` that `matching` picks, and the whole listing as sent.
+async fn listed_key(app: &TestApp, matching: impl Fn(&Value) -> bool) -> (Value, String) {
+    let response = app
+        .request_as(Method::GET, "/v1/admin/keys", Some(ADMIN_KEY))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.expect("text");
+    let listed: Value = serde_json::from_str(&text).expect("json");
+    let entry = listed["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .find(|key| matching(key))
+        .expect("listed")
+        .clone();
+    (entry, text)
 }
 
 #[tokio::test]
@@ -195,27 +216,21 @@ async fn each_role_reaches_exactly_its_routes() {
             assert_problem(call(&app, route, Some(key)).await, 403, "forbidden").await;
         }
     }
-    // The role is checked before the path and the body.
-    let response = app
-        .request_as(Method::POST, "/v1/sessions/bad%20id/messages", Some(reader))
-        .json(&json!({"messages": []}))
-        .send()
-        .await
-        .expect("sent");
-    assert_problem(response, 403, "forbidden").await;
-    let response = app
-        .request_as(Method::GET, "/v1/sessions/bad%20id", Some(ADMIN_KEY))
-        .send()
-        .await
-        .expect("sent");
-    assert_problem(response, 403, "forbidden").await;
-    // A known key with bad input gets the input error.
-    let response = app
-        .request_as(Method::GET, "/v1/sessions/bad%20id", Some(reader))
-        .send()
-        .await
-        .expect("sent");
-    assert_problem(response, 400, "invalid_session_id").await;
+    // The role is checked before the path and the body; a key whose role may use the route gets
+    // the input error.
+    let bad_append = (
+        Method::POST,
+        "/v1/sessions/bad%20id/messages".to_owned(),
+        Some(json!({"messages": []})),
+    );
+    let bad_read = (Method::GET, "/v1/sessions/bad%20id".to_owned(), None);
+    for (route, key, status, code) in [
+        (&bad_append, reader.as_str(), 403, "forbidden"),
+        (&bad_read, ADMIN_KEY, 403, "forbidden"),
+        (&bad_read, reader, 400, "invalid_session_id"),
+    ] {
+        assert_problem(call(&app, route, Some(key)).await, status, code).await;
+    }
 }
 
 #[tokio::test]
@@ -307,23 +322,8 @@ async fn a_revoked_key_is_refused_at_once_by_another_instance() {
             .send()
     };
     assert_eq!(append(&second).await.expect("sent").status(), 201);
-    let keys: Value = json_ok(
-        first
-            .request_as(Method::GET, "/v1/admin/keys", Some(ADMIN_KEY))
-            .send()
-            .await
-            .expect("sent"),
-    )
-    .await;
-    let id = keys["keys"]
-        .as_array()
-        .expect("keys")
-        .iter()
-        .find(|k| k["tenant"] == "leaky")
-        .expect("key")["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let (listed, _) = listed_key(&first, |key| key["tenant"] == "leaky").await;
+    let id = listed["id"].as_str().expect("id").to_owned();
     let revoke = first
         .request_as(
             Method::DELETE,
@@ -400,20 +400,8 @@ async fn admin_routes_create_tenants_and_keys_list_them_without_secrets_and_revo
         .await;
     assert_problem(as_admin.expect("sent"), 422, "validation_failed").await;
 
-    let listed = admin(Method::GET, "/v1/admin/keys")
-        .send()
-        .await
-        .expect("sent");
-    let text = listed.text().await.expect("text");
+    let (entry, text) = listed_key(&app, |key| key["id"] == created["id"]).await;
     assert!(!text.contains(&secret), "the list holds no secret");
-    let listed: Value = serde_json::from_str(&text).expect("json");
-    let entry = listed["keys"]
-        .as_array()
-        .expect("keys")
-        .iter()
-        .find(|k| k["id"] == created["id"])
-        .expect("listed")
-        .clone();
     assert!(entry.get("key").is_none());
     assert_eq!(entry["revoked_at"], Value::Null);
 
@@ -452,20 +440,7 @@ async fn admin_routes_create_tenants_and_keys_list_them_without_secrets_and_revo
     .await
     .expect("sent");
     assert_problem(missing, 404, "not_found").await;
-    let listed: Value = json_ok(
-        admin(Method::GET, "/v1/admin/keys")
-            .send()
-            .await
-            .expect("sent"),
-    )
-    .await;
-    let entry = listed["keys"]
-        .as_array()
-        .expect("keys")
-        .iter()
-        .find(|k| k["id"] == created["id"])
-        .expect("listed")
-        .clone();
+    let (entry, _) = listed_key(&app, |key| key["id"] == created["id"]).await;
     assert!(entry["revoked_at"].is_string());
 }
 
@@ -563,7 +538,7 @@ async fn the_server_refuses_to_run_requests_as_the_table_owner() {
 async fn a_dump_of_the_database_holds_no_plaintext_key() {
     let app = TestApp::spawn().await;
     app.append("s", &[("user", "hello")]).await;
-    let pg_dump = find_pg_dump();
+    let pg_dump = crate::testpg::tool("pg_dump");
     let options = &app.database.owner;
     let mut command = std::process::Command::new(pg_dump);
     command
@@ -607,67 +582,30 @@ async fn a_dump_of_the_database_holds_no_plaintext_key() {
     assert!(!dump.contains(ADMIN_KEY));
 }
 
-/// pg_dump from PATH, `pg_config --bindir` or the newest /usr/lib/postgresql/*/bin.
-fn find_pg_dump() -> std::path::PathBuf {
-    let from_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-        .map(|dir| dir.join("pg_dump"));
-    let from_pg_config = std::process::Command::new("pg_config")
-        .arg("--bindir")
-        .output()
-        .ok()
-        .map(|out| {
-            std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("pg_dump")
-        });
-    let mut versioned: Vec<_> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|entry| entry.path().join("bin/pg_dump"))
-        .collect();
-    versioned.sort();
-    from_path
-        .chain(from_pg_config)
-        .chain(versioned.into_iter().rev())
-        .find(|candidate| candidate.is_file())
-        .expect("pg_dump is installed with the PostgreSQL server package")
-}
-
 #[tokio::test]
 async fn the_command_line_creates_tenants_and_keys_lists_and_revokes_them() {
     let app = TestApp::spawn().await;
-    let run = |args: &[&str]| {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_chatledger"))
-            .args(args)
-            .env("DATABASE_URL", &app.database.owner_url)
-            .output()
-            .expect("chatledger runs");
-        (
-            output.status.code(),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-        )
-    };
+    let run = |args: &[&str]| run_cli(args, None, Some(&app.database.owner_url));
     let (status, stdout) = run(&["tenants", "create", "umbrella"]);
-    assert_eq!(status, Some(0), "{stdout}");
+    assert_eq!(status, 0, "{stdout}");
     assert_eq!(
         run(&["tenants", "create", "umbrella"]).0,
-        Some(1),
+        1,
         "a duplicate tenant fails"
     );
     let (status, key) = run(&[
         "keys", "create", "--tenant", "umbrella", "--role", "writer", "--label", "cli-bot",
     ]);
-    assert_eq!(status, Some(0));
+    assert_eq!(status, 0);
     let key = key.trim().to_owned();
     assert!(key.starts_with("clk_"), "{key}");
     assert_eq!(
         run(&["keys", "create", "--tenant", "nobody", "--role", "writer"]).0,
-        Some(1)
+        1
     );
     assert_eq!(
         run(&["keys", "create", "--tenant", "umbrella", "--role", "admin"]).0,
-        Some(1)
+        1
     );
 
     let append = || {
@@ -682,7 +620,7 @@ async fn the_command_line_creates_tenants_and_keys_lists_and_revokes_them() {
     );
 
     let (status, listing) = run(&["keys", "list"]);
-    assert_eq!(status, Some(0));
+    assert_eq!(status, 0);
     assert!(
         !listing.contains(&key) && !listing.contains(&key[4..]),
         "no secret in the listing"
@@ -694,10 +632,10 @@ async fn the_command_line_creates_tenants_and_keys_lists_and_revokes_them() {
     let id = line.split_whitespace().next().expect("id").to_owned();
     assert!(id.starts_with("key_"));
 
-    assert_eq!(run(&["keys", "revoke", &id]).0, Some(0));
+    assert_eq!(run(&["keys", "revoke", &id]).0, 0);
     assert_problem(append().await.expect("sent"), 401, "unauthenticated").await;
     assert_eq!(
         run(&["keys", "revoke", "key_00000000000000000000000000"]).0,
-        Some(1)
+        1
     );
 }

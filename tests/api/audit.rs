@@ -1,8 +1,7 @@
 //! Audits: verify recomputes the chain and names the first break; exports verify offline, with
 //! our verifier and with an independent one; tampering as a superuser is always caught.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::str::FromStr;
 
 use chatledger::ledger::hash::{EntryHeader, entry_hash, payload_digest};
@@ -12,6 +11,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Row};
 
 use crate::helpers::{TestApp, assert_problem, json_ok};
+use crate::testbin::run_cli;
 
 impl TestApp {
     async fn verify(&self, session: &str) -> Value {
@@ -79,28 +79,6 @@ impl TestApp {
         self.append(session, &[("user", "q3"), ("assistant", "a3 ✓")])
             .await
     }
-}
-
-fn run_cli(args: &[&str], stdin: Option<&str>, database_url: Option<&str>) -> (i32, String) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_chatledger"));
-    command
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    match database_url {
-        Some(url) => command.env("DATABASE_URL", url),
-        None => command.env_remove("DATABASE_URL"),
-    };
-    let mut child = command.spawn().expect("chatledger runs");
-    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(input.as_bytes()).expect("stdin");
-    }
-    let output = child.wait_with_output().expect("exits");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-    )
 }
 
 fn temp_file(contents: &str) -> std::path::PathBuf {

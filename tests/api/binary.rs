@@ -3,110 +3,44 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
-struct Server {
-    child: Child,
-    address: String,
-    /// Every log line after the listening one.
-    log: Arc<Mutex<Vec<String>>>,
+use crate::helpers::{ADMIN_KEY, TestDatabase};
+use crate::testbin::{Logs, Server, Store, TempDir, peak_rss, run_cli};
+use crate::testpg::ClusterGuard;
+
+/// `chatledger serve` on its embedded cluster in `data_dir`.
+async fn start_embedded(data_dir: &Path) -> Server {
+    let store = Store::Embedded {
+        data_dir: data_dir.to_owned(),
+    };
+    Server::start(&store, 0, &[], &Arc::new(Logs::default()))
+        .await
+        .expect("chatledger starts on its embedded cluster")
 }
 
-/// Starts `chatledger serve` on port 0 with its embedded cluster in `data_dir`.
-async fn start(data_dir: &Path) -> Server {
-    let mut command = serve_command();
-    command
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env_remove("DATABASE_URL");
-    spawn_server(command).await
-}
-
-/// Starts `chatledger serve` on an external database (a test database) with an admin key file.
-async fn start_external(database: &crate::helpers::TestDatabase, admin_key_file: &Path) -> Server {
-    let mut command = serve_command();
-    command
-        .arg("--admin-key-file")
-        .arg(admin_key_file)
-        .env("DATABASE_URL", &database.owner_url);
-    spawn_server(command).await
-}
-
-/// `chatledger serve` with JSON logs on port 0; callers add their own flags.
-fn serve_command() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_chatledger"));
-    command.args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"]);
-    command
-}
-
-/// Runs a `serve_command` and waits for the line that says where it listens.
-async fn spawn_server(mut command: Command) -> Server {
-    let mut child = command
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("chatledger starts");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let address = tokio::time::timeout(Duration::from_secs(120), async {
-        while let Some(line) = lines.next_line().await.expect("read log") {
-            let Ok(record) = serde_json::from_str::<Value>(&line) else {
-                continue;
-            };
-            if record["fields"]["message"] == "chatledger listening" {
-                return record["fields"]["address"]
-                    .as_str()
-                    .expect("address")
-                    .to_owned();
-            }
-        }
-        panic!("chatledger exited before listening");
-    })
-    .await
-    .expect("chatledger listens within two minutes");
-    // Keep draining the log so the server never blocks on a full pipe.
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let collected = log.clone();
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = lines.next_line().await {
-            collected.lock().expect("log").push(line);
-        }
-    });
-    Server {
-        child,
-        address: format!("http://{address}"),
-        log,
-    }
-}
-
-impl Server {
-    async fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().expect("running") as i32;
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .expect("SIGTERM");
-        tokio::time::timeout(Duration::from_secs(60), self.child.wait())
-            .await
-            .expect("exits")
-            .expect("status")
-    }
+/// `chatledger serve` on a test database, with [`ADMIN_KEY`] in a key file in `dir`; its log kept
+/// whole in `logs`.
+async fn start_external(database: &TestDatabase, dir: &TempDir, logs: &Arc<Logs>) -> Server {
+    let store = Store::External {
+        url: database.owner_url.clone(),
+        admin_key_file: dir.admin_key_file(ADMIN_KEY),
+    };
+    Server::start(&store, 0, &[], logs)
+        .await
+        .expect("chatledger starts")
 }
 
 #[tokio::test]
 async fn the_embedded_default_keeps_data_across_restarts_and_stops_cleanly() {
-    let data_dir =
-        std::env::temp_dir().join(format!("chatledger-binary-{:016x}", rand::random::<u64>()));
+    let dir = TempDir::new("binary");
+    let data_dir = dir.path().join("data");
+    let _cluster = ClusterGuard(data_dir.join("pg"));
     let client = reqwest::Client::new();
 
-    let server = start(&data_dir).await;
+    let server = start_embedded(&data_dir).await;
     assert!(
         data_dir.join("pg").join("PG_VERSION").exists(),
         "a private cluster lives in <data-dir>/pg"
@@ -155,7 +89,7 @@ async fn the_embedded_default_keeps_data_across_restarts_and_stops_cleanly() {
         "the cluster was stopped with the server"
     );
 
-    let server = start(&data_dir).await;
+    let server = start_embedded(&data_dir).await;
     let summary: Value = client
         .get(format!("{}/v1/sessions/user-42", server.address))
         .bearer_auth(&key)
@@ -168,32 +102,13 @@ async fn the_embedded_default_keeps_data_across_restarts_and_stops_cleanly() {
     assert_eq!(summary["last_seq"], 1);
     assert_eq!(summary["head_hash"], receipt["head_hash"]);
     assert!(server.terminate().await.success());
-
-    let _ = std::fs::remove_dir_all(&data_dir);
-}
-
-/// Peak resident memory of a process so far, in bytes.
-fn peak_rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let line = status
-        .lines()
-        .find(|line| line.starts_with("VmHWM:"))
-        .expect("VmHWM");
-    let kib: u64 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|value| value.parse().ok())
-        .expect("kB");
-    kib * 1024
 }
 
 #[tokio::test]
 async fn a_large_export_streams_in_constant_memory() {
-    let database = crate::helpers::TestDatabase::new().await;
-    let admin_key_file =
-        std::env::temp_dir().join(format!("chatledger-admin-{:016x}", rand::random::<u64>()));
-    std::fs::write(&admin_key_file, crate::helpers::ADMIN_KEY).expect("admin key file");
-    let server = start_external(&database, &admin_key_file).await;
+    let database = TestDatabase::new().await;
+    let dir = TempDir::new("binary");
+    let server = start_external(&database, &dir, &Arc::new(Logs::default())).await;
     let client = reqwest::Client::new();
 
     // 10,000 entries of 4 KiB: an export of about 45 MB.
@@ -213,7 +128,7 @@ async fn a_large_export_streams_in_constant_memory() {
             .expect("append");
         assert_eq!(response.status(), 201);
     }
-    let pid = server.child.id().expect("running");
+    let pid = server.id();
     let before = peak_rss(pid);
 
     let mut response = client
@@ -223,10 +138,7 @@ async fn a_large_export_streams_in_constant_memory() {
         .await
         .expect("export");
     assert_eq!(response.status(), 200);
-    let export_path = std::env::temp_dir().join(format!(
-        "chatledger-big-{:016x}.ndjson",
-        rand::random::<u64>()
-    ));
+    let export_path = dir.path().join("big.ndjson");
     let mut file = std::fs::File::create(&export_path).expect("export file");
     let mut exported = 0_u64;
     while let Some(chunk) = response.chunk().await.expect("chunk") {
@@ -247,29 +159,18 @@ async fn a_large_export_streams_in_constant_memory() {
         "the server's peak memory grew by {growth} bytes for a {exported}-byte export"
     );
 
-    let verdict = std::process::Command::new(env!("CARGO_BIN_EXE_chatledger"))
-        .arg("verify-export")
-        .arg(&export_path)
-        .output()
-        .expect("verify-export runs");
-    assert_eq!(
-        verdict.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&verdict.stdout)
-    );
+    let export_path = export_path.to_str().expect("UTF-8 path");
+    let (status, verdict) = run_cli(&["verify-export", export_path], None, None);
+    assert_eq!(status, 0, "{verdict}");
     assert!(server.terminate().await.success());
-    let _ = std::fs::remove_file(&export_path);
-    let _ = std::fs::remove_file(&admin_key_file);
 }
 
 #[tokio::test]
 async fn metrics_count_what_happened_and_logs_carry_request_ids_but_never_contents_or_keys() {
-    let database = crate::helpers::TestDatabase::new().await;
-    let admin_key_file =
-        std::env::temp_dir().join(format!("chatledger-admin-{:016x}", rand::random::<u64>()));
-    std::fs::write(&admin_key_file, crate::helpers::ADMIN_KEY).expect("admin key file");
-    let server = start_external(&database, &admin_key_file).await;
+    let database = TestDatabase::new().await;
+    let dir = TempDir::new("binary");
+    let logs = Arc::new(Logs::keeping_every_line());
+    let server = start_external(&database, &dir, &logs).await;
     let client = reqwest::Client::new();
     let canary = format!("CANARY-{:016x}", rand::random::<u64>());
     let url = format!("{}/v1/sessions/observed/messages", server.address);
@@ -370,9 +271,8 @@ async fn metrics_count_what_happened_and_logs_carry_request_ids_but_never_conten
     }
     value(r#"chatledger_db_errors_total{kind="unavailable"}"#);
 
-    let log = server.log.clone();
     assert!(server.terminate().await.success());
-    let lines = log.lock().expect("log").clone();
+    let lines = logs.lines();
     let records: Vec<Value> = lines
         .iter()
         .filter_map(|line| serde_json::from_str(line).ok())
@@ -397,10 +297,9 @@ async fn metrics_count_what_happened_and_logs_carry_request_ids_but_never_conten
         canary.as_str(),
         &database.writer_key,
         &database.writer_key[4..],
-        crate::helpers::ADMIN_KEY,
+        ADMIN_KEY,
         "clk_wrong",
     ] {
         assert!(!everything.contains(secret), "the log holds {secret}");
     }
-    let _ = std::fs::remove_file(&admin_key_file);
 }

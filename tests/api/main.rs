@@ -1,8 +1,12 @@
 //! Integration tests against a real PostgreSQL (DATABASE_URL, set by ./scripts/test.sh), each in a
 //! freshly migrated database, driving real HTTP servers on loopback.
 
+#[path = "../common/binary.rs"]
+mod testbin;
 #[path = "../common/database.rs"]
 mod testdb;
+#[path = "../common/postgres.rs"]
+mod testpg;
 
 mod access;
 mod appending;

@@ -97,26 +97,14 @@ async fn descending_pages_walk_back_from_the_head() {
 async fn the_context_window_is_the_last_messages_after_the_latest_reset() {
     let app = TestApp::spawn().await;
     fill(&app, "ctx", 30).await;
-    let context = json_ok(app.get("/v1/sessions/ctx/context").await).await;
+    let (window, context) = seqs(&app, "/v1/sessions/ctx/context").await;
     assert_eq!(context["context_start_seq"], 0);
-    let window: Vec<i64> = context["entries"]
-        .as_array()
-        .expect("entries")
-        .iter()
-        .map(|e| e["seq"].as_i64().expect("seq"))
-        .collect();
     assert_eq!(
         window,
         (1..=30).collect::<Vec<_>>(),
         "default limit 50 covers all 30"
     );
-    let context = json_ok(app.get("/v1/sessions/ctx/context?limit=20").await).await;
-    let window: Vec<i64> = context["entries"]
-        .as_array()
-        .expect("entries")
-        .iter()
-        .map(|e| e["seq"].as_i64().expect("seq"))
-        .collect();
+    let (window, _) = seqs(&app, "/v1/sessions/ctx/context?limit=20").await;
     assert_eq!(
         window,
         (11..=30).collect::<Vec<_>>(),

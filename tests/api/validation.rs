@@ -1,8 +1,10 @@
 //! Every bad input of API.md gets its exact 4xx problem document and writes nothing; no input gets
 //! a 5xx; the valid edge cases succeed.
 //!
-//! Each rejected append is sent twice: to a session that holds one entry (whose summary must not
-//! move) and as the first append of a new session (which must still not exist afterwards).
+//! The bad inputs are tables of [`Case`]s run by [`Fixture::refuses`]: each rejected POST is sent
+//! twice, to a session that holds one entry (whose summary must not move) and to a session that
+//! does not exist (which must still not exist afterwards), and each answer must be the expected
+//! problem document, naming the offending field where the case says so, leaking no internals.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -17,6 +19,7 @@ use crate::helpers::{TestApp, assert_problem, json_ok};
 const EXISTING: &str = "existing";
 const MIB: usize = 1024 * 1024;
 const KIB: usize = 1024;
+const JSON: Option<&str> = Some("application/json");
 
 fn summary_path(session: &str) -> String {
     format!("/v1/sessions/{session}")
@@ -30,6 +33,10 @@ fn reset_path(session: &str) -> String {
     format!("/v1/sessions/{session}/reset")
 }
 
+fn context_path(session: &str) -> String {
+    format!("/v1/sessions/{session}/context")
+}
+
 fn user(content: impl Into<Value>) -> Value {
     json!({"role": "user", "content": content.into()})
 }
@@ -38,6 +45,10 @@ fn user(content: impl Into<Value>) -> Value {
 fn one(message: Value) -> Value {
     json!({ "messages": [message] })
 }
+
+// ---------------------------------------------------------------------------------------------
+// Requests and answers
+// ---------------------------------------------------------------------------------------------
 
 /// A POST that can be sent any number of times.
 #[derive(Clone)]
@@ -49,10 +60,7 @@ struct Post {
 
 impl Post {
     fn json(body: &Value) -> Self {
-        Self::raw(
-            Some("application/json"),
-            serde_json::to_vec(body).expect("serializable"),
-        )
+        Self::raw(JSON, serde_json::to_vec(body).expect("serializable"))
     }
 
     fn raw(content_type: Option<&'static str>, body: impl Into<Vec<u8>>) -> Self {
@@ -84,13 +92,31 @@ impl Post {
     }
 }
 
-/// `assert_problem`, with `label` and the body in the message when the status is wrong.
-async fn problem(label: &str, response: Response, status: u16, code: &str) -> Value {
+/// A problem a request must get: its status and code.
+#[derive(Clone, Copy, Debug)]
+struct Refusal(u16, &'static str);
+
+const MALFORMED_JSON: Refusal = Refusal(400, "malformed_json");
+const INVALID_PARAMETER: Refusal = Refusal(400, "invalid_parameter");
+const INVALID_SESSION_ID: Refusal = Refusal(400, "invalid_session_id");
+const INVALID_IDEMPOTENCY_KEY: Refusal = Refusal(400, "invalid_idempotency_key");
+const SESSION_NOT_FOUND: Refusal = Refusal(404, "session_not_found");
+const NOT_FOUND: Refusal = Refusal(404, "not_found");
+const SEQ_CONFLICT: Refusal = Refusal(409, "seq_conflict");
+const PAYLOAD_TOO_LARGE: Refusal = Refusal(413, "payload_too_large");
+const UNSUPPORTED_MEDIA_TYPE: Refusal = Refusal(415, "unsupported_media_type");
+const VALIDATION_FAILED: Refusal = Refusal(422, "validation_failed");
+const INVALID_TEXT: Refusal = Refusal(422, "invalid_text");
+const INVALID_NUMBER: Refusal = Refusal(422, "invalid_number");
+
+/// Asserts that `response` is one of the `expected` problem documents (the one with its status)
+/// leaking no internals, and returns it; `label` and the body are in the message otherwise.
+async fn problem_of(label: &str, response: Response, expected: &[Refusal]) -> Value {
     let got = response.status().as_u16();
-    if got != status {
+    let Some(&Refusal(status, code)) = expected.iter().find(|refusal| refusal.0 == got) else {
         let body = response.text().await.unwrap_or_default();
-        panic!("{label}: expected {status} {code}, got {got}: {body}");
-    }
+        panic!("{label}: expected one of {expected:?}, got {got}: {body}");
+    };
     let problem = assert_problem(response, status, code).await;
     let text = problem.to_string();
     for leak in ["SQL", "sqlx", "postgres", "panicked", "stack backtrace"] {
@@ -102,18 +128,35 @@ async fn problem(label: &str, response: Response, status: u16, code: &str) -> Va
     problem
 }
 
-fn assert_detail_names(label: &str, problem: &Value, needle: Option<&str>) {
-    if let Some(needle) = needle {
-        let detail = problem["detail"].as_str().unwrap_or_default();
-        assert!(
-            detail.contains(needle),
-            "{label}: detail {detail:?} should name {needle:?}"
-        );
-    }
+/// [`problem_of`] with one expected problem.
+async fn problem(label: &str, response: Response, expected: Refusal) -> Value {
+    problem_of(label, response, &[expected]).await
+}
+
+/// Asserts a 201 (with `label` and the body in the message otherwise) and returns the body.
+async fn created(label: &str, response: Response) -> Value {
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap_or_default();
+    assert_eq!(status, 201, "{label}: {text}");
+    serde_json::from_str(&text).unwrap_or(Value::Null)
 }
 
 /// A raw header: name and value bytes.
 type Header<'a> = (&'a str, &'a [u8]);
+
+const JSON_HEADER: Header = ("Content-Type", b"application/json");
+
+/// A raw request: method, target, headers, body.
+type RawRequest<'a> = (&'a str, String, Vec<Header<'a>>, Vec<u8>);
+
+/// A raw request's method, target (its first 120 characters) and headers, for messages.
+fn raw_label(method: &str, target: &str, headers: &[Header]) -> String {
+    let headers: Vec<String> = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {}", String::from_utf8_lossy(value)))
+        .collect();
+    format!("{method} {} {headers:?}", &target[..target.len().min(120)])
+}
 
 /// Sends a raw HTTP/1.1 request over TCP, so that nothing rewrites the target (reqwest's URL
 /// parser resolves `.`, `..`, `%2E` and `%2E%2E` segments before sending).
@@ -198,6 +241,77 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Cases and the fixture that runs them
+// ---------------------------------------------------------------------------------------------
+
+/// The two write routes of a session.
+#[derive(Clone, Copy)]
+enum Route {
+    Append,
+    Reset,
+}
+
+impl Route {
+    fn path(self, session: &str) -> String {
+        match self {
+            Route::Append => messages_path(session),
+            Route::Reset => reset_path(session),
+        }
+    }
+
+    /// How a label names the existing and the missing session of this route.
+    fn sessions(self) -> [&'static str; 2] {
+        match self {
+            Route::Append => ["existing session", "new session"],
+            // The body is checked before existence, so a missing session gets the same answer.
+            Route::Reset => ["reset existing", "reset missing"],
+        }
+    }
+}
+
+/// A POST that must be refused, and the field the problem's detail must name.
+struct Case {
+    route: Route,
+    label: String,
+    post: Post,
+    names: Option<&'static str>,
+}
+
+fn append(label: impl Into<String>, post: Post) -> Case {
+    Case {
+        route: Route::Append,
+        label: label.into(),
+        post,
+        names: None,
+    }
+}
+
+fn reset(label: impl Into<String>, post: Post) -> Case {
+    Case {
+        route: Route::Reset,
+        ..append(label, post)
+    }
+}
+
+/// The same POST to both routes.
+fn both(label: &str, post: Post) -> [Case; 2] {
+    [append(label, post.clone()), reset(label, post)]
+}
+
+impl Case {
+    fn naming(self, field: Option<&'static str>) -> Self {
+        Self {
+            names: field,
+            ..self
+        }
+    }
+
+    fn on(self, route: Route) -> Self {
+        Self { route, ..self }
+    }
+}
+
 /// An app with the session `existing` holding one message.
 struct Fixture {
     app: TestApp,
@@ -257,60 +371,72 @@ impl Fixture {
         problem(
             &format!("{label} (summary of {session})"),
             self.app.get(&summary_path(session)).await,
-            404,
-            "session_not_found",
+            SESSION_NOT_FOUND,
         )
         .await;
     }
 
-    /// `post` to `messages` is refused with `status`/`code` both for the existing session and as
-    /// the first append of a new one, and writes nothing.
-    async fn append_rejected(
-        &self,
-        label: &str,
-        post: &Post,
-        status: u16,
-        code: &str,
-        needle: Option<&str>,
-    ) {
-        let response = post.send(&self.app, &messages_path(EXISTING)).await;
-        let found = problem(
-            &format!("{label} (existing session)"),
-            response,
-            status,
-            code,
-        )
-        .await;
-        assert_detail_names(label, &found, needle);
-        self.assert_untouched(label).await;
-
+    /// `case` is answered with one of `expected`, naming its field, both for the existing session
+    /// and for a new one, and writes nothing.
+    async fn refused(&self, case: &Case, expected: &[Refusal]) {
+        let Case {
+            route,
+            label,
+            post,
+            names,
+        } = case;
+        let [existing, missing] = route.sessions();
         let fresh = self.fresh_id();
-        let response = post.send(&self.app, &messages_path(&fresh)).await;
-        let found = problem(&format!("{label} (new session)"), response, status, code).await;
-        assert_detail_names(label, &found, needle);
-        self.assert_absent(label, &fresh).await;
+        for (session, which) in [(EXISTING, existing), (fresh.as_str(), missing)] {
+            let response = post.send(&self.app, &route.path(session)).await;
+            let found = problem_of(&format!("{label} ({which})"), response, expected).await;
+            if let Some(field) = names {
+                let detail = found["detail"].as_str().unwrap_or_default();
+                assert!(
+                    detail.contains(field),
+                    "{label}: detail {detail:?} should name {field:?}"
+                );
+            }
+            if session == EXISTING {
+                self.assert_untouched(label).await;
+            } else {
+                self.assert_absent(label, session).await;
+            }
+        }
     }
 
-    /// `post` to `reset` is refused with `status`/`code` for the existing session and (the body is
-    /// checked before existence) for a missing one, and writes nothing.
-    async fn reset_rejected(
-        &self,
-        label: &str,
-        post: &Post,
-        status: u16,
-        code: &str,
-        needle: Option<&str>,
-    ) {
-        let response = post.send(&self.app, &reset_path(EXISTING)).await;
-        let found = problem(&format!("{label} (reset existing)"), response, status, code).await;
-        assert_detail_names(label, &found, needle);
-        self.assert_untouched(label).await;
+    /// Every case is refused with `expected` and writes nothing.
+    async fn refuses(&self, expected: Refusal, cases: impl IntoIterator<Item = Case>) {
+        self.refuses_with(&[expected], cases).await;
+    }
 
-        let fresh = self.fresh_id();
-        let response = post.send(&self.app, &reset_path(&fresh)).await;
-        let found = problem(&format!("{label} (reset missing)"), response, status, code).await;
-        assert_detail_names(label, &found, needle);
-        self.assert_absent(label, &fresh).await;
+    /// Every case is refused with one of `expected` and writes nothing.
+    async fn refuses_with(&self, expected: &[Refusal], cases: impl IntoIterator<Item = Case>) {
+        let mut count = 0;
+        for case in cases {
+            self.refused(&case, expected).await;
+            count += 1;
+        }
+        assert!(count > 0, "no cases");
+        self.assert_no_other_session(&format!("{expected:?}")).await;
+    }
+
+    /// Every raw request is refused with `expected` and writes nothing.
+    async fn refuses_raw(&self, expected: Refusal, requests: &[RawRequest<'_>]) {
+        for (method, target, headers, body) in requests {
+            let label = raw_label(method, target, headers);
+            let response = raw(&self.app, method, target, headers, body).await;
+            problem(&label, response, expected).await;
+        }
+        self.assert_no_other_session(&format!("{expected:?}")).await;
+    }
+
+    /// Every GET of `targets` is refused with `expected` and writes nothing.
+    async fn refuses_gets(&self, expected: Refusal, targets: &[String]) {
+        for target in targets {
+            problem(target, self.app.get(target).await, expected).await;
+        }
+        self.assert_no_other_session(&format!("{expected:?}")).await;
     }
 }
 
@@ -318,155 +444,126 @@ impl Fixture {
 // Conventions: JSON, content type, empty bodies
 // ---------------------------------------------------------------------------------------------
 
+const MALFORMED: &[(&str, &[u8])] = &[
+    (
+        "truncated",
+        br#"{"messages": [{"role": "user", "content": "hi""#,
+    ),
+    (
+        "truncated after a comma",
+        br#"{"messages": [{"role": "user", "content": "hi"},"#,
+    ),
+    (
+        "trailing garbage",
+        br#"{"messages": [{"role": "user", "content": "hi"}]} trailing"#,
+    ),
+    (
+        "two documents",
+        br#"{"messages": [{"role": "user", "content": "hi"}]}{}"#,
+    ),
+    (
+        "invalid UTF-8 inside a string",
+        b"{\"messages\": [{\"role\": \"user\", \"content\": \"caf\xe9\"}]}",
+    ),
+    (
+        "invalid UTF-8 bytes 0xFF 0xFE",
+        b"{\"messages\": [{\"role\": \"user\", \"content\": \"\xff\xfe\"}]}",
+    ),
+    (
+        "invalid UTF-8 outside strings",
+        b"{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}\xff",
+    ),
+    (
+        "overlong UTF-8 encoding of a slash",
+        b"{\"messages\": [{\"role\": \"user\", \"content\": \"\xc0\xaf\"}]}",
+    ),
+    (
+        "single quotes",
+        br#"{'messages': [{'role': 'user', 'content': 'hi'}]}"#,
+    ),
+    (
+        "trailing comma",
+        br#"{"messages": [{"role": "user", "content": "hi"},]}"#,
+    ),
+    (
+        "NaN",
+        br#"{"messages": [{"role": "user", "content": [{"n": NaN}]}]}"#,
+    ),
+    (
+        "Infinity",
+        br#"{"messages": [{"role": "user", "content": [{"n": Infinity}]}]}"#,
+    ),
+    (
+        "comment",
+        br#"{"messages": [{"role": "user", "content": "hi"}] /* note */}"#,
+    ),
+    (
+        "unquoted key",
+        br#"{messages: [{"role": "user", "content": "hi"}]}"#,
+    ),
+    (
+        "raw control character in a string",
+        b"{\"messages\": [{\"role\": \"user\", \"content\": \"a\x01b\"}]}",
+    ),
+    (
+        "bad escape",
+        br#"{"messages": [{"role": "user", "content": "\q"}]}"#,
+    ),
+    ("empty body declared as JSON", b""),
+    ("whitespace only", b"  \r\n "),
+];
+
 #[tokio::test]
 async fn malformed_json_is_400_and_writes_nothing() {
-    let fixture = Fixture::new().await;
-    let cases: &[(&str, &[u8])] = &[
-        (
-            "truncated",
-            br#"{"messages": [{"role": "user", "content": "hi""#,
-        ),
-        (
-            "truncated after a comma",
-            br#"{"messages": [{"role": "user", "content": "hi"},"#,
-        ),
-        (
-            "trailing garbage",
-            br#"{"messages": [{"role": "user", "content": "hi"}]} trailing"#,
-        ),
-        (
-            "two documents",
-            br#"{"messages": [{"role": "user", "content": "hi"}]}{}"#,
-        ),
-        (
-            "invalid UTF-8 inside a string",
-            b"{\"messages\": [{\"role\": \"user\", \"content\": \"caf\xe9\"}]}",
-        ),
-        (
-            "invalid UTF-8 bytes 0xFF 0xFE",
-            b"{\"messages\": [{\"role\": \"user\", \"content\": \"\xff\xfe\"}]}",
-        ),
-        (
-            "invalid UTF-8 outside strings",
-            b"{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}\xff",
-        ),
-        (
-            "overlong UTF-8 encoding of a slash",
-            b"{\"messages\": [{\"role\": \"user\", \"content\": \"\xc0\xaf\"}]}",
-        ),
-        (
-            "single quotes",
-            br#"{'messages': [{'role': 'user', 'content': 'hi'}]}"#,
-        ),
-        (
-            "trailing comma",
-            br#"{"messages": [{"role": "user", "content": "hi"},]}"#,
-        ),
-        (
-            "NaN",
-            br#"{"messages": [{"role": "user", "content": [{"n": NaN}]}]}"#,
-        ),
-        (
-            "Infinity",
-            br#"{"messages": [{"role": "user", "content": [{"n": Infinity}]}]}"#,
-        ),
-        (
-            "comment",
-            br#"{"messages": [{"role": "user", "content": "hi"}] /* note */}"#,
-        ),
-        (
-            "unquoted key",
-            br#"{messages: [{"role": "user", "content": "hi"}]}"#,
-        ),
-        (
-            "raw control character in a string",
-            b"{\"messages\": [{\"role\": \"user\", \"content\": \"a\x01b\"}]}",
-        ),
-        (
-            "bad escape",
-            br#"{"messages": [{"role": "user", "content": "\q"}]}"#,
-        ),
-        ("empty body declared as JSON", b""),
-        ("whitespace only", b"  \r\n "),
-    ];
-    for (label, body) in cases {
-        let post = Post::raw(Some("application/json"), *body);
-        fixture
-            .append_rejected(label, &post, 400, "malformed_json", None)
-            .await;
-        fixture
-            .reset_rejected(label, &post, 400, "malformed_json", None)
-            .await;
-    }
+    let cases = MALFORMED
+        .iter()
+        .flat_map(|(label, body)| both(label, Post::raw(JSON, *body)));
+    Fixture::new().await.refuses(MALFORMED_JSON, cases).await;
 }
 
 #[tokio::test]
 async fn a_lone_surrogate_escape_is_refused_with_a_4xx_and_writes_nothing() {
     // "\ud800" is valid JSON syntax but no Unicode text: it cannot be stored byte-for-byte. API.md
     // does not say whether that is malformed JSON or invalid text, so either is accepted here.
-    let fixture = Fixture::new().await;
     let bodies: [&[u8]; 2] = [
         br#"{"messages": [{"role": "user", "content": "a\ud800b"}]}"#,
         br#"{"messages": [{"role": "user", "content": "\udc00"}]}"#,
     ];
-    for body in bodies {
-        for session in [EXISTING.to_owned(), fixture.fresh_id()] {
-            let response = Post::raw(Some("application/json"), body)
-                .send(&fixture.app, &messages_path(&session))
-                .await;
-            let status = response.status().as_u16();
-            let code = if status == 400 {
-                "malformed_json"
-            } else {
-                "invalid_text"
-            };
-            problem(
-                "lone surrogate",
-                response,
-                if status == 400 { 400 } else { 422 },
-                code,
-            )
-            .await;
-            if session == EXISTING {
-                fixture.assert_untouched("lone surrogate").await;
-            } else {
-                fixture.assert_absent("lone surrogate", &session).await;
-            }
-        }
-    }
+    let cases = bodies
+        .into_iter()
+        .map(|body| append("lone surrogate", Post::raw(JSON, body)));
+    Fixture::new()
+        .await
+        .refuses_with(&[MALFORMED_JSON, INVALID_TEXT], cases)
+        .await;
 }
+
+const NOT_JSON: &[(&str, Option<&str>)] = &[
+    ("text/plain", Some("text/plain")),
+    ("text/plain with utf-8", Some("text/plain; charset=utf-8")),
+    ("no content type", None),
+    ("charset latin1", Some("application/json; charset=latin1")),
+    ("charset utf-16", Some("application/json; charset=utf-16")),
+    ("form", Some("application/x-www-form-urlencoded")),
+    ("multipart", Some("multipart/form-data; boundary=x")),
+    ("json-ld", Some("application/ld+json")),
+    ("jsonx", Some("application/jsonx")),
+    ("octet-stream", Some("application/octet-stream")),
+];
 
 #[tokio::test]
 async fn a_body_not_declared_as_json_is_415_and_writes_nothing() {
-    let fixture = Fixture::new().await;
     let body = serde_json::to_vec(&one(user("hi"))).expect("json");
-    let cases: &[(&str, Option<&'static str>)] = &[
-        ("text/plain", Some("text/plain")),
-        ("text/plain with utf-8", Some("text/plain; charset=utf-8")),
-        ("no content type", None),
-        ("charset latin1", Some("application/json; charset=latin1")),
-        ("charset utf-16", Some("application/json; charset=utf-16")),
-        ("form", Some("application/x-www-form-urlencoded")),
-        ("multipart", Some("multipart/form-data; boundary=x")),
-        ("json-ld", Some("application/ld+json")),
-        ("jsonx", Some("application/jsonx")),
-        ("octet-stream", Some("application/octet-stream")),
-    ];
-    for (label, content_type) in cases {
-        let post = Post::raw(*content_type, body.clone());
-        fixture
-            .append_rejected(label, &post, 415, "unsupported_media_type", None)
-            .await;
-        fixture
-            .reset_rejected(
-                label,
-                &Post::raw(*content_type, &b"{}"[..]),
-                415,
-                "unsupported_media_type",
-                None,
-            )
-            .await;
-    }
+    let cases = NOT_JSON.iter().flat_map(|&(label, content_type)| {
+        [
+            append(label, Post::raw(content_type, body.clone())),
+            reset(label, Post::raw(content_type, &b"{}"[..])),
+        ]
+    });
+    Fixture::new()
+        .await
+        .refuses(UNSUPPORTED_MEDIA_TYPE, cases)
+        .await;
 }
 
 #[tokio::test]
@@ -480,19 +577,18 @@ async fn json_with_a_utf8_charset_in_any_letter_case_is_accepted() {
         "application/json ; charset=UTF-8",
     ];
     for (index, content_type) in accepted.into_iter().enumerate() {
-        let response = Post::raw(Some(content_type), body.clone())
-            .send(&app, &messages_path("charsets"))
-            .await;
-        assert_eq!(
-            response.status().as_u16(),
-            201,
-            "{content_type}: {}",
-            response.text().await.unwrap_or_default()
-        );
-        let reset = Post::raw(Some(content_type), &b"{}"[..])
-            .send(&app, &reset_path("charsets"))
-            .await;
-        assert_eq!(reset.status().as_u16(), 201, "reset with {content_type}");
+        let append = Post::raw(Some(content_type), body.clone());
+        created(
+            content_type,
+            append.send(&app, &messages_path("charsets")).await,
+        )
+        .await;
+        let reset = Post::raw(Some(content_type), &b"{}"[..]);
+        created(
+            &format!("reset with {content_type}"),
+            reset.send(&app, &reset_path("charsets")).await,
+        )
+        .await;
         let summary = json_ok(app.get(&summary_path("charsets")).await).await;
         assert_eq!(summary["last_seq"], 2 * (index as i64 + 1));
     }
@@ -503,32 +599,19 @@ async fn an_empty_post_without_content_type_counts_as_an_empty_object() {
     let fixture = Fixture::new().await;
     let empty = Post::raw(None, Vec::new());
     // {} for messages lacks the required `messages`.
-    fixture
-        .append_rejected(
-            "empty append",
-            &empty,
-            422,
-            "validation_failed",
-            Some("messages"),
-        )
-        .await;
+    let case = append("empty append", empty.clone()).naming(Some("messages"));
+    fixture.refuses(VALIDATION_FAILED, [case]).await;
     // {} is a complete reset; a missing session is still 404.
     let missing = fixture.fresh_id();
     problem(
         "empty reset of a missing session",
         empty.send(&fixture.app, &reset_path(&missing)).await,
-        404,
-        "session_not_found",
+        SESSION_NOT_FOUND,
     )
     .await;
     fixture.assert_absent("empty reset", &missing).await;
     let response = empty.send(&fixture.app, &reset_path(EXISTING)).await;
-    assert_eq!(
-        response.status().as_u16(),
-        201,
-        "{}",
-        response.text().await.unwrap_or_default()
-    );
+    created("empty reset", response).await;
     let summary = json_ok(fixture.app.get(&summary_path(EXISTING)).await).await;
     assert_eq!(summary["last_seq"], 2);
     assert_eq!(summary["context_start_seq"], 2);
@@ -568,48 +651,36 @@ fn bad_session_ids() -> Vec<(String, String)> {
     ]
 }
 
+/// A valid request to each session route of `id`.
+fn session_routes(id: &str) -> Vec<RawRequest<'static>> {
+    let append = serde_json::to_vec(&one(user("hi"))).expect("json");
+    vec![
+        ("POST", messages_path(id), vec![JSON_HEADER], append),
+        ("POST", reset_path(id), vec![JSON_HEADER], b"{}".to_vec()),
+        ("GET", summary_path(id), vec![], vec![]),
+        ("GET", messages_path(id), vec![], vec![]),
+        ("GET", context_path(id), vec![], vec![]),
+    ]
+}
+
 #[tokio::test]
 async fn an_invalid_session_id_is_400_on_every_session_route() {
-    let fixture = Fixture::new().await;
-    let json: [Header; 1] = [("Content-Type", b"application/json")];
-    let append = serde_json::to_vec(&one(user("hi"))).expect("json");
-    for (label, id) in bad_session_ids() {
-        let routes: [(&str, String, &[Header], &[u8]); 5] = [
-            ("POST", messages_path(&id), &json, &append),
-            ("POST", reset_path(&id), &json, b"{}"),
-            ("GET", summary_path(&id), &[], b""),
-            ("GET", messages_path(&id), &[], b""),
-            ("GET", format!("/v1/sessions/{id}/context"), &[], b""),
-        ];
-        for (method, target, headers, body) in routes {
-            let response = raw(&fixture.app, method, &target, headers, body).await;
-            problem(
-                &format!("{label}: {method} {target}"),
-                response,
-                400,
-                "invalid_session_id",
-            )
-            .await;
-        }
-    }
+    let mut requests: Vec<RawRequest> = bad_session_ids()
+        .iter()
+        .flat_map(|(_, id)| session_routes(id))
+        .collect();
     // The empty id: on the summary route `/v1/sessions/` is another URL (404 not_found, tested
     // below), but between two slashes it is an empty session_id.
-    for (method, target, headers, body) in [
-        ("POST", messages_path(""), &json[..], &append[..]),
-        ("POST", reset_path(""), &json[..], &b"{}"[..]),
-        ("GET", messages_path(""), &[][..], &b""[..]),
-        ("GET", "/v1/sessions//context".to_owned(), &[][..], &b""[..]),
-    ] {
-        let response = raw(&fixture.app, method, &target, headers, body).await;
-        problem(
-            &format!("empty id: {method} {target}"),
-            response,
-            400,
-            "invalid_session_id",
-        )
+    requests.extend(
+        session_routes("")
+            .into_iter()
+            .filter(|(_, target, _, _)| *target != summary_path("")),
+    );
+    assert_eq!(requests.len(), bad_session_ids().len() * 5 + 4);
+    Fixture::new()
+        .await
+        .refuses_raw(INVALID_SESSION_ID, &requests)
         .await;
-    }
-    fixture.assert_no_other_session("bad session ids").await;
 }
 
 #[tokio::test]
@@ -630,16 +701,11 @@ async fn session_ids_at_the_edges_of_the_alphabet_are_accepted() {
             &app,
             "POST",
             &messages_path(id),
-            &[("Content-Type", b"application/json")],
+            &[JSON_HEADER],
             br#"{"messages":[{"role":"user","content":"x"}]}"#,
         )
         .await;
-        assert_eq!(
-            response.status().as_u16(),
-            201,
-            "{id}: {}",
-            response.text().await.unwrap_or_default()
-        );
+        created(id, response).await;
         let summary = json_ok(raw(&app, "GET", &summary_path(id), &[], b"").await).await;
         assert_eq!(summary["session_id"], id);
         assert_eq!(summary["last_seq"], 1);
@@ -649,114 +715,67 @@ async fn session_ids_at_the_edges_of_the_alphabet_are_accepted() {
 #[tokio::test]
 async fn path_parameters_are_checked_before_content_type_before_body_before_existence() {
     let fixture = Fixture::new().await;
-    let app = &fixture.app;
     let garbage: &[u8] = b"{not json";
-    // Bad session id beats a bad content type, a bad Idempotency-Key and a bad body.
+    // A bad session id beats a bad content type, a bad Idempotency-Key, a bad body and bad query
+    // parameters.
+    let mut bad_id_first: Vec<RawRequest> = Vec::new();
     for target in [
         messages_path("a%20b"),
         reset_path("a%20b"),
         messages_path("%2E%2E"),
         reset_path("."),
     ] {
-        let cases: [(&str, Vec<Header>, &[u8]); 4] = [
-            (
-                "bad content type",
-                vec![("Content-Type", b"text/plain")],
-                garbage,
-            ),
-            ("no content type, non-empty body", vec![], garbage),
-            (
-                "bad idempotency key",
-                vec![
-                    ("Content-Type", b"application/json"),
-                    ("Idempotency-Key", b"a b"),
-                ],
-                garbage,
-            ),
-            (
-                "malformed body",
-                vec![("Content-Type", b"application/json")],
-                garbage,
-            ),
-        ];
-        for (label, headers, body) in cases {
-            let response = raw(app, "POST", &target, &headers, body).await;
-            problem(
-                &format!("{label} on {target}"),
-                response,
-                400,
-                "invalid_session_id",
-            )
-            .await;
+        for headers in [
+            // A bad content type.
+            vec![("Content-Type", &b"text/plain"[..])],
+            // No content type, a non-empty body.
+            vec![],
+            // A bad idempotency key.
+            vec![JSON_HEADER, ("Idempotency-Key", b"a b")],
+            // A malformed body.
+            vec![JSON_HEADER],
+        ] {
+            bad_id_first.push(("POST", target.clone(), headers, garbage.to_vec()));
         }
     }
-    // Bad session id beats bad query parameters.
     for target in [
         "/v1/sessions/a%20b/messages?limit=0",
         "/v1/sessions/a;b/context?limit=abc",
         "/v1/sessions/./messages?order=up",
     ] {
-        problem(
-            target,
-            raw(app, "GET", target, &[], b"").await,
-            400,
-            "invalid_session_id",
-        )
-        .await;
+        bad_id_first.push(("GET", target.to_owned(), vec![], vec![]));
     }
-    // Content type beats a bad body and a missing session.
-    let missing = fixture.fresh_id();
-    for path in [
-        messages_path(EXISTING),
-        reset_path(EXISTING),
-        messages_path(&missing),
-        reset_path(&missing),
-    ] {
-        let post = Post::raw(Some("text/plain"), garbage);
-        problem(
-            &format!("text/plain garbage to {path}"),
-            post.send(app, &path).await,
-            415,
-            "unsupported_media_type",
-        )
+    fixture.refuses_raw(INVALID_SESSION_ID, &bad_id_first).await;
+
+    // The content type beats a bad body and a missing session.
+    let invalid = serde_json::to_vec(&json!({"messages": []})).expect("json");
+    let content_type_first = [Route::Append, Route::Reset].into_iter().flat_map(|route| {
+        [
+            append("text/plain garbage", Post::raw(Some("text/plain"), garbage)).on(route),
+            append(
+                "text/plain invalid body",
+                Post::raw(Some("text/plain"), invalid.clone()),
+            )
+            .on(route),
+        ]
+    });
+    fixture
+        .refuses(UNSUPPORTED_MEDIA_TYPE, content_type_first)
         .await;
-        let post = Post::raw(
-            Some("text/plain"),
-            serde_json::to_vec(&json!({"messages": []})).expect("json"),
-        );
-        problem(
-            &format!("text/plain invalid body to {path}"),
-            post.send(app, &path).await,
-            415,
-            "unsupported_media_type",
-        )
-        .await;
-    }
+
     // The body beats existence: a reset of a missing session with a bad body is about the body.
-    let post = Post::raw(Some("application/json"), garbage);
-    problem(
-        "malformed reset of a missing session",
-        post.send(app, &reset_path(&missing)).await,
-        400,
-        "malformed_json",
-    )
-    .await;
-    let post = Post::json(&json!({"metadata": "x"}));
-    problem(
-        "invalid reset of a missing session",
-        post.send(app, &reset_path(&missing)).await,
-        422,
-        "validation_failed",
-    )
-    .await;
+    let malformed = reset("malformed reset", Post::raw(JSON, garbage));
+    fixture.refuses(MALFORMED_JSON, [malformed]).await;
+    let invalid = reset("invalid reset", Post::json(&json!({"metadata": "x"})));
+    fixture.refuses(VALIDATION_FAILED, [invalid]).await;
+
     // Query parameters are checked before existence too.
-    for target in [
-        format!("/v1/sessions/{missing}/messages?limit=0"),
-        format!("/v1/sessions/{missing}/context?limit=1001"),
-    ] {
-        problem(&target, app.get(&target).await, 400, "invalid_parameter").await;
-    }
-    fixture.assert_no_other_session("check order").await;
+    let missing = fixture.fresh_id();
+    let targets = [
+        format!("{}?limit=0", messages_path(&missing)),
+        format!("{}?limit=1001", context_path(&missing)),
+    ];
+    fixture.refuses_gets(INVALID_PARAMETER, &targets).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -796,17 +815,19 @@ fn bad_idempotency_keys() -> Vec<(&'static str, HeaderValue)> {
 
 #[tokio::test]
 async fn an_invalid_idempotency_key_is_400_and_writes_nothing() {
-    let fixture = Fixture::new().await;
-    for (label, key) in bad_idempotency_keys() {
-        let append = Post::json(&one(user("hi"))).header("Idempotency-Key", key.clone());
-        fixture
-            .append_rejected(label, &append, 400, "invalid_idempotency_key", None)
-            .await;
-        let reset = Post::json(&json!({})).header("Idempotency-Key", key);
-        fixture
-            .reset_rejected(label, &reset, 400, "invalid_idempotency_key", None)
-            .await;
-    }
+    let cases = bad_idempotency_keys().into_iter().flat_map(|(label, key)| {
+        [
+            append(
+                label,
+                Post::json(&one(user("hi"))).header("Idempotency-Key", key.clone()),
+            ),
+            reset(label, Post::json(&json!({})).header("Idempotency-Key", key)),
+        ]
+    });
+    Fixture::new()
+        .await
+        .refuses(INVALID_IDEMPOTENCY_KEY, cases)
+        .await;
 }
 
 #[tokio::test]
@@ -817,12 +838,7 @@ async fn idempotency_keys_of_1_and_255_visible_characters_are_accepted() {
         let response = app
             .post_with_key(&messages_path("keys"), key, &one(user(format!("m{index}"))))
             .await;
-        assert_eq!(
-            response.status().as_u16(),
-            201,
-            "{key}: {}",
-            response.text().await.unwrap_or_default()
-        );
+        created(key, response).await;
     }
     let entries = app.all_entries("keys").await;
     assert_eq!(entries.len(), 3);
@@ -838,8 +854,7 @@ async fn a_rejected_request_does_not_store_its_idempotency_key() {
     problem(
         "rejected with a key",
         app.post_with_key(&path, "retry-me", &bad).await,
-        422,
-        "validation_failed",
+        VALIDATION_FAILED,
     )
     .await;
     fixture.assert_untouched("rejected with a key").await;
@@ -847,24 +862,23 @@ async fn a_rejected_request_does_not_store_its_idempotency_key() {
     let response = app
         .post_with_key(&path, "retry-me", &one(user("fixed")))
         .await;
-    assert_eq!(
-        response.status().as_u16(),
-        201,
-        "{}",
-        response.text().await.unwrap_or_default()
-    );
-    assert!(response.headers().get("idempotent-replayed").is_none());
+    let replayed = response.headers().get("idempotent-replayed").is_some();
+    created("the same key, another body", response).await;
+    assert!(!replayed, "a replay of a rejected request");
 }
 
 // ---------------------------------------------------------------------------------------------
 // 422 validation_failed
 // ---------------------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn append_validation_failures_are_422_naming_the_field_and_write_nothing() {
-    let fixture = Fixture::new().await;
+/// Bad append bodies and the field each problem must name.
+#[rustfmt::skip]
+fn invalid_appends() -> Vec<(&'static str, Value, Option<&'static str>)> {
     let too_many: Vec<Value> = (0..101).map(|n| user(format!("m{n}"))).collect();
-    let cases: Vec<(&str, Value, Option<&str>)> = vec![
+    let mut last_of_100_invalid: Vec<Value> = (0..99).map(|n| user(format!("m{n}"))).collect();
+    last_of_100_invalid.push(json!({"role": "user", "content": 7}));
+    let beyond_i64 = r#"{"expected_seq": 9223372036854775808, "messages": [{"role": "user", "content": "x"}]}"#;
+    vec![
         ("no messages field", json!({}), Some("messages")),
         ("messages null", json!({"messages": null}), Some("messages")),
         ("messages an object", json!({"messages": {"role": "user", "content": "x"}}), Some("messages")),
@@ -896,84 +910,54 @@ async fn append_validation_failures_are_422_naming_the_field_and_write_nothing()
         ("fractional expected_seq", json!({"expected_seq": 1.5, "messages": [user("x")]}), Some("expected_seq")),
         ("expected_seq a string", json!({"expected_seq": "1", "messages": [user("x")]}), Some("expected_seq")),
         ("expected_seq a boolean", json!({"expected_seq": true, "messages": [user("x")]}), Some("expected_seq")),
-        ("expected_seq beyond i64", serde_json::from_str(r#"{"expected_seq": 9223372036854775808, "messages": [{"role": "user", "content": "x"}]}"#).expect("json"), Some("expected_seq")),
+        ("expected_seq beyond i64", serde_json::from_str(beyond_i64).expect("json"), Some("expected_seq")),
         ("unknown top-level field", json!({"messages": [user("x")], "bogus_field": 1}), Some("bogus_field")),
         ("unknown field inside a message", one(json!({"role": "user", "content": "x", "colour": "red"})), Some("colour")),
         ("a message with a client-chosen seq", one(json!({"role": "user", "content": "x", "seq": 9})), Some("seq")),
         ("a second message that is invalid", json!({"messages": [user("ok"), {"role": "robot", "content": "x"}]}), Some("role")),
-        ("the last of 100 messages invalid", {
-            let mut many: Vec<Value> = (0..99).map(|n| user(format!("m{n}"))).collect();
-            many.push(json!({"role": "user", "content": 7}));
-            json!({ "messages": many })
-        }, Some("content")),
+        ("the last of 100 messages invalid", json!({ "messages": last_of_100_invalid }), Some("content")),
         ("body a JSON array", json!([user("x")]), None),
         ("body a JSON string", json!("messages"), None),
         ("body a number", json!(1), None),
         ("body null", Value::Null, None),
         ("body true", json!(true), None),
-    ];
-    for (label, body, needle) in cases {
-        fixture
-            .append_rejected(label, &Post::json(&body), 422, "validation_failed", needle)
-            .await;
-    }
+    ]
+}
+
+#[tokio::test]
+async fn append_validation_failures_are_422_naming_the_field_and_write_nothing() {
+    let cases = invalid_appends()
+        .into_iter()
+        .map(|(label, body, field)| append(label, Post::json(&body)).naming(field));
+    Fixture::new().await.refuses(VALIDATION_FAILED, cases).await;
+}
+
+/// Bad reset bodies and the field each problem must name.
+#[rustfmt::skip]
+fn invalid_resets() -> Vec<(&'static str, Value, Option<&'static str>)> {
+    vec![
+        ("unknown field", json!({"bogus_field": 1}), Some("bogus_field")),
+        ("a role", json!({"role": "user"}), Some("role")),
+        ("content", json!({"content": "x"}), Some("content")),
+        ("messages", json!({"messages": [user("x")]}), Some("messages")),
+        ("metadata a string", json!({"metadata": "x"}), Some("metadata")),
+        ("metadata an array", json!({"metadata": []}), Some("metadata")),
+        ("metadata a number", json!({"metadata": 3}), Some("metadata")),
+        ("negative expected_seq", json!({"expected_seq": -1}), Some("expected_seq")),
+        ("fractional expected_seq", json!({"expected_seq": 1.5}), Some("expected_seq")),
+        ("expected_seq a string", json!({"expected_seq": "1"}), Some("expected_seq")),
+        ("body an array", json!([]), None),
+        ("body a string", json!("reset"), None),
+        ("body null", Value::Null, None),
+    ]
 }
 
 #[tokio::test]
 async fn reset_validation_failures_are_422_naming_the_field_and_write_nothing() {
-    let fixture = Fixture::new().await;
-    let cases: Vec<(&str, Value, Option<&str>)> = vec![
-        (
-            "unknown field",
-            json!({"bogus_field": 1}),
-            Some("bogus_field"),
-        ),
-        ("a role", json!({"role": "user"}), Some("role")),
-        ("content", json!({"content": "x"}), Some("content")),
-        (
-            "messages",
-            json!({"messages": [user("x")]}),
-            Some("messages"),
-        ),
-        (
-            "metadata a string",
-            json!({"metadata": "x"}),
-            Some("metadata"),
-        ),
-        (
-            "metadata an array",
-            json!({"metadata": []}),
-            Some("metadata"),
-        ),
-        (
-            "metadata a number",
-            json!({"metadata": 3}),
-            Some("metadata"),
-        ),
-        (
-            "negative expected_seq",
-            json!({"expected_seq": -1}),
-            Some("expected_seq"),
-        ),
-        (
-            "fractional expected_seq",
-            json!({"expected_seq": 1.5}),
-            Some("expected_seq"),
-        ),
-        (
-            "expected_seq a string",
-            json!({"expected_seq": "1"}),
-            Some("expected_seq"),
-        ),
-        ("body an array", json!([]), None),
-        ("body a string", json!("reset"), None),
-        ("body null", Value::Null, None),
-    ];
-    for (label, body, needle) in cases {
-        fixture
-            .reset_rejected(label, &Post::json(&body), 422, "validation_failed", needle)
-            .await;
-    }
+    let cases = invalid_resets()
+        .into_iter()
+        .map(|(label, body, field)| reset(label, Post::json(&body)).naming(field));
+    Fixture::new().await.refuses(VALIDATION_FAILED, cases).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -982,10 +966,9 @@ async fn reset_validation_failures_are_422_naming_the_field_and_write_nothing() 
 
 #[tokio::test]
 async fn a_nul_character_anywhere_in_content_or_metadata_is_422_invalid_text() {
-    let fixture = Fixture::new().await;
     let with_metadata =
         |metadata: Value| one(json!({"role": "user", "content": "x", "metadata": metadata}));
-    let cases: Vec<(&str, Value)> = vec![
+    let appends = [
         ("content string", one(user("a\u{0}b"))),
         ("content string that is only NUL", one(user("\u{0}"))),
         ("string content block", one(user(json!(["ok", "a\u{0}"])))),
@@ -1016,44 +999,32 @@ async fn a_nul_character_anywhere_in_content_or_metadata_is_422_invalid_text() {
             json!({"messages": [user("fine"), user("\u{0}")]}),
         ),
     ];
-    for (label, body) in cases {
-        fixture
-            .append_rejected(label, &Post::json(&body), 422, "invalid_text", None)
-            .await;
-    }
-    // The escape as a client writes it by hand, too.
-    let handwritten = Post::raw(
-        Some("application/json"),
-        &br#"{"messages": [{"role": "user", "content": "a\u0000b"}]}"#[..],
-    );
-    fixture
-        .append_rejected(
-            "hand-written \\u0000",
-            &handwritten,
-            422,
-            "invalid_text",
-            None,
-        )
-        .await;
-    for (label, metadata) in [
+    let resets = [
         ("reset metadata value", json!({"why": "\u{0}"})),
         ("reset metadata key", json!({"\u{0}": "x"})),
-    ] {
-        fixture
-            .reset_rejected(
-                label,
-                &Post::json(&json!({ "metadata": metadata })),
-                422,
-                "invalid_text",
-                None,
-            )
-            .await;
-    }
+    ];
+    let mut cases: Vec<Case> = appends
+        .iter()
+        .map(|(label, body)| append(*label, Post::json(body)))
+        .collect();
+    // The escape as a client writes it by hand, too.
+    cases.push(append(
+        "hand-written \\u0000",
+        Post::raw(
+            JSON,
+            &br#"{"messages": [{"role": "user", "content": "a\u0000b"}]}"#[..],
+        ),
+    ));
+    cases.extend(
+        resets
+            .iter()
+            .map(|(label, metadata)| reset(*label, Post::json(&json!({ "metadata": metadata })))),
+    );
+    Fixture::new().await.refuses(INVALID_TEXT, cases).await;
 }
 
 #[tokio::test]
 async fn numbers_beyond_ijson_are_422_invalid_number() {
-    let fixture = Fixture::new().await;
     let in_block = |number: &str| {
         format!(r#"{{"messages": [{{"role": "user", "content": [{{"n": {number}}}]}}]}}"#)
     };
@@ -1062,64 +1033,51 @@ async fn numbers_beyond_ijson_are_422_invalid_number() {
             r#"{{"messages": [{{"role": "user", "content": "x", "metadata": {{"n": {number}}}}}]}}"#
         )
     };
-    let cases: Vec<(String, String)> = vec![
-        ("2^53 in a content block".into(), in_block("9007199254740992")),
-        ("-2^53 in metadata".into(), in_metadata("-9007199254740992")),
-        ("2^53 in metadata".into(), in_metadata("9007199254740992")),
-        ("-2^53 in a content block".into(), in_block("-9007199254740992")),
-        ("2^53 written as a float".into(), in_block("9007199254740992.0")),
-        ("2^53 in exponent form".into(), in_metadata("9.007199254740992e15")),
-        ("u64::MAX".into(), in_block("18446744073709551615")),
-        ("beyond u64".into(), in_metadata("18446744073709551616")),
-        ("1e300 in a content block".into(), in_block("1e300")),
-        ("1e300 in metadata".into(), in_metadata("1e300")),
-        ("-1e300".into(), in_block("-1e300")),
-        ("1e400 overflowing a double, in a content block".into(), in_block("1e400")),
-        ("1e400 overflowing a double, in metadata".into(), in_metadata("1e400")),
-        ("-1e400".into(), in_metadata("-1e400")),
+    let appends: Vec<(&str, String)> = vec![
+        ("2^53 in a content block", in_block("9007199254740992")),
+        ("-2^53 in metadata", in_metadata("-9007199254740992")),
+        ("2^53 in metadata", in_metadata("9007199254740992")),
+        ("-2^53 in a content block", in_block("-9007199254740992")),
+        ("2^53 written as a float", in_block("9007199254740992.0")),
+        ("2^53 in exponent form", in_metadata("9.007199254740992e15")),
+        ("u64::MAX", in_block("18446744073709551615")),
+        ("beyond u64", in_metadata("18446744073709551616")),
+        ("1e300 in a content block", in_block("1e300")),
+        ("1e300 in metadata", in_metadata("1e300")),
+        ("-1e300", in_block("-1e300")),
         (
-            "deep in metadata".into(),
+            "1e400 overflowing a double, in a content block",
+            in_block("1e400"),
+        ),
+        (
+            "1e400 overflowing a double, in metadata",
+            in_metadata("1e400"),
+        ),
+        ("-1e400", in_metadata("-1e400")),
+        (
+            "deep in metadata",
             r#"{"messages": [{"role": "user", "content": "x", "metadata": {"a": {"b": [1, 9007199254740993]}}}]}"#.into(),
         ),
     ];
-    for (label, body) in &cases {
-        fixture
-            .append_rejected(
-                label,
-                &Post::raw(Some("application/json"), body.as_bytes()),
-                422,
-                "invalid_number",
-                None,
-            )
-            .await;
-    }
-    for number in ["9007199254740992", "1e300", "1e400"] {
+    let mut cases: Vec<Case> = appends
+        .into_iter()
+        .map(|(label, body)| append(label, Post::raw(JSON, body)))
+        .collect();
+    cases.extend(["9007199254740992", "1e300", "1e400"].map(|number| {
         let body = format!(r#"{{"metadata": {{"n": {number}}}}}"#);
-        fixture
-            .reset_rejected(
-                &format!("reset metadata {number}"),
-                &Post::raw(Some("application/json"), body.into_bytes()),
-                422,
-                "invalid_number",
-                None,
-            )
-            .await;
-    }
+        reset(format!("reset metadata {number}"), Post::raw(JSON, body))
+    }));
+    Fixture::new().await.refuses(INVALID_NUMBER, cases).await;
 }
 
 #[tokio::test]
 async fn numbers_within_ijson_are_accepted_with_their_value() {
     let app = TestApp::spawn().await;
     let body = r#"{"messages": [{"role": "user", "content": [{"max": 9007199254740991, "min": -9007199254740991, "half": 0.5, "tiny": 1e-7, "one": 1.0, "big": 1.5e15}], "metadata": {"n": -9007199254740991, "f": 123.456}}]}"#;
-    let response = Post::raw(Some("application/json"), body.as_bytes())
+    let response = Post::raw(JSON, body)
         .send(&app, &messages_path("numbers"))
         .await;
-    assert_eq!(
-        response.status().as_u16(),
-        201,
-        "{}",
-        response.text().await.unwrap_or_default()
-    );
+    created("numbers within I-JSON", response).await;
     let entries = app.all_entries("numbers").await;
     let block = &entries[0]["content"][0];
     assert_eq!(block["max"].as_i64(), Some(9_007_199_254_740_991));
@@ -1159,44 +1117,24 @@ fn append_body_of_size(size: usize) -> Vec<u8> {
 #[tokio::test]
 async fn a_body_over_4_mib_is_413_and_one_of_exactly_4_mib_is_accepted() {
     let fixture = Fixture::new().await;
-    let over = Post::raw(Some("application/json"), append_body_of_size(4 * MIB + 1));
-    fixture
-        .append_rejected(
-            "valid JSON of 4 MiB + 1 byte",
-            &over,
-            413,
-            "payload_too_large",
-            None,
-        )
-        .await;
-    let big = Post::raw(Some("application/json"), append_body_of_size(5 * MIB));
-    fixture
-        .append_rejected("valid JSON of 5 MiB", &big, 413, "payload_too_large", None)
-        .await;
-    let garbage = Post::raw(Some("application/json"), vec![b'x'; 4 * MIB + 1]);
-    fixture
-        .append_rejected(
+    let over = || Post::raw(JSON, append_body_of_size(4 * MIB + 1));
+    let cases = [
+        append("valid JSON of 4 MiB + 1 byte", over()),
+        append(
+            "valid JSON of 5 MiB",
+            Post::raw(JSON, append_body_of_size(5 * MIB)),
+        ),
+        append(
             "4 MiB + 1 of garbage",
-            &garbage,
-            413,
-            "payload_too_large",
-            None,
-        )
-        .await;
-    let reset = Post::raw(Some("application/json"), append_body_of_size(4 * MIB + 1));
-    fixture
-        .reset_rejected("reset of 4 MiB + 1", &reset, 413, "payload_too_large", None)
-        .await;
-    fixture.assert_no_other_session("over 4 MiB").await;
+            Post::raw(JSON, vec![b'x'; 4 * MIB + 1]),
+        ),
+        reset("reset of 4 MiB + 1", over()),
+    ];
+    fixture.refuses(PAYLOAD_TOO_LARGE, cases).await;
 
-    let exact = Post::raw(Some("application/json"), append_body_of_size(4 * MIB));
+    let exact = Post::raw(JSON, append_body_of_size(4 * MIB));
     let response = exact.send(&fixture.app, &messages_path(EXISTING)).await;
-    assert_eq!(
-        response.status().as_u16(),
-        201,
-        "{}",
-        response.text().await.unwrap_or_default()
-    );
+    created("exactly 4 MiB", response).await;
     let summary = json_ok(fixture.app.get(&summary_path(EXISTING)).await).await;
     assert_eq!(summary["last_seq"], 20);
 }
@@ -1205,7 +1143,7 @@ async fn a_body_over_4_mib_is_413_and_one_of_exactly_4_mib_is_accepted() {
 async fn a_message_over_256_kib_of_content_plus_metadata_is_413_and_writes_nothing() {
     let fixture = Fixture::new().await;
     let limit = 256 * KIB;
-    let cases: Vec<(&str, Value)> = vec![
+    let appends = [
         ("content alone", one(user("x".repeat(limit)))),
         (
             "content plus metadata, each under the limit",
@@ -1230,27 +1168,22 @@ async fn a_message_over_256_kib_of_content_plus_metadata_is_413_and_writes_nothi
             json!({"messages": [user("ok"), user("x".repeat(limit + 1))]}),
         ),
     ];
-    for (label, body) in cases {
-        fixture
-            .append_rejected(label, &Post::json(&body), 413, "payload_too_large", None)
-            .await;
-    }
-    let reset = Post::json(&json!({"metadata": {"m": "y".repeat(limit)}}));
-    fixture
-        .reset_rejected("reset metadata", &reset, 413, "payload_too_large", None)
-        .await;
+    let mut cases: Vec<Case> = appends
+        .iter()
+        .map(|(label, body)| append(*label, Post::json(body)))
+        .collect();
+    cases.push(reset(
+        "reset metadata",
+        Post::json(&json!({"metadata": {"m": "y".repeat(limit)}})),
+    ));
+    fixture.refuses(PAYLOAD_TOO_LARGE, cases).await;
 
     // Just under the limit (content plus metadata 255 KiB and a few bytes) is accepted.
     let near = one(
         json!({"role": "user", "content": "x".repeat(250 * KIB), "metadata": {"m": "y".repeat(5 * KIB)}}),
     );
     let response = fixture.app.post_json(&messages_path(EXISTING), &near).await;
-    assert_eq!(
-        response.status().as_u16(),
-        201,
-        "{}",
-        response.text().await.unwrap_or_default()
-    );
+    created("just under the limit", response).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1259,9 +1192,8 @@ async fn a_message_over_256_kib_of_content_plus_metadata_is_413_and_writes_nothi
 
 #[tokio::test]
 async fn out_of_range_query_parameters_are_400_invalid_parameter() {
-    let fixture = Fixture::new().await;
     let messages = messages_path(EXISTING);
-    let context = format!("/v1/sessions/{EXISTING}/context");
+    let context = context_path(EXISTING);
     let mut targets: Vec<String> = [
         "limit=0",
         "limit=1001",
@@ -1288,16 +1220,10 @@ async fn out_of_range_query_parameters_are_400_invalid_parameter() {
         targets.push(format!("{context}?{query}"));
         targets.push(format!("/v1/sessions?{query}"));
     }
-    for target in targets {
-        problem(
-            &target,
-            fixture.app.get(&target).await,
-            400,
-            "invalid_parameter",
-        )
+    Fixture::new()
+        .await
+        .refuses_gets(INVALID_PARAMETER, &targets)
         .await;
-    }
-    fixture.assert_no_other_session("query parameters").await;
 }
 
 #[tokio::test]
@@ -1318,70 +1244,51 @@ async fn query_parameters_at_their_limits_are_accepted() {
         assert_eq!(page["session_id"], EXISTING, "{query}");
     }
     // Seqs at the top of the 64-bit range are valid cursors, not overflows.
-    let page = json_ok(
-        app.get(&format!("{messages}?after_seq=9223372036854775807"))
-            .await,
-    )
-    .await;
+    let top = i64::MAX;
+    let page = json_ok(app.get(&format!("{messages}?after_seq={top}")).await).await;
     assert_eq!(page["entries"], json!([]));
     assert_eq!(page["next_after_seq"], Value::Null);
     let page = json_ok(
-        app.get(&format!(
-            "{messages}?order=desc&before_seq=9223372036854775807"
-        ))
-        .await,
+        app.get(&format!("{messages}?order=desc&before_seq={top}"))
+            .await,
     )
     .await;
     assert_eq!(page["entries"].as_array().map(Vec::len), Some(1));
     for query in ["limit=1", "limit=1000"] {
-        let window = json_ok(
-            app.get(&format!("/v1/sessions/{EXISTING}/context?{query}"))
-                .await,
-        )
-        .await;
-        assert_eq!(
-            window["entries"].as_array().map(Vec::len),
-            Some(1),
-            "{query}"
-        );
-        let sessions = json_ok(app.get(&format!("/v1/sessions?{query}")).await).await;
-        assert_eq!(
-            sessions["sessions"].as_array().map(Vec::len),
-            Some(1),
-            "{query}"
-        );
+        for (target, list) in [
+            (format!("{}?{query}", context_path(EXISTING)), "entries"),
+            (format!("/v1/sessions?{query}"), "sessions"),
+        ] {
+            let page = json_ok(app.get(&target).await).await;
+            assert_eq!(page[list].as_array().map(Vec::len), Some(1), "{target}");
+        }
     }
 }
 
 #[tokio::test]
 async fn missing_sessions_are_404_session_not_found_and_unknown_routes_404_not_found() {
     let fixture = Fixture::new().await;
-    let app = &fixture.app;
-    for target in [
+    let missing = [
         "/v1/sessions/missing",
         "/v1/sessions/missing/messages",
         "/v1/sessions/missing/context",
         "/v1/sessions/missing/messages?order=desc",
-    ] {
-        problem(target, app.get(target).await, 404, "session_not_found").await;
+    ]
+    .map(String::from);
+    fixture.refuses_gets(SESSION_NOT_FOUND, &missing).await;
+    let resets = [
+        ("reset of a missing session", json!({})),
+        (
+            "reset of a missing session with expected_seq 0",
+            json!({"expected_seq": 0}),
+        ),
+    ];
+    for (label, body) in resets {
+        let response = fixture.app.post_json(&reset_path("missing"), &body).await;
+        problem(label, response, SESSION_NOT_FOUND).await;
     }
-    problem(
-        "reset of a missing session",
-        app.post_json(&reset_path("missing"), &json!({})).await,
-        404,
-        "session_not_found",
-    )
-    .await;
-    problem(
-        "reset of a missing session with expected_seq 0",
-        app.post_json(&reset_path("missing"), &json!({"expected_seq": 0}))
-            .await,
-        404,
-        "session_not_found",
-    )
-    .await;
     fixture.assert_absent("reset", "missing").await;
-    for target in [
+    let unknown = [
         "/v1/nope",
         "/nope",
         "/v1",
@@ -1389,14 +1296,13 @@ async fn missing_sessions_are_404_session_not_found_and_unknown_routes_404_not_f
         "/v1/sessions/existing/nope",
         "/v1/sessions/existing/messages/1",
         "/v1/sessions/",
-    ] {
-        problem(target, app.get(target).await, 404, "not_found").await;
-    }
+    ]
+    .map(String::from);
+    fixture.refuses_gets(NOT_FOUND, &unknown).await;
     problem(
         "POST /v1/nope",
-        app.post_json("/v1/nope", &json!({})).await,
-        404,
-        "not_found",
+        fixture.app.post_json("/v1/nope", &json!({})).await,
+        NOT_FOUND,
     )
     .await;
     fixture.assert_no_other_session("404s").await;
@@ -1406,44 +1312,55 @@ async fn missing_sessions_are_404_session_not_found_and_unknown_routes_404_not_f
 // No 5xx, whatever the input
 // ---------------------------------------------------------------------------------------------
 
+/// An append with arrays nested `depth` deep in a content block.
+fn nested_arrays(depth: usize) -> String {
+    format!(
+        r#"{{"messages": [{{"role": "user", "content": [{{"d": {}1{}}}]}}]}}"#,
+        "[".repeat(depth),
+        "]".repeat(depth)
+    )
+}
+
 #[tokio::test]
 async fn odd_requests_never_get_a_5xx() {
     let fixture = Fixture::new().await;
     let app = &fixture.app;
-    let json = ("Content-Type", &b"application/json"[..]);
-    let deep = format!(
-        r#"{{"messages": [{{"role": "user", "content": [{{"d": {}1{}}}]}}]}}"#,
-        "[".repeat(5000),
-        "]".repeat(5000)
-    );
-    let cases: Vec<(&str, String, Vec<Header>, Vec<u8>)> = vec![
-        ("PUT", messages_path(EXISTING), vec![json], b"{}".to_vec()),
-        ("DELETE", summary_path(EXISTING), vec![], vec![]),
-        ("PATCH", summary_path(EXISTING), vec![json], b"{}".to_vec()),
-        ("GET", reset_path(EXISTING), vec![], vec![]),
+    let json = JSON_HEADER;
+    let messages = messages_path(EXISTING);
+    let summary = summary_path(EXISTING);
+    let post = |headers: Vec<Header<'static>>, body: &[u8]| -> RawRequest<'static> {
+        ("POST", messages.clone(), headers, body.to_vec())
+    };
+    let get = |target: String| -> RawRequest<'static> { ("GET", target, vec![], vec![]) };
+    #[rustfmt::skip]
+    let cases: Vec<RawRequest> = vec![
+        ("PUT", messages.clone(), vec![json], b"{}".to_vec()),
+        ("DELETE", summary.clone(), vec![], vec![]),
+        ("PATCH", summary.clone(), vec![json], b"{}".to_vec()),
+        get(reset_path(EXISTING)),
         ("POST", "/v1/sessions".into(), vec![json], b"{}".to_vec()),
-        ("POST", summary_path(EXISTING), vec![json], b"{}".to_vec()),
-        ("POST", format!("/v1/sessions/{EXISTING}/context"), vec![json], b"{}".to_vec()),
-        ("GET", format!("{}?limit=1&limit=2", messages_path(EXISTING)), vec![], vec![]),
-        ("GET", format!("{}?limit=%FF", messages_path(EXISTING)), vec![], vec![]),
-        ("GET", format!("{}?after={}", "/v1/sessions", "%00"), vec![], vec![]),
-        ("GET", format!("{}?after={}", "/v1/sessions", "x".repeat(5000)), vec![], vec![]),
-        ("POST", messages_path(EXISTING), vec![("Content-Type", b"application/json\xff")], b"{}".to_vec()),
-        ("POST", messages_path(EXISTING), vec![("Content-Type", b"")], b"{}".to_vec()),
-        ("POST", messages_path(EXISTING), vec![("Content-Type", b";;;")], b"{}".to_vec()),
-        ("POST", messages_path(EXISTING), vec![json], deep.into_bytes()),
-        ("POST", messages_path(EXISTING), vec![json], br#"{"expected_seq": -9223372036854775809, "messages": []}"#.to_vec()),
-        ("POST", messages_path(EXISTING), vec![json], br#"{"expected_seq": 1e400, "messages": []}"#.to_vec()),
-        ("POST", messages_path(EXISTING), vec![json], b"\xef\xbb\xbf{\"messages\": []}".to_vec()),
-        ("POST", messages_path(EXISTING), vec![json], b"\0".to_vec()),
-        ("POST", messages_path(EXISTING), vec![json], br#"{"messages": [{"role": "user", "content": "x", "metadata": {"k": 1, "k": "\u0000"}}]}"#.to_vec()),
+        ("POST", summary.clone(), vec![json], b"{}".to_vec()),
+        ("POST", context_path(EXISTING), vec![json], b"{}".to_vec()),
+        get(format!("{messages}?limit=1&limit=2")),
+        get(format!("{messages}?limit=%FF")),
+        get("/v1/sessions?after=%00".to_owned()),
+        get(format!("/v1/sessions?after={}", "x".repeat(5000))),
+        post(vec![("Content-Type", b"application/json\xff")], b"{}"),
+        post(vec![("Content-Type", b"")], b"{}"),
+        post(vec![("Content-Type", b";;;")], b"{}"),
+        post(vec![json], nested_arrays(5000).as_bytes()),
+        post(vec![json], br#"{"expected_seq": -9223372036854775809, "messages": []}"#),
+        post(vec![json], br#"{"expected_seq": 1e400, "messages": []}"#),
+        post(vec![json], b"\xef\xbb\xbf{\"messages\": []}"),
+        post(vec![json], b"\0"),
+        post(vec![json], br#"{"messages": [{"role": "user", "content": "x", "metadata": {"k": 1, "k": "\u0000"}}]}"#),
     ];
-    for (method, target, headers, body) in cases {
-        let response = raw(app, method, &target, &headers, &body).await;
+    for (method, target, headers, body) in &cases {
+        let response = raw(app, method, target, headers, body).await;
         let status = response.status().as_u16();
         let content_type = response.headers().get(CONTENT_TYPE).cloned();
         let text = response.text().await.unwrap_or_default();
-        let label = format!("{method} {}", &target[..target.len().min(120)]);
+        let label = raw_label(method, target, headers);
         assert!(
             (400..500).contains(&status),
             "{label}: status {status}: {text}"
@@ -1458,7 +1375,7 @@ async fn odd_requests_never_get_a_5xx() {
 
     // Unknown or garbled query parameters that no route reads may be ignored, but never fail.
     for target in [
-        format!("{}?%zz=%%&x=%FF", messages_path(EXISTING)),
+        format!("{messages}?%zz=%%&x=%FF"),
         "/v1/sessions?&&==&".to_owned(),
     ] {
         let status = raw(app, "GET", &target, &[], b"").await.status().as_u16();
@@ -1469,26 +1386,15 @@ async fn odd_requests_never_get_a_5xx() {
     let stale = json!({"expected_seq": i64::MAX, "messages": [user("x")]});
     let conflict = problem(
         "expected_seq i64::MAX",
-        app.post_json(&messages_path(EXISTING), &stale).await,
-        409,
-        "seq_conflict",
+        app.post_json(&messages, &stale).await,
+        SEQ_CONFLICT,
     )
     .await;
     assert_eq!(conflict["current_seq"], 1);
-    let deep_ok = format!(
-        r#"{{"messages": [{{"role": "user", "content": [{{"d": {}1{}}}]}}]}}"#,
-        "[".repeat(100),
-        "]".repeat(100)
-    );
-    let response = Post::raw(Some("application/json"), deep_ok.into_bytes())
-        .send(app, &messages_path(EXISTING))
+    let response = Post::raw(JSON, nested_arrays(100))
+        .send(app, &messages)
         .await;
-    assert_eq!(
-        response.status().as_u16(),
-        201,
-        "100 nested arrays: {}",
-        response.text().await.unwrap_or_default()
-    );
+    created("100 nested arrays", response).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1529,13 +1435,7 @@ async fn valid_edge_cases_of_content_metadata_and_expected_seq_are_appended() {
     ];
     for (index, (label, body)) in cases.iter().enumerate() {
         let response = app.post_json(&messages_path(session), body).await;
-        assert_eq!(
-            response.status().as_u16(),
-            201,
-            "{label}: {}",
-            response.text().await.unwrap_or_default()
-        );
-        let result: Value = response.json().await.expect("json");
+        let result = created(label, response).await;
         assert_eq!(result["first_seq"], index as i64 + 1, "{label}");
     }
     let entries = app.all_entries(session).await;
@@ -1554,35 +1454,27 @@ async fn valid_edge_cases_of_content_metadata_and_expected_seq_are_appended() {
     assert_eq!(entries[5]["role"], "tool");
     assert_eq!(entries[6]["content"], unicode);
 
-    // expected_seq 0 on a new session and the right expected_seq on an existing one.
-    let response = app
-        .post_json(
-            &messages_path("new"),
-            &json!({"expected_seq": 0, "messages": [user("x")]}),
-        )
-        .await;
-    assert_eq!(response.status().as_u16(), 201);
-    let response = app
-        .post_json(
-            &messages_path(session),
-            &json!({"expected_seq": 7, "messages": [user("x")]}),
-        )
-        .await;
-    assert_eq!(response.status().as_u16(), 201);
-
-    // A reset with metadata null and expected_seq null.
-    let response = app
-        .post_json(
-            &reset_path(session),
-            &json!({"expected_seq": null, "metadata": null}),
-        )
-        .await;
-    assert_eq!(
-        response.status().as_u16(),
-        201,
-        "{}",
-        response.text().await.unwrap_or_default()
-    );
+    // expected_seq 0 on a new session and the right expected_seq on an existing one; a reset
+    // with metadata null and expected_seq null.
+    for (label, path, body) in [
+        (
+            "expected_seq 0 on a new session",
+            messages_path("new"),
+            json!({"expected_seq": 0, "messages": [user("x")]}),
+        ),
+        (
+            "expected_seq 7",
+            messages_path(session),
+            json!({"expected_seq": 7, "messages": [user("x")]}),
+        ),
+        (
+            "reset with nulls",
+            reset_path(session),
+            json!({"expected_seq": null, "metadata": null}),
+        ),
+    ] {
+        created(label, app.post_json(&path, &body).await).await;
+    }
     let entries = app.all_entries(session).await;
     assert_eq!(entries[8]["kind"], "context_reset");
     assert_eq!(entries[8]["metadata"], json!({}));
@@ -1595,13 +1487,7 @@ async fn an_append_of_exactly_100_messages_is_accepted_in_order() {
     let response = app
         .post_json(&messages_path("hundred"), &json!({ "messages": messages }))
         .await;
-    assert_eq!(
-        response.status().as_u16(),
-        201,
-        "{}",
-        response.text().await.unwrap_or_default()
-    );
-    let result: Value = response.json().await.expect("json");
+    let result = created("100 messages", response).await;
     assert_eq!(result["first_seq"], 1);
     assert_eq!(result["last_seq"], 100);
     assert_eq!(result["entries"].as_array().map(Vec::len), Some(100));

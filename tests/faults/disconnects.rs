@@ -4,7 +4,6 @@
 //! whole exactly once or not at all; a retry with its key replays it or writes it now.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
@@ -13,18 +12,13 @@ use tokio::net::TcpStream;
 
 use crate::checker::{Outcome, check};
 use crate::harness::{
-    Activity, Api, Logs, Retry, SERIAL, Server, Store, TempDir, TestDatabase, Turn, activity,
-    assert_clean_history, millis_between, write_turn,
+    Activity, Api, OnDatabase, SERIAL, Turn, activity, assert_clean_history, millis_between,
+    write_acknowledged,
 };
 
 const SESSIONS: u64 = 4;
 const WAVES: u64 = 3;
 const PER_WAVE: u64 = 48;
-const ONE_TRY: Retry = Retry {
-    attempts: 1,
-    deadline: Duration::from_secs(30),
-    backoff: Duration::ZERO,
-};
 
 /// How a client abandons its append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -98,28 +92,15 @@ async fn abandon(api: &Api, host: &str, turn: &Turn, how: HangUp) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_client_disconnect_storm_leaves_no_open_transaction_and_no_partial_turn() {
     let _serial = SERIAL.lock().await;
-    let database = TestDatabase::new().await;
-    let dir = TempDir::new("disconnects");
-    let admin_key_file = dir.admin_key_file();
-    let store = Store::External {
-        url: &database.owner_url,
-        admin_key_file: &admin_key_file,
-    };
-    let logs = Arc::new(Logs::default());
-    let server = Server::start(&store, 0, &[], &logs)
-        .await
-        .expect("chatledger starts");
+    let setup = OnDatabase::new("disconnects").await;
+    let (database, logs) = (&setup.database, &setup.logs);
+    let server = setup.start(&[]).await;
     let host = format!("127.0.0.1:{}", server.port);
-    let api = Api::new(
-        &server.address,
-        crate::harness::Keys::of(&database),
-        Duration::from_secs(30),
-    );
+    let api = setup.api(&server, Duration::from_secs(30));
     let sessions: Vec<String> = (0..SESSIONS).map(|n| format!("storm-{n}")).collect();
     let mut seeds = Vec::new();
     for session in &sessions {
-        let seeded = write_turn(&api, &Turn::new(session, 0, 0, false, ""), ONE_TRY).await;
-        assert!(seeded.acknowledged(), "{session} seeded");
+        let seeded = write_acknowledged(&api, &Turn::new(session, 0, 0, false, "")).await;
         seeds.push(seeded.record);
     }
 
@@ -199,13 +180,7 @@ async fn fault_client_disconnect_storm_leaves_no_open_transaction_and_no_partial
     let mut by_kind: std::collections::BTreeMap<HangUp, (usize, usize)> = Default::default();
     let mut mismatched = Vec::new();
     for (turn, how) in &storm {
-        let again = write_turn(&api, turn, ONE_TRY).await;
-        assert!(
-            again.acknowledged(),
-            "retry of {}: {:?}",
-            turn.key,
-            again.attempts
-        );
+        let again = write_acknowledged(&api, turn).await;
         let was_present = present.contains(&turn.writer);
         let counts = by_kind.entry(*how).or_default();
         if was_present {

@@ -1,22 +1,17 @@
-//! The fault suite's harness: fresh databases, the real `chatledger` binary as a child process
-//! that can be killed and restarted on the same port, and a client that appends tagged turns
-//! with idempotency keys, retrying indeterminate attempts with the same key and body.
+//! The fault suite's harness: a client that appends tagged turns with idempotency keys,
+//! retrying indeterminate attempts with the same key and body, and the set-up the scenarios on an
+//! external database share. The real binary as a child process (killed, restarted on the same
+//! port) is `tests/common/binary.rs`, shared with the API suite.
 
-use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use serde_json::{Value, json};
 use sqlx::postgres::PgPool;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
 use crate::checker::{Outcome, ReadBack, Receipt, SentTurn, turn_messages};
+use crate::testbin::{Logs, Server, Store, TempDir};
+pub use crate::testdb::TestDatabase;
 
 /// Scenarios run one at a time, so that their timings measure the server and not each other.
 pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -32,8 +27,6 @@ pub struct Keys {
     pub auditor: String,
 }
 
-pub use crate::testdb::TestDatabase;
-
 impl Keys {
     /// The keys of a test database's tenant.
     pub fn of(database: &TestDatabase) -> Self {
@@ -45,217 +38,52 @@ impl Keys {
     }
 }
 
-/// A private directory under the system temp dir, removed on drop.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    pub fn new(label: &str) -> Self {
-        let path = std::env::temp_dir().join(format!(
-            "chatledger-faults-{label}-{:08x}",
-            rand::random::<u32>()
-        ));
-        std::fs::create_dir(&path).expect("create temp dir");
-        Self(path)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-
-    /// A file holding [`ADMIN_KEY`], for `--admin-key-file`.
-    pub fn admin_key_file(&self) -> PathBuf {
-        let path = self.0.join("admin.key");
-        std::fs::write(&path, ADMIN_KEY).expect("admin key file");
-        path
-    }
+/// What a scenario on an external database starts from: a fresh test database, a temp dir
+/// with the admin key file, and one log shared by every server started on them.
+pub struct OnDatabase {
+    pub database: TestDatabase,
+    pub store: Store,
+    pub logs: Arc<Logs>,
+    _dir: TempDir,
 }
 
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+impl OnDatabase {
+    pub async fn new(label: &str) -> Self {
+        let database = TestDatabase::new().await;
+        let dir = TempDir::new(&format!("faults-{label}"));
+        let store = Store::External {
+            url: database.owner_url.clone(),
+            admin_key_file: dir.admin_key_file(ADMIN_KEY),
+        };
+        Self {
+            database,
+            store,
+            logs: Arc::new(Logs::default()),
+            _dir: dir,
+        }
     }
-}
 
-/// A port that was free a moment ago, for a server that must come back on the same address.
-pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    listener.local_addr().expect("local address").port()
+    /// A server on any free port, with `extra` flags.
+    pub async fn start(&self, extra: &[&str]) -> Server {
+        Server::start(&self.store, 0, extra, &self.logs)
+            .await
+            .expect("chatledger starts")
+    }
+
+    /// A server on exactly `port` (again after a SIGKILL).
+    pub async fn start_on(&self, port: u16) -> Server {
+        Server::start_on(&self.store, port, &[], &self.logs).await
+    }
+
+    /// A client of `server` with the tenant's keys.
+    pub fn api(&self, server: &Server, timeout: Duration) -> Api {
+        Api::new(&server.address, Keys::of(&self.database), timeout)
+    }
 }
 
 /// A random duration in `[low, high)` milliseconds, for load shaping and retry jitter.
 pub fn millis_between(low: u64, high: u64) -> Duration {
     Duration::from_millis(rand::random_range(low..high.max(low + 1)))
-}
-
-/// Where a server keeps its data.
-pub enum Store<'a> {
-    /// An external database and the admin key file that goes with it.
-    External {
-        url: &'a str,
-        admin_key_file: &'a Path,
-    },
-    /// The embedded cluster in a data directory (DATABASE_URL removed from the environment).
-    Embedded { data_dir: &'a Path },
-}
-
-/// The servers' log lines, shared across restarts: a short tail and a count of ERROR lines.
-#[derive(Default)]
-pub struct Logs {
-    tail: Mutex<VecDeque<String>>,
-    errors: AtomicUsize,
-}
-
-impl Logs {
-    fn push(&self, line: String) {
-        let Ok(record) = serde_json::from_str::<Value>(&line) else {
-            return self.keep(line);
-        };
-        if record["level"] == "ERROR" {
-            self.errors.fetch_add(1, Ordering::Relaxed);
-        }
-        self.keep(line);
-    }
-
-    fn keep(&self, line: String) {
-        let mut tail = self.tail.lock().expect("log tail");
-        if tail.len() == 30 {
-            tail.pop_front();
-        }
-        tail.push_back(line);
-    }
-
-    /// ERROR lines logged so far (each 5xx is logged once).
-    pub fn errors(&self) -> usize {
-        self.errors.load(Ordering::Relaxed)
-    }
-
-    pub fn tail(&self) -> String {
-        let tail = self.tail.lock().expect("log tail");
-        tail.iter().cloned().collect::<Vec<_>>().join("\n")
-    }
-}
-
-/// The real binary, serving.
-pub struct Server {
-    child: Child,
-    pub address: String,
-    pub port: u16,
-}
-
-impl Server {
-    /// Starts `chatledger serve` on 127.0.0.1:`port` (0: any free port) and waits until it
-    /// listens. A server that exits first (for example because the port is still taken) is an
-    /// error carrying the end of its log.
-    pub async fn start(
-        store: &Store<'_>,
-        port: u16,
-        extra: &[&str],
-        logs: &Arc<Logs>,
-    ) -> Result<Self, String> {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_chatledger"));
-        command
-            .arg("serve")
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .args(["--log-format", "json"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        match store {
-            Store::External {
-                url,
-                admin_key_file,
-            } => command
-                .env("DATABASE_URL", url)
-                .arg("--admin-key-file")
-                .arg(admin_key_file),
-            Store::Embedded { data_dir } => command
-                .env_remove("DATABASE_URL")
-                .arg("--data-dir")
-                .arg(data_dir),
-        };
-        let mut child = command.spawn().map_err(|error| format!("spawn: {error}"))?;
-        let stderr = child.stderr.take().ok_or("no stderr")?;
-        let mut lines = BufReader::new(stderr).lines();
-        let listening = tokio::time::timeout(Duration::from_secs(120), async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                let address = serde_json::from_str::<Value>(&line)
-                    .ok()
-                    .filter(|record| record["fields"]["message"] == "chatledger listening")
-                    .and_then(|record| record["fields"]["address"].as_str().map(str::to_owned));
-                logs.push(line);
-                if address.is_some() {
-                    return address;
-                }
-            }
-            None
-        })
-        .await;
-        let Ok(Some(address)) = listening else {
-            let _ = child.start_kill();
-            let _ = child.wait().await;
-            return Err(format!(
-                "chatledger did not listen; its log ends with:\n{}",
-                logs.tail()
-            ));
-        };
-        // Keep draining the log so that the server never blocks on a full pipe.
-        let drain = logs.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                drain.push(line);
-            }
-        });
-        let port = address
-            .rsplit(':')
-            .next()
-            .and_then(|port| port.parse().ok())
-            .ok_or_else(|| format!("no port in {address}"))?;
-        Ok(Self {
-            child,
-            address: format!("http://{address}"),
-            port,
-        })
-    }
-
-    /// Starts on exactly `port`, retrying (bounded) while a killed predecessor still holds it.
-    pub async fn start_on(store: &Store<'_>, port: u16, extra: &[&str], logs: &Arc<Logs>) -> Self {
-        let mut last_error = String::new();
-        for _ in 0..20 {
-            match Self::start(store, port, extra, logs).await {
-                Ok(server) => return server,
-                Err(error) => last_error = error,
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("chatledger could not start on port {port}: {last_error}");
-    }
-
-    fn pid(&self) -> Pid {
-        Pid::from_raw(self.child.id().expect("server still running") as i32)
-    }
-
-    /// True while the process has not exited.
-    pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// SIGKILL: no shutdown at all, in-flight requests cut off.
-    pub async fn kill(mut self) {
-        kill(self.pid(), Signal::SIGKILL).expect("SIGKILL");
-        self.child.wait().await.expect("killed server reaped");
-    }
-
-    /// SIGTERM, then the exit status (bounded wait).
-    pub async fn terminate(mut self) -> ExitStatus {
-        kill(self.pid(), Signal::SIGTERM).expect("SIGTERM");
-        tokio::time::timeout(Duration::from_secs(60), self.child.wait())
-            .await
-            .expect("the server exits within a minute of SIGTERM")
-            .expect("exit status")
-    }
 }
 
 /// One HTTP attempt as the client saw it.
@@ -522,6 +350,15 @@ pub struct Retry {
     pub backoff: Duration,
 }
 
+impl Retry {
+    /// One attempt, no retry: for seeding, and for retries whose every attempt is counted.
+    pub const ONCE: Retry = Retry {
+        attempts: 1,
+        deadline: Duration::from_secs(30),
+        backoff: Duration::ZERO,
+    };
+}
+
 /// A turn's fate: the checker's record, every attempt, and anything the contract forbids.
 #[derive(Debug)]
 pub struct Written {
@@ -597,6 +434,19 @@ pub async fn write_turn(api: &Api, turn: &Turn, retry: Retry) -> Written {
             }
         }
     }
+    written
+}
+
+/// One attempt of `turn` that must be acknowledged (a seed, or the retry of an abandoned turn).
+pub async fn write_acknowledged(api: &Api, turn: &Turn) -> Written {
+    let written = write_turn(api, turn, Retry::ONCE).await;
+    assert!(
+        written.acknowledged(),
+        "{} (key {}): {:?}",
+        turn.session,
+        turn.key,
+        written.attempts
+    );
     written
 }
 

@@ -2,8 +2,12 @@
 //! pool exhaustion, a storm of client disconnects. A history checker reads every session back
 //! and counts anomalies; a negative control proves that the checker can fail.
 
+#[path = "../common/binary.rs"]
+mod testbin;
 #[path = "../common/database.rs"]
 mod testdb;
+#[path = "../common/postgres.rs"]
+mod testpg;
 
 mod checker;
 mod disconnects;

@@ -2,13 +2,12 @@
 //! dropped, a duplicated and a split turn, each with a chain recomputed so that it still
 //! verifies): the checker must report each, proving that it can fail.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
 
 use crate::checker::{Outcome, ReadBack, SentTurn, SessionReport, check, turn_messages};
-use crate::harness::{Api, Logs, Retry, Server, Store, TempDir, TestDatabase, Turn, write_turn};
+use crate::harness::{OnDatabase, Turn, write_acknowledged};
 use crate::synthetic::SyntheticLedger;
 
 const TURNS: u64 = 6;
@@ -27,36 +26,13 @@ fn counts(report: &SessionReport) -> (usize, usize, usize, usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_negative_control_the_checker_reports_a_dropped_a_duplicated_and_a_split_turn() {
-    let database = TestDatabase::new().await;
-    let dir = TempDir::new("negative");
-    let admin_key_file = dir.admin_key_file();
-    let store = Store::External {
-        url: &database.owner_url,
-        admin_key_file: &admin_key_file,
-    };
-    let server = Server::start(&store, 0, &[], &Arc::new(Logs::default()))
-        .await
-        .expect("chatledger starts");
-    let api = Api::new(
-        &server.address,
-        crate::harness::Keys::of(&database),
-        Duration::from_secs(30),
-    );
-    let retry = Retry {
-        attempts: 1,
-        deadline: Duration::from_secs(30),
-        backoff: Duration::ZERO,
-    };
+    let setup = OnDatabase::new("negative").await;
+    let server = setup.start(&[]).await;
+    let api = setup.api(&server, Duration::from_secs(30));
     let mut sent = Vec::new();
     for turn in 0..TURNS {
-        let written = write_turn(
-            &api,
-            &Turn::new("neg", 1, turn, turn.is_multiple_of(2), ""),
-            retry,
-        )
-        .await;
-        assert!(written.acknowledged(), "{:?}", written.attempts);
-        sent.push(written.record);
+        let turn = Turn::new("neg", 1, turn, turn.is_multiple_of(2), "");
+        sent.push(write_acknowledged(&api, &turn).await.record);
     }
     let real = api.read_back("neg").await;
     assert!(server.terminate().await.success());

@@ -3,7 +3,6 @@
 //! 503 `unavailable` with `Retry-After` within 5 s; afterwards appends succeed again without
 //! restarting chatledger, and the history is clean.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -11,9 +10,11 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::harness::{
-    Api, Attempt, Keys, Logs, Retry, SERIAL, Server, Store, Tally, TempDir, Turn, Written,
-    assert_clean_history, millis_between, write_turn,
+    Api, Attempt, Keys, Retry, SERIAL, Tally, Turn, Written, assert_clean_history, millis_between,
+    write_turn,
 };
+use crate::testbin::{Logs, Server, Store, TempDir};
+use crate::testpg::{ClusterGuard, pg_ctl};
 
 const WRITERS: u64 = 8;
 const SESSIONS: u64 = 2;
@@ -25,62 +26,6 @@ const RETRY: Retry = Retry {
     deadline: Duration::from_secs(90),
     backoff: Duration::from_millis(100),
 };
-
-/// The directory holding `initdb` and `pg_ctl`: `$PATH`, `pg_config --bindir`, then the newest
-/// `/usr/lib/postgresql/*/bin` (the server's own search order).
-fn pg_bin_dir() -> PathBuf {
-    let has_tools = |dir: &Path| dir.join("pg_ctl").is_file() && dir.join("initdb").is_file();
-    let from_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-        .find(|dir| has_tools(dir));
-    let from_pg_config = || {
-        std::process::Command::new("pg_config")
-            .arg("--bindir")
-            .output()
-            .ok()
-            .map(|output| PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()))
-            .filter(|dir| has_tools(dir))
-    };
-    let from_usr_lib = || {
-        let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|entry| {
-                let version = entry.file_name().to_str()?.parse().ok()?;
-                Some((version, entry.path().join("bin")))
-            })
-            .filter(|(_, dir)| has_tools(dir))
-            .collect();
-        versions.sort();
-        versions.pop().map(|(_, dir)| dir)
-    };
-    from_path
-        .or_else(from_pg_config)
-        .or_else(from_usr_lib)
-        .expect("PostgreSQL's pg_ctl and initdb are installed")
-}
-
-/// `pg_ctl -D pg_dir args...`, as the `postgres` account when running as root (as the embedded
-/// cluster does), from `/`.
-fn pg_ctl(pg_dir: &Path, args: &[&str]) -> std::process::Command {
-    let pg_ctl = pg_bin_dir().join("pg_ctl");
-    let mut command = if nix::unistd::Uid::effective().is_root() {
-        let mut command = std::process::Command::new("runuser");
-        command.args(["-u", "postgres", "--"]).arg(pg_ctl);
-        command
-    } else {
-        std::process::Command::new(pg_ctl)
-    };
-    command
-        .arg("-D")
-        .arg(pg_dir)
-        .args(args)
-        .current_dir("/")
-        .stdin(std::process::Stdio::null());
-    command
-}
 
 async fn run(command: std::process::Command) -> std::process::Output {
     let output = tokio::process::Command::from(command)
@@ -94,18 +39,6 @@ async fn run(command: std::process::Command) -> std::process::Output {
         String::from_utf8_lossy(&output.stderr)
     );
     output
-}
-
-/// Stops the embedded cluster if a failing test leaves it running (chatledger itself is killed
-/// on drop, which would not stop it).
-struct ClusterGuard(PathBuf);
-
-impl Drop for ClusterGuard {
-    fn drop(&mut self) {
-        if self.0.join("postmaster.pid").exists() {
-            let _ = pg_ctl(&self.0, &["stop", "-m", "immediate", "-w"]).output();
-        }
-    }
 }
 
 /// Creates tenant `acme` and a key of each role through the admin API.
@@ -158,13 +91,13 @@ async fn writer(api: Api, session: String, writer: u64, stop: Arc<AtomicBool>) -
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_postgres_stopped_mid_load_answers_503_fast_and_recovers_without_a_restart() {
     let _serial = SERIAL.lock().await;
-    let dir = TempDir::new("outage");
+    let dir = TempDir::new("faults-outage");
     let data_dir = dir.path().join("data");
     let pg_dir = data_dir.join("pg");
     let _cluster = ClusterGuard(pg_dir.clone());
     let logs = Arc::new(Logs::default());
     let store = Store::Embedded {
-        data_dir: &data_dir,
+        data_dir: data_dir.clone(),
     };
     let mut server = Server::start(&store, 0, &[], &logs)
         .await

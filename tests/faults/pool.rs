@@ -4,7 +4,6 @@
 //! within its deadline, every refusal is a 503 with Retry-After, and once the lock is released
 //! everything succeeds again.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
@@ -12,8 +11,8 @@ use sqlx::{Connection, PgConnection};
 
 use crate::checker::Outcome;
 use crate::harness::{
-    Api, Attempt, Logs, Retry, SERIAL, Server, Store, Tally, TempDir, TestDatabase, Turn, activity,
-    assert_clean_history, write_turn,
+    Api, Attempt, OnDatabase, SERIAL, Tally, Turn, activity, assert_clean_history,
+    write_acknowledged,
 };
 
 const ACQUIRE: Duration = Duration::from_millis(500);
@@ -23,11 +22,6 @@ const STATEMENT: Duration = Duration::from_millis(2_000);
 const DEADLINE: Duration = Duration::from_millis(500 + 2_000 + 2_000);
 const BURST: u64 = 64;
 const COLD: u64 = 4;
-const ONE_TRY: Retry = Retry {
-    attempts: 1,
-    deadline: Duration::from_secs(30),
-    backoff: Duration::ZERO,
-};
 
 /// Sends every turn at once, one attempt each.
 async fn burst(api: &Api, turns: &[Turn]) -> Vec<(Turn, Attempt, Option<serde_json::Value>)> {
@@ -41,14 +35,8 @@ async fn burst(api: &Api, turns: &[Turn]) -> Vec<(Turn, Attempt, Option<serde_js
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_pool_exhaustion_answers_fast_503s_within_deadlines_and_recovers_fully() {
     let _serial = SERIAL.lock().await;
-    let database = TestDatabase::new().await;
-    let dir = TempDir::new("pool");
-    let admin_key_file = dir.admin_key_file();
-    let store = Store::External {
-        url: &database.owner_url,
-        admin_key_file: &admin_key_file,
-    };
-    let logs = Arc::new(Logs::default());
+    let setup = OnDatabase::new("pool").await;
+    let (database, logs) = (&setup.database, &setup.logs);
     let acquire_ms = ACQUIRE.as_millis().to_string();
     let statement_ms = STATEMENT.as_millis().to_string();
     let flags = [
@@ -59,25 +47,14 @@ async fn fault_pool_exhaustion_answers_fast_503s_within_deadlines_and_recovers_f
         "--statement-timeout-ms",
         &statement_ms,
     ];
-    let server = Server::start(&store, 0, &flags, &logs)
-        .await
-        .expect("chatledger starts");
-    let api = Api::new(
-        &server.address,
-        crate::harness::Keys::of(&database),
-        Duration::from_secs(30),
-    );
+    let server = setup.start(&flags).await;
+    let api = setup.api(&server, Duration::from_secs(30));
     let mut sessions = vec!["hot".to_owned()];
     sessions.extend((0..COLD).map(|n| format!("cold-{n}")));
 
     let mut sent = Vec::new();
     for session in &sessions {
-        let seeded = write_turn(&api, &Turn::new(session, 0, 0, false, ""), ONE_TRY).await;
-        assert!(
-            seeded.acknowledged(),
-            "{session} seeded: {:?}",
-            seeded.attempts
-        );
+        let seeded = write_acknowledged(&api, &Turn::new(session, 0, 0, false, "")).await;
         sent.push(seeded.record);
     }
 
@@ -149,13 +126,7 @@ async fn fault_pool_exhaustion_answers_fast_503s_within_deadlines_and_recovers_f
             sent.push(turn.record(Outcome::Acknowledged(receipt)));
             continue;
         }
-        let again = write_turn(&api, turn, ONE_TRY).await;
-        assert!(
-            again.acknowledged(),
-            "retry of {}: {:?}",
-            turn.key,
-            again.attempts
-        );
+        let again = write_acknowledged(&api, turn).await;
         retried_replays += again.attempts.iter().filter(|a| a.replayed()).count();
         sent.push(again.record);
     }

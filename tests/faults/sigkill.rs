@@ -7,9 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    Api, Logs, Retry, SERIAL, Server, Store, Tally, TempDir, TestDatabase, Turn, Written,
-    assert_clean_history, free_port, millis_between, write_turn,
+    OnDatabase, Retry, SERIAL, Tally, Turn, Written, assert_clean_history, millis_between,
+    write_turn,
 };
+use crate::testbin::free_port;
 
 const WRITERS: u64 = 10;
 const SESSIONS: u64 = 3;
@@ -25,21 +26,11 @@ const RETRY: Retry = Retry {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_sigkill_under_load_loses_no_acknowledged_turn() {
     let _serial = SERIAL.lock().await;
-    let database = TestDatabase::new().await;
-    let dir = TempDir::new("sigkill");
-    let admin_key_file = dir.admin_key_file();
-    let store = Store::External {
-        url: &database.owner_url,
-        admin_key_file: &admin_key_file,
-    };
-    let logs = Arc::new(Logs::default());
+    let setup = OnDatabase::new("sigkill").await;
+    let logs = &setup.logs;
     let port = free_port();
-    let mut server = Server::start_on(&store, port, &[], &logs).await;
-    let api = Api::new(
-        &server.address,
-        crate::harness::Keys::of(&database),
-        Duration::from_secs(10),
-    );
+    let mut server = setup.start_on(port).await;
+    let api = setup.api(&server, Duration::from_secs(10));
     let sessions: Vec<String> = (0..SESSIONS).map(|n| format!("kill-{n}")).collect();
 
     // Even writers append with expected_seq, odd ones blindly.
@@ -72,7 +63,7 @@ async fn fault_sigkill_under_load_loses_no_acknowledged_turn() {
         kills += 1;
         let down = Instant::now();
         tokio::time::sleep(millis_between(0, 300)).await;
-        server = Server::start_on(&store, port, &[], &logs).await;
+        server = setup.start_on(port).await;
         restart_times.push(down.elapsed());
     }
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -251,6 +251,11 @@ pub async fn run_recorded<W: Recorded>(
             detail: Value::Object(Default::default()),
             status: 404,
         },
+        // A refused erasure is worth knowing about.
+        Err(Error::LegalHold { holds }) => Outcome {
+            detail: json!({"holds": holds}),
+            status: 409,
+        },
         Err(_) => return result,
     };
     record(

@@ -90,7 +90,7 @@ fn temp_file(contents: &str) -> std::path::PathBuf {
     path
 }
 
-fn verify_export(contents: &str, expect_head: Option<&str>) -> i32 {
+pub(crate) fn verify_export(contents: &str, expect_head: Option<&str>) -> i32 {
     let path = temp_file(contents);
     let path_text = path.to_str().expect("utf-8 path");
     let mut args = vec!["verify-export", path_text];
@@ -102,7 +102,7 @@ fn verify_export(contents: &str, expect_head: Option<&str>) -> i32 {
     status
 }
 
-fn independent_verifier(contents: &str, expect_head: Option<&str>) -> (i32, String) {
+pub(crate) fn independent_verifier(contents: &str, expect_head: Option<&str>) -> (i32, String) {
     let python = std::env::var("CHATLEDGER_TEST_PYTHON")
         .expect("CHATLEDGER_TEST_PYTHON is not set: run ./scripts/test.sh, which prepares it");
     let script = concat!(

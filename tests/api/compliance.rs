@@ -6,7 +6,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use sqlx::Row;
 
-use crate::helpers::{ADMIN_KEY, TestApp, assert_problem, json_ok};
+use crate::helpers::{ADMIN_KEY, TestApp, assert_problem, json_ok, superuser};
 
 /// Every access record of the tenant of `auditor`, through the API.
 async fn records(app: &TestApp, auditor: &str, query: &str) -> Vec<Value> {
@@ -798,17 +798,6 @@ async fn search_filters_combine_and_the_cursor_walks_every_result_once_newest_fi
         "forbidden",
     )
     .await;
-}
-
-async fn superuser(app: &TestApp) -> sqlx::PgPool {
-    let url = std::env::var("CHATLEDGER_TEST_SUPERUSER_URL")
-        .expect("CHATLEDGER_TEST_SUPERUSER_URL is not set: run ./scripts/test.sh");
-    let options: sqlx::postgres::PgConnectOptions = url.parse().expect("superuser URL");
-    sqlx::postgres::PgPoolOptions::new()
-        .max_connections(2)
-        .connect_with(options.database(app.database.name()))
-        .await
-        .expect("superuser connects")
 }
 
 #[tokio::test]

@@ -223,3 +223,15 @@ impl TestApp {
         }
     }
 }
+
+/// The cluster's superuser on the app's database: the strongest attacker there is.
+pub async fn superuser(app: &TestApp) -> sqlx::PgPool {
+    let url = std::env::var("CHATLEDGER_TEST_SUPERUSER_URL")
+        .expect("CHATLEDGER_TEST_SUPERUSER_URL is not set: run ./scripts/test.sh");
+    let options: sqlx::postgres::PgConnectOptions = url.parse().expect("superuser URL");
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(options.database(app.database.name()))
+        .await
+        .expect("superuser connects")
+}

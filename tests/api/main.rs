@@ -15,6 +15,7 @@ mod binary;
 mod compliance;
 mod concurrency;
 mod database;
+mod erasure;
 mod hash_vectors;
 mod helpers;
 mod reading;

@@ -23,6 +23,7 @@ pub struct TestDatabase {
     pub writer_key_id: String,
     pub reader_key: String,
     pub auditor_key: String,
+    pub auditor_key_id: String,
 }
 
 impl TestDatabase {
@@ -70,6 +71,7 @@ impl TestDatabase {
             writer_key_id: writer.info.id,
             reader_key: reader.secret,
             auditor_key: auditor.secret,
+            auditor_key_id: auditor.info.id,
         }
     }
 

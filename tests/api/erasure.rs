@@ -561,7 +561,7 @@ async fn only_the_one_way_erasure_of_a_payload_is_an_update_an_entry_takes() {
     app.append("s", &[("user", "x")]).await;
     let runtime = app.database.runtime_pool().await;
     let tenant =
-        chatledger::admin::tenant_by_name(&mut *runtime.acquire().await.expect("db"), "acme")
+        chatledger::admin::tenant_by_name(&mut runtime.acquire().await.expect("db"), "acme")
             .await
             .expect("acme");
     for statement in [

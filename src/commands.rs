@@ -28,6 +28,7 @@ pub type CommandResult = Result<(), BoxError>;
 
 /// `chatledger serve`: migrate, then serve until SIGTERM or Ctrl-C.
 pub async fn serve(args: ServeArgs) -> CommandResult {
+    http::raise_open_file_limit();
     let database = Database::open(
         args.database.database_url.as_deref(),
         &args.database.data_dir,
@@ -55,17 +56,19 @@ async fn serve_on(database: &Database, args: &ServeArgs) -> CommandResult {
     db::migrate(database.owner()).await?;
     let pool = db::runtime_pool(database.owner(), &args.pool_settings()).await?;
     let state = http::AppState::new(pool.clone(), args.limits(), admin_key)
-        .trusting(args.trusted_proxy.clone());
+        .trusting(args.trusted_proxy.clone())
+        .bounded(args.max_concurrent_audits, args.max_body_bytes_in_flight);
     let sweeper = tokio::spawn(sweep_periodically(
         pool.clone(),
         Duration::from_secs(args.retention_interval_secs.max(1)),
     ));
     let listener = TcpListener::bind(args.listen).await?;
     tracing::info!(address = %listener.local_addr()?, embedded = database.is_embedded(), "chatledger listening");
-    http::serve(
+    http::serve_with(
         listener,
         http::router(state, &args.http_settings()),
         shutdown_signal(),
+        args.serve_settings(),
     )
     .await?;
     sweeper.abort();
@@ -390,9 +393,13 @@ pub async fn verify(args: VerifyArgs) -> Result<bool, BoxError> {
         let mut tally = Tally::default();
         if let (Some(session), Some(tenant)) = (&args.session, &args.tenant) {
             let tenant = admin::tenant_by_name(&mut *pool.acquire().await?, tenant).await?;
-            let verification =
-                audit::verify_session(&pool, Scope::operator(&tenant), &SessionId::parse(session)?)
-                    .await?;
+            let verification = audit::verify_session(
+                &pool,
+                Scope::operator(&tenant),
+                &SessionId::parse(session)?,
+                PAGE_BYTES,
+            )
+            .await?;
             tally.report(&tenant.name, session, &verification, true);
             return Ok(tally.broken == 0);
         }
@@ -418,6 +425,7 @@ pub async fn verify(args: VerifyArgs) -> Result<bool, BoxError> {
                             &pool,
                             Scope::operator(&tenant),
                             &SessionId::parse(id)?,
+                            PAGE_BYTES,
                         )
                         .await?;
                         tally.report(name, id, &verification, false);
@@ -448,6 +456,8 @@ pub async fn verify(args: VerifyArgs) -> Result<bool, BoxError> {
 
 /// Tenants and sessions read per page by `verify --all`.
 const PAGE: i64 = 1000;
+/// Bytes of entries per page a command's verify reads at most.
+const PAGE_BYTES: i64 = 8 * 1024 * 1024;
 
 #[derive(Default)]
 struct Tally {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::db::PoolSettings;
-use crate::http::HttpSettings;
+use crate::http::{HttpSettings, ServeSettings};
 use crate::ledger::Limits;
 
 #[derive(Debug, Parser)]
@@ -294,6 +294,34 @@ pub struct ServeArgs {
     /// Maximum messages per append.
     #[arg(long, env = "CHATLEDGER_MAX_BATCH", default_value_t = 100)]
     pub max_batch: usize,
+    /// A request's headers must arrive within this, and an idle kept-alive connection is closed
+    /// after it (ms).
+    #[arg(
+        long,
+        env = "CHATLEDGER_HEADER_READ_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub header_read_timeout_ms: u64,
+    /// A request that takes longer is answered 503 (ms).
+    #[arg(long, env = "CHATLEDGER_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
+    pub request_timeout_ms: u64,
+    /// Open connections served in full; beyond, a few more get the probes (and 503), the rest
+    /// wait to be accepted.
+    #[arg(long, env = "CHATLEDGER_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+    /// On SIGTERM, how long in-flight requests may take to finish (ms).
+    #[arg(long, env = "CHATLEDGER_DRAIN_TIMEOUT_MS", default_value_t = 10_000)]
+    pub drain_timeout_ms: u64,
+    /// Request bodies held in memory at once, across all requests (bytes); a request waits for
+    /// its share before its body is read.
+    #[arg(long, env = "CHATLEDGER_MAX_BODY_BYTES_IN_FLIGHT", default_value_t = 64 * 1024 * 1024)]
+    pub max_body_bytes_in_flight: usize,
+    /// Verifies and exports running at once; beyond, 429 with Retry-After.
+    #[arg(long, env = "CHATLEDGER_MAX_CONCURRENT_AUDITS", default_value_t = 4)]
+    pub max_concurrent_audits: usize,
+    /// Largest page of entries a read returns, serialized (bytes; at least one entry).
+    #[arg(long, env = "CHATLEDGER_MAX_PAGE_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub max_page_bytes: usize,
     /// Seconds between retention sweeps (one server sweeps at a time).
     #[arg(
         long,
@@ -342,13 +370,23 @@ impl ServeArgs {
         Limits {
             max_message_bytes: self.max_message_bytes,
             max_batch: self.max_batch,
+            max_page_bytes: self.max_page_bytes.max(1),
         }
     }
 
     pub fn http_settings(&self) -> HttpSettings {
         HttpSettings {
             max_body_bytes: self.max_body_bytes,
-            ..HttpSettings::default()
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+        }
+    }
+
+    pub fn serve_settings(&self) -> ServeSettings {
+        ServeSettings {
+            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms.max(1)),
+            max_connections: self.max_connections.max(1),
+            drain_timeout: Duration::from_millis(self.drain_timeout_ms),
+            ..ServeSettings::default()
         }
     }
 }

@@ -27,6 +27,9 @@ pub enum Error {
     /// Legal holds cover the session: it cannot be erased.
     #[error("the session is under legal hold {holds:?}")]
     LegalHold { holds: Vec<i64> },
+    /// A limit on concurrent work is reached; the caller may retry shortly.
+    #[error("{0}")]
+    TooManyRequests(String),
     /// The thing to create exists already.
     #[error("{0}")]
     AlreadyExists(String),

@@ -40,6 +40,46 @@ pub enum AdminKeyError {
         path: String,
         source: std::io::Error,
     },
+    #[error(
+        "refusing admin key file {path}: {problem}, so someone else could replace the key; \
+         fix it with `{fix}`"
+    )]
+    Unsafe {
+        path: String,
+        problem: String,
+        fix: String,
+    },
+}
+
+/// Refuses a secret's file that someone other than this account could have written: one
+/// writable by its group or by everyone, or owned by another user. Readable by a group is fine
+/// (a container's secret mount often is).
+pub fn check_secret_file(path: &Path) -> Result<(), AdminKeyError> {
+    use std::os::unix::fs::MetadataExt;
+    let display = path.display().to_string();
+    let meta = std::fs::metadata(path).map_err(|source| AdminKeyError::File {
+        path: display.clone(),
+        source,
+    })?;
+    let euid = nix::unistd::Uid::effective().as_raw();
+    if meta.uid() != euid && meta.uid() != 0 {
+        return Err(AdminKeyError::Unsafe {
+            problem: format!(
+                "it is owned by uid {}, not by this process (uid {euid})",
+                meta.uid()
+            ),
+            fix: format!("chown {euid} {display}"),
+            path: display,
+        });
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(AdminKeyError::Unsafe {
+            problem: format!("its mode {:o} lets others write it", meta.mode() & 0o777),
+            fix: format!("chmod go-w {display}"),
+            path: display,
+        });
+    }
+    Ok(())
 }
 
 impl AdminKey {
@@ -66,6 +106,7 @@ impl AdminKey {
         embedded_data_dir: Option<&Path>,
     ) -> Result<(Self, Option<PathBuf>), AdminKeyError> {
         let read = |path: &Path| {
+            check_secret_file(path)?;
             std::fs::read_to_string(path).map_err(|source| AdminKeyError::File {
                 path: path.display().to_string(),
                 source,
@@ -133,6 +174,41 @@ mod tests {
         assert!(matches!(
             AdminKey::load(None, None, None),
             Err(AdminKeyError::Missing)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_key_file_others_could_write_is_refused_with_the_fix() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir =
+            std::env::temp_dir().join(format!("chatledger-keyfile-{:016x}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("admin.key");
+        std::fs::write(&path, "k".repeat(40)).expect("write");
+        for (mode, refused) in [
+            (0o666, true),
+            (0o620, true),
+            (0o602, true),
+            (0o640, false),
+            (0o600, false),
+        ] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            let loaded = AdminKey::load(Some(&path), None, None);
+            match loaded {
+                Err(AdminKeyError::Unsafe { fix, .. }) => {
+                    assert!(refused, "{mode:o} refused");
+                    assert!(fix.starts_with("chmod go-w"), "{fix}");
+                }
+                Ok(_) => assert!(!refused, "{mode:o} accepted"),
+                Err(other) => panic!("{mode:o}: {other}"),
+            }
+        }
+        // An existing generated key in the data dir is checked the same way.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+        assert!(matches!(
+            AdminKey::load(None, None, Some(&dir)),
+            Err(AdminKeyError::Unsafe { .. })
         ));
         let _ = std::fs::remove_dir_all(&dir);
     }

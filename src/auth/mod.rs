@@ -11,7 +11,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
-pub use admin_key::{AdminKey, AdminKeyError, MIN_ADMIN_KEY_LEN};
+pub use admin_key::{AdminKey, AdminKeyError, MIN_ADMIN_KEY_LEN, check_secret_file};
 pub use cache::KeyCache;
 
 use crate::error::Error;

@@ -146,6 +146,20 @@ pub async fn runtime_pool(
         .max_connections(settings.max_connections)
         .min_connections(0)
         .acquire_timeout(settings.acquire_timeout)
+        .after_connect(|connection, _| {
+            Box::pin(async move {
+                // Only pg_catalog and chatledger's own schema are searched, in that order: no
+                // object another role creates elsewhere can stand in for a built-in or a table.
+                sqlx::query(
+                    "SELECT set_config('search_path', 'pg_catalog, ' || quote_ident(n.nspname), false)
+                       FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                      WHERE c.oid = 'entries'::regclass",
+                )
+                .execute(connection)
+                .await
+                .map(drop)
+            })
+        })
         .connect_lazy_with(options);
     check_runtime_role(&pool).await?;
     Ok(pool)
@@ -160,29 +174,60 @@ fn millis(duration: Duration) -> String {
     duration.as_millis().to_string()
 }
 
-/// Refuses a runtime role that row-level security or the append-only triggers would not bind.
+/// Refuses a runtime role that row-level security or the append-only triggers would not bind:
+/// one that is a superuser, bypasses RLS or owns the tables; one entered from a superuser
+/// session (which could leave the role again); and a schema where others may create objects.
 pub async fn check_runtime_role(pool: &PgPool) -> Result<(), DbError> {
     let role = sqlx::query!(
         r#"SELECT current_user AS "name!", r.rolsuper AS "superuser!", r.rolbypassrls AS "bypass_rls!",
-                  pg_has_role(current_user, c.relowner, 'USAGE') AS "owns_tables!"
-             FROM pg_roles r, pg_class c
+                  pg_has_role(current_user, c.relowner, 'USAGE') AS "owns_tables!",
+                  session_user AS "session_user!",
+                  (SELECT rolsuper FROM pg_roles WHERE rolname = session_user) AS "session_superuser!",
+                  n.nspname AS "schema!",
+                  EXISTS (SELECT 1 FROM aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a
+                           WHERE a.privilege_type = 'CREATE'
+                             AND (a.grantee = 0
+                                  OR NOT (pg_has_role(session_user, a.grantee, 'MEMBER')
+                                          OR (SELECT rolsuper FROM pg_roles WHERE oid = a.grantee))))
+                      AS "others_create!"
+             FROM pg_roles r, pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
             WHERE r.rolname = current_user AND c.oid = 'entries'::regclass"#
     )
     .fetch_one(pool)
     .await?;
     let problem = if role.superuser {
-        Some("is a superuser")
+        Some(format!(
+            "requests would run as {}, which is a superuser",
+            role.name
+        ))
     } else if role.bypass_rls {
-        Some("has BYPASSRLS")
+        Some(format!(
+            "requests would run as {}, which has BYPASSRLS",
+            role.name
+        ))
     } else if role.owns_tables {
-        Some("owns the ledger tables")
+        Some(format!(
+            "requests would run as {}, which owns the ledger tables",
+            role.name
+        ))
+    } else if role.session_superuser {
+        Some(format!(
+            "the database URL names {}, a superuser, which could leave the runtime role again; \
+             connect as a schema owner that is not a superuser",
+            role.session_user
+        ))
+    } else if role.others_create {
+        Some(format!(
+            "roles other than the owner may create objects in schema {}, which could stand in \
+             for chatledger's; run `REVOKE CREATE ON SCHEMA {} FROM PUBLIC` (and from any such role)",
+            role.schema, role.schema
+        ))
     } else {
         None
     };
     match problem {
         Some(problem) => Err(DbError::RuntimeRole(format!(
-            "requests would run as {}, which {problem}; row-level security would not bind it",
-            role.name
+            "{problem}; row-level security and the append-only rules could not be relied on"
         ))),
         None => Ok(()),
     }

@@ -1,13 +1,13 @@
 //! Admin routes: tenants and API keys. The admin key reads no conversation.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::extract::{Admin, Body};
+use super::extract::{Admin, Body, PathSegment};
 use super::problem::{AdminProblems, ApiError};
 use crate::admin::{self, KeyInfo, Policy};
 use crate::auth::KeyRole;
@@ -171,7 +171,7 @@ pub async fn list_keys(
 pub async fn revoke_key(
     State(state): State<AppState>,
     admin: Admin,
-    Path(id): Path<String>,
+    PathSegment(id): PathSegment,
 ) -> Result<StatusCode, ApiError> {
     let accessor = admin.accessor();
     state
@@ -192,7 +192,7 @@ pub async fn revoke_key(
 pub async fn get_policy(
     State(state): State<AppState>,
     _admin: Admin,
-    Path(name): Path<String>,
+    PathSegment(name): PathSegment,
 ) -> Result<Json<Policy>, ApiError> {
     let policy = state
         .run(|pool| async move { admin::policy(&pool, &name).await })
@@ -211,7 +211,7 @@ pub async fn get_policy(
 pub async fn set_policy(
     State(state): State<AppState>,
     admin: Admin,
-    Path(name): Path<String>,
+    PathSegment(name): PathSegment,
     body: Body<Policy>,
 ) -> Result<Json<Policy>, ApiError> {
     let (accessor, policy) = (admin.accessor(), body.value);

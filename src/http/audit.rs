@@ -16,20 +16,21 @@ use serde_json::{Value, json};
 use sqlx::PgConnection;
 use utoipa::IntoParams;
 
-use super::AppState;
 use super::extract::{Auditor, Query, SessionPath, bounded};
 use super::problem::{ApiError, ListProblems, ReadProblems};
 use super::views::{EntryView, View};
+use super::{AppState, AuditSlot};
 use crate::access::{self, AccessRecord, Action, ListAccess, Outcome, Recorded};
 use crate::auth::{Caller, Scope};
 use crate::error::{Error, Invalid};
-use crate::ledger::MessageRole;
 use crate::ledger::audit::{self, AuditHead};
 use crate::ledger::export::{self, Trailer};
 use crate::ledger::search::{self, Cursor, Search, SearchQuery};
+use crate::ledger::{MessageRole, PageLimit};
 use crate::ledger::{SessionId, Timestamp};
 
-/// Entries per export page: bounds the server's memory whatever the session's length.
+/// Entries per export page (pages are bounded by bytes too): bounds the server's memory
+/// whatever the session's length.
 const EXPORT_PAGE: i64 = 100;
 
 /// The result of a verification: either `ok` with the verified head, or the first break.
@@ -62,13 +63,16 @@ pub async fn verify(
     authed: Auditor,
     SessionPath(session_id): SessionPath,
 ) -> Result<Json<VerifyResult>, ApiError> {
+    let _slot = state.audit_slot()?;
     let accessor = authed.accessor();
     let caller = authed.caller;
-    // A verify reads in many short transactions: its record is written when it is done, so it
-    // can say what was found, and nothing is returned unless it is written.
+    // A verify reads in many short transactions, in this request's own task so that it stops
+    // soon after its client is gone. Its record is written when it is done, so it can say what
+    // was found, and nothing is returned unless it is written.
+    let bytes = state.limits.max_page_bytes as i64;
+    let verification = audit::verify_session(&state.pool, caller.scope(), &session_id, bytes).await;
     let verification = state
         .run(|pool| async move {
-            let verification = audit::verify_session(&pool, caller.scope(), &session_id).await;
             let outcome = match &verification {
                 Ok(Ok(verified)) => Outcome::ok(json!({
                     "ok": true,
@@ -135,13 +139,15 @@ pub async fn export(
     SessionPath(session_id): SessionPath,
 ) -> Result<Response, ApiError> {
     // Problems with the session, or with its access record, are answered before the stream
-    // starts; the record says what the export will hold.
+    // starts; the record says what the export will hold. The stream holds its audit slot.
+    let slot = state.audit_slot()?;
     let accessor = authed.accessor();
     let caller = authed.caller;
     let head = state
         .recorded(caller.clone(), accessor, ExportHead(session_id.clone()))
         .await?;
     let export = Export {
+        _slot: slot,
         state,
         caller,
         session_id,
@@ -185,6 +191,7 @@ impl Recorded for ExportHead {
 
 /// An export in progress, up to the head as it was when it started.
 struct Export {
+    _slot: AuditSlot,
     state: AppState,
     caller: Caller,
     session_id: SessionId,
@@ -210,11 +217,15 @@ impl Export {
             self.session_id.clone(),
             self.head.last_seq + 1,
         );
+        let limit = PageLimit {
+            entries: EXPORT_PAGE,
+            bytes: self.state.limits.max_page_bytes as i64,
+        };
         let page = self
             .state
             .run(|pool| async move {
                 let db = &mut *pool.acquire().await?;
-                audit::page(db, caller.scope(), &session_id, after, before, EXPORT_PAGE).await
+                audit::page(db, caller.scope(), &session_id, after, before, limit).await
             })
             .await;
         match page {

@@ -8,10 +8,11 @@ use std::marker::PhantomData;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
+use tokio::sync::OwnedSemaphorePermit;
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -175,6 +176,21 @@ impl<S: Send + Sync> FromRequestParts<S> for SessionPath {
     }
 }
 
+/// A path parameter other than the session id: one that cannot be read (not UTF-8, say) names
+/// nothing, so it is 404 `not_found`.
+pub struct PathSegment(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathSegment {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|Path(segment)| PathSegment(segment))
+            .map_err(|_| ApiError::NotFound)
+    }
+}
+
 /// The optional `Idempotency-Key` header, parsed.
 pub struct IdempotencyHeader(pub Option<IdempotencyKey>);
 
@@ -197,6 +213,8 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyHeader {
 pub struct Body<T> {
     pub value: T,
     pub raw: Bytes,
+    /// This body's share of the server's budget for bodies in memory.
+    _budget: OwnedSemaphorePermit,
 }
 
 impl<T> Body<T> {
@@ -206,15 +224,28 @@ impl<T> Body<T> {
     }
 }
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+impl<T: DeserializeOwned> FromRequest<AppState> for Body<T> {
     type Rejection = ApiError;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
         let declared_json = match request.headers().get(CONTENT_TYPE) {
             None => false,
             Some(_) if is_json(request.headers()) => true,
             Some(_) => return Err(ApiError::UnsupportedMediaType),
         };
+        // A body is read only once its size fits the budget of bodies in memory; a declared
+        // size beyond the limit is refused before any of it is read.
+        let declared = request
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse::<usize>().ok());
+        if declared.is_some_and(|length| length > state.max_body_bytes) {
+            return Err(ApiError::PayloadTooLarge);
+        }
+        let budget = state
+            .body_budget(declared.unwrap_or(state.max_body_bytes))
+            .await?;
         let mut raw = Bytes::from_request(request, state)
             .await
             .map_err(|rejection| {
@@ -231,7 +262,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
             raw = Bytes::from_static(b"{}");
         }
         let value = parse_json(&raw)?;
-        Ok(Body { value, raw })
+        Ok(Body {
+            value,
+            raw,
+            _budget: budget,
+        })
     }
 }
 

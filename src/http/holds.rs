@@ -1,13 +1,13 @@
 //! Legal holds and erasure: place, extend, release and list holds; erase a session's payloads.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::extract::{Auditor, Body, IdempotencyHeader, SessionPath};
+use super::extract::{Auditor, Body, IdempotencyHeader, PathSegment, SessionPath};
 use super::problem::{ApiError, ReadProblems, WriteProblems};
 use super::views::{AppendResult, Created};
 use crate::ledger::erase::{Erasure, ErasureRequest};
@@ -88,7 +88,7 @@ pub async fn place(
 pub async fn add_sessions(
     State(state): State<AppState>,
     authed: Auditor,
-    Path(id): Path<String>,
+    PathSegment(id): PathSegment,
     body: Body<HoldSessions>,
 ) -> Result<Json<Hold>, ApiError> {
     let work = AddToHold {
@@ -110,7 +110,7 @@ pub async fn add_sessions(
 pub async fn release(
     State(state): State<AppState>,
     authed: Auditor,
-    Path(id): Path<String>,
+    PathSegment(id): PathSegment,
 ) -> Result<StatusCode, ApiError> {
     let work = ReleaseHold {
         hold_id: hold_id(&id)?,

@@ -10,31 +10,30 @@ mod observe;
 pub mod openapi;
 mod ops;
 pub mod problem;
+mod server;
 mod sessions;
 mod views;
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
 use axum::middleware;
 use axum::routing::{delete, get, post};
-use axum::serve::ListenerExt;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
-use tower_http::timeout::TimeoutLayer;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use utoipa::OpenApi;
 
 use crate::access::{self, Accessor, Recorded};
 use crate::auth::{AdminKey, Caller, Credential, KeyCache};
 use crate::db::listen::{Listener, Subscriber};
 use crate::error::Error;
-use crate::ledger::{Appended, Limits};
+use crate::ledger::{Appended, Limits, PageLimit};
 use crate::metrics;
 use problem::ApiError;
 
@@ -44,12 +43,25 @@ pub struct AppState {
     pub pool: PgPool,
     pub limits: Limits,
     pub admin_key: AdminKey,
+    /// The largest request body accepted.
+    max_body_bytes: usize,
     keys: Arc<KeyCache>,
     /// Peers whose `X-Forwarded-For` names the client (`--trusted-proxy`).
     trusted_proxies: Arc<[IpAddr]>,
+    /// Verifies and exports running now; a slot is held for the whole of one.
+    audits: Arc<Semaphore>,
+    /// Bytes of request bodies held now, in KiB, across all requests.
+    body_budget: Arc<Semaphore>,
+    body_budget_kib: usize,
     openapi: Arc<serde_json::Value>,
     _listener: Arc<Listener>,
 }
+
+/// A verify or export in progress.
+pub struct AuditSlot(#[allow(dead_code)] OwnedSemaphorePermit);
+
+const DEFAULT_AUDITS: usize = 4;
+const DEFAULT_BODY_BUDGET_KIB: usize = 64 * 1024;
 
 /// HTTP-level settings.
 #[derive(Debug, Clone)]
@@ -83,8 +95,57 @@ impl AppState {
             admin_key,
             keys,
             trusted_proxies: Arc::new([]),
+            audits: Arc::new(Semaphore::new(DEFAULT_AUDITS)),
+            body_budget: Arc::new(Semaphore::new(DEFAULT_BODY_BUDGET_KIB)),
+            body_budget_kib: DEFAULT_BODY_BUDGET_KIB,
+            max_body_bytes: HttpSettings::default().max_body_bytes,
             openapi: Arc::new(openapi),
             _listener: Arc::new(listener),
+        }
+    }
+
+    /// At most `audits` verifies and exports at once, and `body_bytes` of request bodies in
+    /// memory at once.
+    pub fn bounded(mut self, audits: usize, body_bytes: usize) -> Self {
+        self.audits = Arc::new(Semaphore::new(audits.max(1)));
+        self.body_budget_kib = body_bytes.div_ceil(1024).max(1);
+        self.body_budget = Arc::new(Semaphore::new(self.body_budget_kib));
+        self
+    }
+
+    /// A slot for a verify or export, or 429 when all are taken.
+    fn audit_slot(&self) -> Result<AuditSlot, ApiError> {
+        self.audits
+            .clone()
+            .try_acquire_owned()
+            .map(AuditSlot)
+            .map_err(|_| {
+                Error::TooManyRequests(
+                    "every verify and export slot of this server is taken".into(),
+                )
+                .into()
+            })
+    }
+
+    /// Waits until `bytes` of body fit in the budget (a body larger than the whole budget waits
+    /// for all of it); the permit gives them back.
+    async fn body_budget(&self, bytes: usize) -> Result<OwnedSemaphorePermit, ApiError> {
+        let total = u32::try_from(self.body_budget_kib).unwrap_or(u32::MAX);
+        let kib = u32::try_from(bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .clamp(1, total.max(1));
+        self.body_budget
+            .clone()
+            .acquire_many_owned(kib)
+            .await
+            .map_err(|_| ApiError::Internal("the body budget is closed".into()))
+    }
+
+    /// The page limit of a read of at most `entries`.
+    fn page_limit(&self, entries: i64) -> PageLimit {
+        PageLimit {
+            entries,
+            bytes: self.limits.max_page_bytes as i64,
         }
     }
 
@@ -147,7 +208,8 @@ impl AppState {
 }
 
 /// The whole API as a router; tests drive it without a socket.
-pub fn router(state: AppState, settings: &HttpSettings) -> Router {
+pub fn router(mut state: AppState, settings: &HttpSettings) -> Router {
+    state.max_body_bytes = settings.max_body_bytes;
     let v1 = Router::new()
         .route("/sessions", get(sessions::list_sessions))
         .route("/sessions/{session_id}", get(sessions::get_session))
@@ -181,11 +243,11 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))
-        .layer(middleware::from_fn(observe::observe))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
+        .layer(middleware::from_fn_with_state(
             settings.request_timeout,
+            observe::time_limit,
         ))
+        .layer(middleware::from_fn(observe::observe))
         .with_state(state)
 }
 
@@ -195,22 +257,24 @@ async fn openapi_document(
     Json(state.openapi.as_ref().clone())
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then finishes in-flight requests.
+pub use server::{ServeSettings, raise_open_file_limit};
+
+/// Serves `router` on `listener` until `shutdown` resolves, then finishes in-flight requests
+/// (within the default drain limit).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    // Small responses go out at once rather than waiting on Nagle's algorithm.
-    let listener = listener.tap_io(|stream| {
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::warn!(%error, "cannot set TCP_NODELAY");
-        }
-    });
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    server::serve(listener, router, shutdown, ServeSettings::default()).await
+}
+
+/// `serve` with these connection settings.
+pub async fn serve_with(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    settings: ServeSettings,
+) -> std::io::Result<()> {
+    server::serve(listener, router, shutdown, settings).await
 }

@@ -6,12 +6,16 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use std::time::Duration;
+
+use axum::http::header::CONNECTION;
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
-use super::problem::ErrorCause;
+use super::problem::{ApiError, ErrorCause};
+use super::server::Overflow;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -54,11 +58,12 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// Request id, metrics and the one log line of every request.
 /// The request's id, for handlers (the access log carries it).
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
+/// Request id, metrics and the one log line of every request; a request on a connection
+/// beyond the cap gets 503 unless it is a probe.
 pub async fn observe(mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let request_id = request
@@ -76,13 +81,23 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
     request
         .extensions_mut()
         .insert(RequestId(request_id.clone()));
+    let overflowed = request.extensions().get::<Overflow>().is_some();
+    let probe = matches!(request.uri().path(), "/healthz" | "/readyz");
 
-    let mut response = next.run(request).await;
+    let mut response = if overflowed && !probe {
+        let mut refused = ApiError::TooManyConnections.into_response();
+        refused
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+        refused
+    } else {
+        next.run(request).await
+    };
 
     let status = response.status();
     let elapsed = started.elapsed();
     let labels = [
-        ("method", method.as_str().to_owned()),
+        ("method", method_label(&method).to_owned()),
         ("route", route.clone()),
         ("status", status.as_u16().to_string()),
     ];
@@ -117,6 +132,32 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
     response
 }
 
+/// The request method as a metric label: a made-up method is `other`, so that it cannot grow
+/// the set of series.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "other",
+    }
+}
+
+/// The request timeout, inside `observe` so that a request that hits it is answered with a
+/// problem document, logged and counted like any other.
+pub async fn time_limit(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::TimedOut(limit).into_response(),
+    }
+}
+
 /// A caller's request id is kept when it is short and harmless to log.
 fn is_acceptable_id(id: &str) -> bool {
     (1..=128).contains(&id.len())
@@ -128,6 +169,15 @@ fn is_acceptable_id(id: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn made_up_methods_share_one_label() {
+        assert_eq!(method_label(&Method::POST), "POST");
+        for made_up in ["FOO", "BREW", "get"] {
+            let method = Method::from_bytes(made_up.as_bytes()).expect("a token");
+            assert_eq!(method_label(&method), "other", "{made_up}");
+        }
+    }
 
     #[test]
     fn request_ids_from_callers_must_be_short_and_plain() {

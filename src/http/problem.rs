@@ -25,6 +25,10 @@ pub enum ApiError {
     NotFound,
     #[error("method not allowed")]
     MethodNotAllowed,
+    #[error("the request took longer than {0:?}")]
+    TimedOut(std::time::Duration),
+    #[error("the server has too many open connections")]
+    TooManyConnections,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -120,6 +124,11 @@ impl ApiError {
                 "session_not_found",
                 "Session not found",
             ),
+            ApiError::Domain(Error::TooManyRequests(_)) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                "Too many requests",
+            ),
             ApiError::Domain(Error::SessionClosed) => {
                 (StatusCode::CONFLICT, "session_closed", "Session closed")
             }
@@ -134,7 +143,9 @@ impl ApiError {
                 "idempotency_key_reused",
                 "Idempotency key reused",
             ),
-            ApiError::Domain(Error::Unavailable(_) | Error::RecordNotWritten(_)) => (
+            ApiError::Domain(Error::Unavailable(_) | Error::RecordNotWritten(_))
+            | ApiError::TimedOut(_)
+            | ApiError::TooManyConnections => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
                 "Service unavailable",
@@ -212,7 +223,7 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -314,6 +325,12 @@ pub enum ReadProblems {
         content_type = "application/problem+json"
     )]
     NotFound(#[to_schema] Problem),
+    #[response(
+        status = 429,
+        description = "Verifies and exports: every slot is taken; retry after Retry-After",
+        content_type = "application/problem+json"
+    )]
+    TooMany(#[to_schema] Problem),
     #[response(
         status = 503,
         description = "The database is unavailable; retry after Retry-After",

@@ -23,8 +23,8 @@ use crate::auth::Scope;
 use crate::error::Error;
 use crate::error::Invalid;
 use crate::ledger::{
-    self, AppendRequest, Idempotency, IdempotencyKey, Limits, MessageRole, NewEntry, Page, Range,
-    SessionId, SessionSummary,
+    self, AppendRequest, Idempotency, IdempotencyKey, Limits, MessageRole, NewEntry, Page,
+    PageLimit, Range, SessionId, SessionSummary,
 };
 
 /// Most entries or sessions one page holds.
@@ -298,13 +298,13 @@ pub async fn list_messages(
         action: Action::ReadMessages,
         session_id: session_id.clone(),
         range,
-        limit,
+        limit: state.page_limit(limit),
     };
     let accessor = authed.accessor();
     let page = state.recorded(authed.caller, accessor, read).await?;
-    // Seqs have no gaps, so whether more entries follow is known from the page's edge alone.
+    // Seqs have no gaps, so whether more entries follow is known from the page's edge alone,
+    // however the page was cut (by count or by bytes).
     let edge = page.entries.last().map(|entry| entry.seq);
-    let full = page.entries.len() as i64 == limit;
     let session_id = session_id.as_str().to_owned();
     let entries = Entries {
         entries: page.entries,
@@ -315,13 +315,13 @@ pub async fn list_messages(
             session_id,
             last_seq: page.last_seq,
             entries,
-            next_before_seq: edge.filter(|&seq| full && seq > 1),
+            next_before_seq: edge.filter(|&seq| seq > 1),
         }),
         _ => EntriesPage::Ascending(AscendingPage {
             session_id,
             last_seq: page.last_seq,
             entries,
-            next_after_seq: edge.filter(|&seq| full && seq < page.last_seq),
+            next_after_seq: edge.filter(|&seq| seq < page.last_seq),
         }),
     }))
 }
@@ -331,7 +331,7 @@ struct ReadEntries {
     action: Action,
     session_id: SessionId,
     range: Range,
-    limit: i64,
+    limit: PageLimit,
 }
 
 impl Recorded for ReadEntries {
@@ -392,7 +392,7 @@ pub async fn context(
         action: Action::ReadContext,
         session_id: session_id.clone(),
         range: Range::Context,
-        limit,
+        limit: state.page_limit(limit),
     };
     let accessor = authed.accessor();
     let page = state.recorded(authed.caller, accessor, read).await?;

@@ -129,6 +129,7 @@ struct EntryParam {
     metadata: Json<serde_json::Map<String, serde_json::Value>>,
     salt: Vec<u8>,
     payload_digest: Vec<u8>,
+    payload_bytes: i32,
 }
 
 /// What `chatledger_append` did (`chatledger_append_outcome`).
@@ -159,6 +160,7 @@ pub async fn append(
                 payload_digest: hash::digest_canonical_payload(&salt, entry.canonical_payload())
                     .to_vec(),
                 salt: salt.to_vec(),
+                payload_bytes: i32::try_from(entry.canonical_payload().len()).unwrap_or(i32::MAX),
                 kind: entry.kind.as_str().to_owned(),
                 role: entry.role.map(|role| role.as_str().to_owned()),
                 content: entry.content.map(Json),

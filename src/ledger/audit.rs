@@ -5,13 +5,13 @@
 
 use sqlx::{PgConnection, PgPool};
 
-use super::read::{self, Entry, Range};
+use super::read::{self, Entry, PageLimit, Range};
 use super::types::SessionId;
 use super::verify::{Break, ChainVerifier, Reason, Verified};
 use crate::auth::Scope;
 use crate::error::Error;
 
-/// Entries read per page while verifying.
+/// Entries read per page while verifying (pages are bounded by bytes too).
 const VERIFY_PAGE: i64 = 1000;
 
 /// Where an audit starts: the session head.
@@ -56,7 +56,7 @@ pub async fn page(
     session_id: &SessionId,
     after: i64,
     before: i64,
-    limit: i64,
+    limit: PageLimit,
 ) -> Result<Vec<Entry>, Error> {
     let page = read::entries(db, scope, session_id, Range::Between(after, before), limit).await?;
     Ok(page.entries)
@@ -68,6 +68,7 @@ pub async fn verify_session(
     pool: &PgPool,
     scope: Scope<'_>,
     session_id: &SessionId,
+    max_page_bytes: i64,
 ) -> Result<Verification, Error> {
     let start = head(&mut *pool.acquire().await?, scope, session_id).await?;
     let mut verifier = ChainVerifier::new(&scope.tenant.name, session_id.as_str());
@@ -80,16 +81,21 @@ pub async fn verify_session(
             session_id,
             after,
             before,
-            VERIFY_PAGE,
+            PageLimit {
+                entries: VERIFY_PAGE,
+                bytes: max_page_bytes,
+            },
         )
         .await?;
-        let full = entries.len() as i64 == VERIFY_PAGE;
+        let more = entries
+            .last()
+            .is_some_and(|entry| entry.seq < start.last_seq);
         for entry in &entries {
             if let Err(broken) = verifier.check(entry) {
                 return Ok(Err(broken));
             }
         }
-        if !full {
+        if !more {
             break;
         }
     }

@@ -16,5 +16,7 @@ pub mod verify;
 
 pub use append::{AppendRequest, Appended, AppendedEntry, Idempotency, append};
 pub use hash::Timestamp;
-pub use read::{Entry, Page, Range, RawJson, SessionSummary, entries, session, sessions};
+pub use read::{
+    Entry, Page, PageLimit, Range, RawJson, SessionSummary, entries, session, sessions,
+};
 pub use types::{EntryKind, IdempotencyKey, Limits, MessageRole, NewEntry, SessionId};

@@ -63,6 +63,14 @@ pub enum Range {
     Between(i64, i64),
 }
 
+/// How large a page may be: at most `entries`, and no more than `bytes` of entries once the
+/// first is in.
+#[derive(Debug, Clone, Copy)]
+pub struct PageLimit {
+    pub entries: i64,
+    pub bytes: i64,
+}
+
 /// A page of entries with the session head it was read against.
 #[derive(Debug, Clone)]
 pub struct Page {
@@ -135,7 +143,7 @@ pub async fn entries(
     scope: Scope<'_>,
     session_id: &SessionId,
     range: Range,
-    limit: i64,
+    limit: PageLimit,
 ) -> Result<Page, Error> {
     let (after, before, descending, context) = match range {
         Range::After(after) => (Some(after), None, false, false),
@@ -147,15 +155,16 @@ pub async fn entries(
         r#"SELECT last_seq AS "last_seq!", context_start_seq AS "context_start_seq!", seq, kind, role,
                   content AS "content: RawJson", metadata AS "metadata: RawJson", created_at,
                   idempotency_key, author, salt, payload_digest, prev_hash, hash, erased
-             FROM chatledger_entries($1, $2, $3, $4, $5, $6, $7, $8)"#,
+             FROM chatledger_entries($1, $2, $3, $4, $5, $6, $7, $8, $9)"#,
         scope.tenant.id,
         scope.key_id,
         session_id.as_str(),
         after,
         before,
-        i32::try_from(limit).unwrap_or(i32::MAX),
+        i32::try_from(limit.entries).unwrap_or(i32::MAX),
         descending,
         context,
+        limit.bytes,
     )
     .fetch_all(&mut *db)
     .await?;

@@ -118,6 +118,8 @@ pub struct Limits {
     pub max_message_bytes: usize,
     /// Messages in one append.
     pub max_batch: usize,
+    /// A page of entries, as weighed by `chatledger_entry_bytes` (at least one entry).
+    pub max_page_bytes: usize,
 }
 
 impl Default for Limits {
@@ -125,6 +127,7 @@ impl Default for Limits {
         Self {
             max_message_bytes: 256 * 1024,
             max_batch: 100,
+            max_page_bytes: 8 * 1024 * 1024,
         }
     }
 }
@@ -337,6 +340,7 @@ mod tests {
         let limits = Limits {
             max_message_bytes: 64,
             max_batch: 2,
+            ..Limits::default()
         };
         let big = format!("\"{}\"", "x".repeat(64));
         let invalid =

@@ -108,16 +108,19 @@ CREATE INDEX entries_by_time ON entries (tenant_id, created_at, session_pk, seq)
 CREATE OR REPLACE PROCEDURE chatledger_pin_search_path() LANGUAGE plpgsql AS $$
 DECLARE
     v_routine regprocedure;
+    -- This procedure's own schema: once it is pinned itself, current_schema() is pg_catalog.
+    v_schema regnamespace := (SELECT pronamespace FROM pg_catalog.pg_proc
+                               WHERE oid = 'chatledger_pin_search_path'::regproc);
 BEGIN
     FOR v_routine IN
         SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
-         WHERE p.pronamespace = pg_catalog.current_schema()::regnamespace
+         WHERE p.pronamespace = v_schema
            AND p.proname LIKE 'chatledger\_%'
            AND p.proname NOT IN ('chatledger_current_tenant', 'chatledger_entry_hash',
                                  'chatledger_search_text', 'chatledger_fold')
     LOOP
         EXECUTE pg_catalog.format('ALTER ROUTINE %s SET search_path = pg_catalog, %I, pg_temp',
-                                  v_routine, pg_catalog.current_schema());
+                                  v_routine, v_schema::text);
     END LOOP;
 END
 $$;

@@ -52,9 +52,10 @@ impl TestApp {
     }
 
     async fn spawn_with_limits(database: TestDatabase, pool: PgPool, limits: Limits) -> Self {
-        let admin = AdminKey::new(ADMIN_KEY).expect("admin key");
-        let state = AppState::new(pool.clone(), limits, admin);
-        Self::serve(database, pool, state).await
+        Self::spawn_configured(database, pool, limits, HttpSettings::default(), |state| {
+            state
+        })
+        .await
     }
 
     async fn spawn_with_state(
@@ -62,13 +63,36 @@ impl TestApp {
         pool: PgPool,
         configure: impl FnOnce(AppState) -> AppState,
     ) -> Self {
-        let admin = AdminKey::new(ADMIN_KEY).expect("admin key");
-        let state = configure(AppState::new(pool.clone(), Limits::default(), admin));
-        Self::serve(database, pool, state).await
+        Self::spawn_configured(
+            database,
+            pool,
+            Limits::default(),
+            HttpSettings::default(),
+            configure,
+        )
+        .await
     }
 
-    async fn serve(database: TestDatabase, pool: PgPool, state: AppState) -> Self {
-        let router = http::router(state, &HttpSettings::default());
+    /// A server with every setting a test may change.
+    pub async fn spawn_configured(
+        database: TestDatabase,
+        pool: PgPool,
+        limits: Limits,
+        settings: HttpSettings,
+        configure: impl FnOnce(AppState) -> AppState,
+    ) -> Self {
+        let admin = AdminKey::new(ADMIN_KEY).expect("admin key");
+        let state = configure(AppState::new(pool.clone(), limits, admin));
+        Self::serve(database, pool, state, &settings).await
+    }
+
+    async fn serve(
+        database: TestDatabase,
+        pool: PgPool,
+        state: AppState,
+        settings: &HttpSettings,
+    ) -> Self {
+        let router = http::router(state, settings);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

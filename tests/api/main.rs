@@ -16,6 +16,7 @@ mod compliance;
 mod concurrency;
 mod database;
 mod erasure;
+mod hardening;
 mod hash_vectors;
 mod helpers;
 mod reading;

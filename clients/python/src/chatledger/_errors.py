@@ -208,7 +208,8 @@ class Unavailable(ChatLedgerError):
 class NetworkError(ChatLedgerError):
     """The server could not be reached or the connection failed, after all retries.
 
-    The original ``httpx`` exception is the ``__cause__``. For an append this outcome is
+    The underlying exception (an ``OSError``, or an ``httpx`` error when the client sends
+    through httpx) is the ``__cause__``. For an append this outcome is
     ambiguous (the last attempt may have been committed before the connection broke):
     resend with the same idempotency key (``idempotency_key`` attribute) to find out without
     writing twice.

@@ -40,20 +40,27 @@ def parse_timestamp(value: str) -> datetime:
 @dataclass(frozen=True)
 class Entry:
     """One row of a session's ledger. ``created_at`` is kept exactly as the server spelled it
-    (the hash chain covers that spelling); :attr:`created_at_datetime` parses it."""
+    (the hash chain covers that spelling); :attr:`created_at_datetime` parses it.
+
+    Entries read with ``view="chat"`` carry only what a prompt needs (``seq``, ``kind``,
+    ``role``, ``content``, ``metadata``, ``created_at``, ``erased``); their chain fields
+    (``idempotency_key``, ``author``, ``salt``, ``payload_digest``, ``prev_hash``, ``hash``)
+    are then ``None``. An erased entry has ``erased`` true and ``content`` ``None``.
+    """
 
     seq: int
-    kind: Literal["message", "context_reset"]
+    kind: Literal["message", "context_reset", "erasure"]
     role: Role | None
     content: str | list[Any] | None
     metadata: dict[str, Any]
     created_at: str
-    idempotency_key: str | None
-    author: str
-    salt: str
-    payload_digest: str
-    prev_hash: str
-    hash: str
+    idempotency_key: str | None = None
+    author: str | None = None
+    salt: str | None = None
+    payload_digest: str | None = None
+    prev_hash: str | None = None
+    hash: str | None = None
+    erased: bool = False
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
     @property
@@ -71,11 +78,12 @@ class Entry:
             metadata=metadata if isinstance(metadata, dict) else {},
             created_at=data["created_at"],
             idempotency_key=data.get("idempotency_key"),
-            author=data.get("author", ""),
-            salt=data.get("salt", ""),
-            payload_digest=data.get("payload_digest", ""),
-            prev_hash=data.get("prev_hash", ""),
-            hash=data.get("hash", ""),
+            author=data.get("author"),
+            salt=data.get("salt"),
+            payload_digest=data.get("payload_digest"),
+            prev_hash=data.get("prev_hash"),
+            hash=data.get("hash"),
+            erased=bool(data.get("erased", False)),
             raw=data,
         )
 
@@ -134,6 +142,10 @@ class SessionSummary:
     head_hash: str
     message_count: int
     context_start_seq: int
+    #: True once the whole session was erased (appends then get 409 ``session_closed``).
+    closed: bool = False
+    #: Ids of the legal holds the session is in.
+    holds: tuple[Any, ...] = ()
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SessionSummary:
@@ -145,6 +157,8 @@ class SessionSummary:
             head_hash=data["head_hash"],
             message_count=data["message_count"],
             context_start_seq=data["context_start_seq"],
+            closed=bool(data.get("closed", False)),
+            holds=tuple(data.get("holds") or ()),
         )
 
 

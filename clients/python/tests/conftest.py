@@ -35,8 +35,8 @@ class Backend:
     admin_key_file: Path
     admin_key: str
 
-    def start_server(self) -> ServerProcess:
-        return start_external(self.database_url, self.admin_key_file)
+    def start_server(self, listen: str = "127.0.0.1:0") -> ServerProcess:
+        return start_external(self.database_url, self.admin_key_file, listen)
 
 
 @dataclass

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import ipaddress
 import os
 import select
 import socket
@@ -66,6 +65,14 @@ class TransportError(Exception):
 
 class _EOF(Exception):
     """The peer closed the connection where the protocol needs more bytes."""
+
+
+class _Reused(Exception):
+    """The connection failed before the first byte of an answer (``cause`` says how)."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
 
 
 class Response:
@@ -481,61 +488,57 @@ else:  # pragma: no cover - Python 3.10
         return await asyncio.wait_for(awaitable, timeout)
 
 
-class _AsyncConn:
-    """A non-blocking socket read and written through the event loop (TLS by MemoryBIO)."""
+class _AsyncConn(asyncio.Protocol):
+    """One connection as an asyncio protocol: the transport keeps the socket registered with
+    the loop, ``data_received`` fills a buffer, and reads wait on a future only when the
+    buffer is short (no per-read registration with the selector)."""
 
-    __slots__ = ("sock", "loop", "buf", "tls", "incoming", "outgoing")
-
-    def __init__(self, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
-        self.sock = sock
-        self.loop = loop
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
-        self.tls: ssl.SSLObject | None = None
-        self.incoming: ssl.MemoryBIO | None = None
-        self.outgoing: ssl.MemoryBIO | None = None
+        self.waiter: asyncio.Future[None] | None = None
+        self.closed = False
+        self.error: BaseException | None = None
 
-    async def start_tls(self, context: ssl.SSLContext, host: str) -> None:
-        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-        self.tls = context.wrap_bio(self.incoming, self.outgoing, server_hostname=host)
-        while True:
-            try:
-                self.tls.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                await self._flush()
-                raw = await self.loop.sock_recv(self.sock, _CHUNK)
-                if not raw:
-                    raise _EOF()
-                self.incoming.write(raw)
-        await self._flush()
+    # -- protocol callbacks
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
 
-    async def _flush(self) -> None:
-        assert self.outgoing is not None
-        data = self.outgoing.read()
-        if data:
-            await self.loop.sock_sendall(self.sock, data)
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        self._wake()
 
-    async def send(self, data: bytes) -> None:
-        if self.tls is None:
-            await self.loop.sock_sendall(self.sock, data)
-        else:
-            self.tls.write(data)
-            await self._flush()
+    def eof_received(self) -> bool:
+        self.closed = True
+        self._wake()
+        return False
 
-    async def _recv(self) -> bytes:
-        if self.tls is None:
-            return await self.loop.sock_recv(self.sock, _CHUNK)
-        assert self.incoming is not None
-        while True:
-            try:
-                return self.tls.read(_CHUNK)
-            except ssl.SSLWantReadError:
-                raw = await self.loop.sock_recv(self.sock, _CHUNK)
-                if not raw:
-                    return b""
-                self.incoming.write(raw)
-            except ssl.SSLZeroReturnError:
-                return b""
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.closed = True
+        self.error = exc
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- reading and writing
+    async def _more(self) -> None:
+        if self.closed:
+            if self.error is not None:
+                raise self.error
+            raise _EOF()
+        self.waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self.waiter
+        finally:
+            self.waiter = None
+
+    def send(self, data: bytes) -> None:
+        if self.closed or self.transport is None:
+            raise _EOF()
+        self.transport.write(data)
 
     async def readline(self) -> bytes:
         buf = self.buf
@@ -551,60 +554,33 @@ class _AsyncConn:
                 buf.clear()
                 return line
             start = len(buf)
-            data = await self._recv()
-            if not data:
-                raise _EOF()
-            buf += data
+            await self._more()
 
     async def read_exact(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            await self._more()
         buf = self.buf
-        if len(buf) >= n:
-            out = bytes(buf[:n])
-            del buf[:n]
+        if len(buf) == n:
+            out = bytes(buf)
+            buf.clear()
             return out
-        out_buf = bytearray(n)
-        view = memoryview(out_buf)
-        have = len(buf)
-        view[:have] = buf
-        buf.clear()
-        while have < n:
-            if self.tls is None:
-                got = await self.loop.sock_recv_into(self.sock, view[have:])
-                if not got:
-                    raise _EOF()
-                have += got
-            else:
-                data = await self._recv()
-                if not data:
-                    raise _EOF()
-                take = min(len(data), n - have)
-                view[have : have + take] = data[:take]
-                if take < len(data):
-                    buf += data[take:]
-                have += take
-        return bytes(out_buf)
+        out = bytes(buf[:n])
+        del buf[:n]
+        return out
 
     async def read_some(self, n: int) -> bytes:
-        buf = self.buf
-        if buf:
-            out = bytes(buf[:n])
-            del buf[:n]
-            return out
-        return await self._recv()
-
-    async def run(self, gen: Generator[tuple[int, Any], bytes, Any]) -> Any:
-        try:
-            op, arg = next(gen)
-            while True:
-                if op == _LINE:
-                    value = await self.readline()
-                elif op == _EXACT:
-                    value = await self.read_exact(arg)
-                else:
-                    value = await self.read_some(arg)
-                op, arg = gen.send(value)
-        except StopIteration as stop:
-            return stop.value
+        if not self.buf:
+            if self.closed:
+                return b""
+            try:
+                await self._more()
+            except _EOF:
+                return b""
+            if not self.buf:
+                return b""
+        out = bytes(self.buf[:n])
+        del self.buf[:n]
+        return out
 
     async def step(self, op: int, arg: Any) -> bytes:
         if op == _LINE:
@@ -613,16 +589,25 @@ class _AsyncConn:
             return await self.read_exact(arg)
         return await self.read_some(arg)
 
-    def stale(self) -> bool:
-        if self.buf:
-            return True
+    async def run(self, gen: Generator[tuple[int, Any], bytes, Any]) -> Any:
         try:
-            return bool(select.select([self.sock], [], [], 0)[0])
-        except (OSError, ValueError):
-            return True
+            op, arg = next(gen)
+            while True:
+                op, arg = gen.send(await self.step(op, arg))
+        except StopIteration as stop:
+            return stop.value
+
+    def stale(self) -> bool:
+        return self.closed or bool(self.buf)
 
     def close(self) -> None:
-        self.sock.close()
+        self.closed = True
+        transport = self.transport
+        if transport is not None:
+            try:
+                transport.close()
+            except RuntimeError:  # its loop is closed already
+                pass
 
 
 def _close_all(idle: collections.deque[_AsyncConn]) -> None:
@@ -633,82 +618,70 @@ def _close_all(idle: collections.deque[_AsyncConn]) -> None:
             pass
 
 
-def _is_ip(host: str) -> bool:
+async def _close_at_loop_shutdown(idle: collections.deque[_AsyncConn]) -> AsyncIterator[None]:
+    # An async generator left suspended in the loop: asyncio.run (and any loop that calls
+    # shutdown_asyncgens) closes it before the loop closes, and with it the idle connections,
+    # cleanly and while the loop can still run their close callbacks.
     try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
+        yield
+    finally:
+        _close_all(idle)
+
+
+class _LoopPool:
+    __slots__ = ("idle", "closer")
+
+    def __init__(self) -> None:
+        self.idle: collections.deque[_AsyncConn] = collections.deque()
+        self.closer: Any = None
 
 
 class AsyncTransport:
-    """HTTP/1.1 over non-blocking sockets through the running loop; one keep-alive pool per
-    event loop (a loop that is gone takes its connections with it)."""
+    """HTTP/1.1 through the running loop's transports; one keep-alive pool per event loop,
+    closed when that loop shuts down."""
 
     def __init__(self, base_url: str, fixed_headers: dict[str, str], *, max_idle: int = _MAX_IDLE) -> None:
         self.target = _Target(base_url, fixed_headers)
-        self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, collections.deque[_AsyncConn]] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._finalizers: list[weakref.finalize] = []
+        self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopPool] = weakref.WeakKeyDictionary()
         self._max_idle = max_idle
         self._closed = False
         _async_transports.add(self)
 
-    def _pool(self, loop: asyncio.AbstractEventLoop) -> collections.deque[_AsyncConn]:
-        idle = self._pools.get(loop)
-        if idle is None:
-            idle = collections.deque()
-            self._pools[loop] = idle
-            self._finalizers = [f for f in self._finalizers if f.alive]
-            self._finalizers.append(weakref.finalize(loop, _close_all, idle))
-            # Pools of loops that are closed but not yet collected are of no use any more.
-            for other, other_idle in list(self._pools.items()):
-                if other is not loop and other.is_closed():
-                    _close_all(other_idle)
-        return idle
+    async def _pool(self, loop: asyncio.AbstractEventLoop) -> _LoopPool:
+        pool = self._pools.get(loop)
+        if pool is None:
+            pool = _LoopPool()
+            self._pools[loop] = pool
+            closer = _close_at_loop_shutdown(pool.idle)
+            await closer.__anext__()
+            pool.closer = closer
+        return pool
 
     async def _connect(self, loop: asyncio.AbstractEventLoop, timeout: float) -> _AsyncConn:
         t = self.target
         try:
-            return await _within(self._open(loop), timeout)
+            _, conn = await _within(
+                loop.create_connection(
+                    _AsyncConn,
+                    t.host,
+                    t.port,
+                    ssl=t.ssl_context() if t.tls else None,
+                    server_hostname=t.host if t.tls else None,
+                ),
+                timeout,
+            )
         except ssl.SSLCertVerificationError as exc:
             raise NetworkError(f"TLS certificate of {t.host} not accepted: {exc}") from exc
-        except (OSError, _EOF, asyncio.TimeoutError) as exc:
+        except (OSError, asyncio.TimeoutError) as exc:
             raise TransportError(
                 Outcome.CONNECT_FAILED, f"cannot connect to {t.host}:{t.port}: {exc!r}", exc
             )
-
-    async def _open(self, loop: asyncio.AbstractEventLoop) -> _AsyncConn:
-        t = self.target
-        if _is_ip(t.host):
-            family = socket.AF_INET6 if ":" in t.host else socket.AF_INET
-            candidates = [(family, (t.host, t.port))]
-        else:
-            infos = await loop.getaddrinfo(t.host, t.port, type=socket.SOCK_STREAM)
-            candidates = [(info[0], info[4]) for info in infos]
-        error: BaseException | None = None
-        for family, address in candidates:
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            sock.setblocking(False)
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                await loop.sock_connect(sock, address)
-                conn = _AsyncConn(sock, loop)
-                if t.tls:
-                    await conn.start_tls(t.ssl_context(), t.host)
-                return conn
-            except BaseException as exc:
-                sock.close()
-                if not isinstance(exc, OSError):
-                    raise
-                error = exc
-        raise error if error is not None else OSError(f"no address for {t.host}")
+        return conn
 
     async def _checkout(self, loop: asyncio.AbstractEventLoop, timeout: float) -> tuple[_AsyncConn, bool]:
         if self._closed:
             raise RuntimeError("the client is closed")
-        idle = self._pool(loop)
+        idle = (await self._pool(loop)).idle
         while idle:
             conn = idle.pop()
             if conn.stale():
@@ -718,11 +691,14 @@ class AsyncTransport:
         return await self._connect(loop, timeout), False
 
     def _checkin(self, conn: _AsyncConn) -> None:
-        idle = self._pools.get(conn.loop)
-        if self._closed or idle is None or len(idle) >= self._max_idle or conn.loop.is_closed():
+        try:
+            pool = self._pools.get(asyncio.get_running_loop())
+        except RuntimeError:
+            pool = None
+        if self._closed or pool is None or len(pool.idle) >= self._max_idle or conn.stale():
             conn.close()
         else:
-            idle.append(conn)
+            pool.idle.append(conn)
 
     async def request(
         self,
@@ -738,39 +714,43 @@ class AsyncTransport:
         while True:
             conn, reused = await self._checkout(loop, timeout)
             try:
-                status, rheaders, http11 = await _within(self._exchange(conn, data), timeout)
-            except (_EOF, ConnectionError) as exc:
+                # One deadline for the whole exchange (head and, unless streamed, body).
+                status, rheaders, http11, framing, payload = await _within(
+                    self._exchange(conn, method, data, stream), timeout
+                )
+            except _Reused as wrapped:
                 conn.close()
                 if reused:
                     continue
-                raise _lost(exc)
-            except (OSError, asyncio.TimeoutError) as exc:
+                raise _lost(wrapped.cause)
+            except (_EOF, OSError, asyncio.TimeoutError) as exc:
                 conn.close()
                 raise _lost(exc)
             except BaseException:
                 conn.close()
                 raise
             break
-        framing = _framing(method, status, rheaders)
-        if stream and 200 <= status < 300:
+        if payload is None:
             return self._streamed(conn, status, rheaders, framing, _reusable(http11, rheaders, framing), timeout)
-        try:
-            payload = await _within(conn.run(_body(framing, False)), timeout)
-        except (_EOF, OSError, asyncio.TimeoutError) as exc:
-            conn.close()
-            raise _lost(exc)
-        except BaseException:
-            conn.close()
-            raise
         if _reusable(http11, rheaders, framing):
             self._checkin(conn)
         else:
             conn.close()
         return Response(status, rheaders, payload)
 
-    async def _exchange(self, conn: _AsyncConn, data: bytes) -> tuple[int, dict[str, str], bool]:
-        await conn.send(data)
-        return await conn.run(_parse_head())  # type: ignore[no-any-return]
+    async def _exchange(
+        self, conn: _AsyncConn, method: str, data: bytes, stream: bool
+    ) -> tuple[int, dict[str, str], bool, tuple[str, int], bytes | None]:
+        try:
+            conn.send(data)
+            status, rheaders, http11 = await conn.run(_parse_head())
+        except (_EOF, ConnectionError) as exc:
+            raise _Reused(exc) from None  # before any answer: a stale connection, maybe
+        framing = _framing(method, status, rheaders)
+        if stream and 200 <= status < 300:
+            return status, rheaders, http11, framing, None
+        payload = await conn.run(_body(framing, False))
+        return status, rheaders, http11, framing, payload
 
     def _streamed(
         self,
@@ -812,12 +792,13 @@ class AsyncTransport:
         return Response(status, headers, None, chunks(), release)
 
     def _forget_connections(self) -> None:
-        for idle in list(self._pools.values()):
-            _close_all(idle)
+        # After a fork: the parent's loops and connections are not the child's to use.
+        self._pools = weakref.WeakKeyDictionary()
 
     async def aclose(self) -> None:
         self._closed = True
-        self._forget_connections()
+        for pool in list(self._pools.values()):
+            _close_all(pool.idle)
 
 
 # -- httpx, for callers who bring their own client -------------------------------------------

@@ -8,7 +8,8 @@ adds) goes into ``metadata["langchain"]``::
     {"v": 1, "type": "ai", "data": {...every field but content and type...},
      "fixups": [["content" | "data", [path...], "int" | "float", "<text>"], ...]}
 
-``data`` is the message's ``model_dump()``. chatledger stores I-JSON: numbers beyond
+``data`` is the message's ``model_dump()`` without the fields that are at their default value
+(they come back as that default; entries that list them are read the same). chatledger stores I-JSON: numbers beyond
 ±(2^53-1), infinities, NaN and -0.0 cannot travel as JSON numbers, so they are sent as
 strings and listed in ``fixups``, which restores them exactly. Anything that is not JSON (a
 datetime, bytes, an arbitrary object in ``artifact``, a non-string dict key) is refused with
@@ -30,6 +31,8 @@ from langchain_core.messages import (
     ToolMessage,
     messages_from_dict,
 )
+
+from pydantic_core import PydanticUndefined
 
 from .._errors import ChatLedgerError
 from .._models import Entry
@@ -127,6 +130,26 @@ def _where(root: str, path: list[Any]) -> str:
     return root + "".join(f"[{p!r}]" for p in path)
 
 
+_DEFAULTS: dict[type, dict[str, Any]] = {}
+
+
+def _defaults_of(cls: type) -> dict[str, Any]:
+    """The fields of a message class that have a plain default, with that default."""
+    found = _DEFAULTS.get(cls)
+    if found is None:
+        found = {}
+        for name, info in getattr(cls, "model_fields", {}).items():
+            if info.default_factory is not None:
+                try:
+                    found[name] = info.default_factory()  # type: ignore[call-arg]
+                except TypeError:
+                    continue  # a factory that needs the other fields: always stored
+            elif info.default is not PydanticUndefined:
+                found[name] = info.default
+        _DEFAULTS[cls] = found
+    return found
+
+
 def message_to_entry(
     message: BaseMessage, extra_metadata: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -138,6 +161,14 @@ def message_to_entry(
     dumped = message.model_dump()
     content = dumped.pop("content")
     message_type = dumped.pop("type")
+    # Fields at their default come back as that default: leave them out (smaller entries,
+    # quicker to read back). Same value and same type only: 0 is not False.
+    defaults = _defaults_of(type(message))
+    for name in [k for k, v in dumped.items() if k in defaults]:
+        default = defaults[name]
+        value = dumped[name]
+        if type(value) is type(default) and value == default:
+            del dumped[name]
     fixups: list[list[Any]] = []
     wire_content = _encode(content, [], fixups, "content")
     if not isinstance(wire_content, (str, list)):

@@ -56,6 +56,9 @@ step "Python venv $VENV"
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade \
     "$REPO/clients/python[langchain]" langchain-postgres "psycopg[binary]" psycopg-pool \
     langchain-community redis
+# The client from this checkout, rebuilt even when its version did not change.
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps \
+    "$REPO/clients/python"
 "$VENV/bin/python" -m pip list --disable-pip-version-check 2>/dev/null |
     grep -iE '^(chatledger|langchain-core|langchain-postgres|langchain-community|psycopg|redis) ' |
     tr -s ' ' | sed 's/^/    /' >&2

@@ -48,8 +48,9 @@ def test_a_long_window_is_read_once_backwards_in_pages_at_one_head(ledger: Ledge
         messages = history.messages
     assert len(messages) == 2500 and messages[0].content == "0-0" and messages[-1].content == "24-99"
     targets = [query(s.target) for s in proxy.seen]
-    assert targets == [
-        {"limit": "1000", "view": "chat"},
+    assert targets[0] == {"limit": "1000", "view": "chat"}
+    # The rest is known from the first answer (seqs have no gaps): fetched concurrently.
+    assert sorted(targets[1:], key=lambda q: q["before_seq"]) == [
         {"limit": "1000", "order": "desc", "before_seq": "1503", "view": "chat"},
         {"limit": "500", "order": "desc", "before_seq": "503", "view": "chat"},
     ], "each entry read once, never before the reset"
@@ -90,6 +91,41 @@ def test_windows_of_any_size(ledger: Ledger, session_id: str, window: int) -> No
 
 @pytest.mark.anyio
 async def test_async_long_window(ledger: Ledger, session_id: str) -> None:
-    fill(ledger, session_id, 15)
+    fill(ledger, session_id, 45)
     messages = await ChatLedgerMessageHistory(session_id, url=ledger.url, api_key=ledger.writer_key).aget_messages()
-    assert len(messages) == 1500 and messages[0].content == "0-0"
+    assert [m.content for m in messages] == [f"{b}-{i}" for b in range(45) for i in range(100)]
+
+
+def test_a_page_the_server_cuts_short_is_followed_up(ledger: Ledger, session_id: str) -> None:
+    """The server ends a page before 8 MiB of entries; the rest of its range is read after."""
+    big = "x" * 200_000
+    with ledger.client() as client:
+        for _ in range(11):
+            client.append(session_id, [{"role": "user", "content": big}] * 5)  # 1 MB a batch
+        for _ in range(10):
+            client.append(session_id, [{"role": "user", "content": str(i)} for i in range(100)])
+    with FaultProxy(ledger.url) as proxy:
+        messages = ChatLedgerMessageHistory(session_id, url=proxy.url, api_key=ledger.writer_key).messages
+    assert len(messages) == 1055 and [m.content for m in messages[-1000:]] == [str(i) for i in range(100)] * 10
+    assert all(m.content == big for m in messages[:55])
+    befores = [int(query(s.target)["before_seq"]) for s in proxy.seen[1:]]
+    assert len(befores) == len(set(befores)), "nothing read twice"
+
+
+def test_the_window_plan_follows_up_a_page_cut_short() -> None:
+    """The plan alone (it does no I/O): a page the server ended early (its size cap) is
+    continued from where it stopped, and nothing else is asked twice."""
+    from chatledger.langchain._turns import WindowRead
+
+    def entries(seqs: range) -> list[dict]:
+        return [{"seq": s, "kind": "message", "role": "user", "content": str(s)} for s in seqs]
+
+    plan = WindowRead("s", None)
+    calls = plan.feed_first({"last_seq": 2600, "context_start_seq": 100, "entries": entries(range(1601, 2601))})
+    assert [b for b, _ in calls] == [1601, 601]
+    first = {"entries": entries(range(1600, 900, -1)), "next_before_seq": 901}  # cut at 901
+    second = {"entries": entries(range(600, 100, -1)), "next_before_seq": None}
+    follow = plan.feed_pages([(1601, first), (601, second)])
+    assert [(b, c.path.split("?")[1]) for b, c in follow] == [(901, "limit=300&order=desc&before_seq=901&view=chat")]
+    assert plan.feed_pages([(901, {"entries": entries(range(900, 600, -1)), "next_before_seq": 601})]) == []
+    assert [e["seq"] for e in plan.entries()] == list(range(101, 2601))

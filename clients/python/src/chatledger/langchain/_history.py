@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -17,11 +20,34 @@ from .._retry import Retry
 from .._settings import Settings, resolve_settings
 from . import _surfacing
 from ._convert import message_of_entry, message_to_entry
-from ._turns import OnConflict, TurnWrite, WindowRead
+from ._turns import PARALLEL_PAGES, OnConflict, TurnWrite, WindowRead
 
 __all__ = ["ChatLedgerMessageHistory", "HistoryWriteFailed", "OnConflict"]
 
 logger = logging.getLogger("chatledger.langchain")
+
+
+_pages: ThreadPoolExecutor | None = None
+_pages_lock = threading.Lock()
+
+
+def _page_executor() -> ThreadPoolExecutor:
+    """Threads that fetch the pages of a long window concurrently (shared by the process)."""
+    global _pages
+    if _pages is None:
+        with _pages_lock:
+            if _pages is None:
+                _pages = ThreadPoolExecutor(PARALLEL_PAGES, thread_name_prefix="chatledger-pages")
+    return _pages
+
+
+def _forget_page_threads() -> None:
+    global _pages
+    _pages = None  # a forked child has none of the parent's threads
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_page_threads)
 
 
 class HistoryWriteFailed(ChatLedgerError):
@@ -265,10 +291,16 @@ class ChatLedgerMessageHistory(BaseChatMessageHistory):
             return cached
         client = self._sync()
         plan = WindowRead(self.session_id, self.window)
-        call: Any = plan.first()
         try:
-            while call is not None:
-                call = plan.feed(client._execute(call))
+            calls = plan.feed_first(client._execute(plan.first_call()))
+            while calls:
+                if len(calls) == 1:
+                    before, call = calls[0]
+                    answers = [(before, client._execute(call))]
+                else:
+                    pages = _page_executor().map(lambda bc: (bc[0], client._execute(bc[1])), calls)
+                    answers = list(pages)
+                calls = plan.feed_pages(answers)
         except SessionNotFound:
             plan.not_found()
         return self._finish_read(plan)
@@ -281,10 +313,17 @@ class ChatLedgerMessageHistory(BaseChatMessageHistory):
             return cached
         client = self._async()
         plan = WindowRead(self.session_id, self.window)
-        call: Any = plan.first()
         try:
-            while call is not None:
-                call = plan.feed(await client._execute(call))
+            calls = plan.feed_first(await client._execute(plan.first_call()))
+            while calls:
+                limit = asyncio.Semaphore(PARALLEL_PAGES)
+
+                async def page(before: int, call: Any) -> tuple[int, Any]:
+                    async with limit:
+                        return before, await client._execute(call)
+
+                answers = list(await asyncio.gather(*(page(b, c) for b, c in calls)))
+                calls = plan.feed_pages(answers)
         except SessionNotFound:
             plan.not_found()
         return self._finish_read(plan)

@@ -14,13 +14,15 @@ from .._client import _Call, append_call, context_json_call, messages_json_call
 from .._errors import SeqConflict
 from .._models import AppendResult
 
-__all__ = ["MAX_CONFLICT_ROUNDS", "OnConflict", "STALE_KEY", "TurnWrite", "WindowRead"]
+__all__ = ["MAX_CONFLICT_ROUNDS", "OnConflict", "PARALLEL_PAGES", "STALE_KEY", "TurnWrite", "WindowRead"]
 
 logger = logging.getLogger("chatledger.langchain")
 
 OnConflict = Literal["append", "raise"]
 
 PAGE = 1000  # the API's largest context and messages page
+#: How many pages of a long window are fetched at once.
+PARALLEL_PAGES = 4
 #: How many times an ``on_conflict="append"`` turn chases a session that keeps moving.
 MAX_CONFLICT_ROUNDS = 50
 #: The metadata key chatledger's adapters own on every entry they write.
@@ -29,11 +31,18 @@ STALE_KEY = "chatledger"
 
 class WindowRead:
     """Reads the context window (every message after the latest reset, or its last
-    ``window``), at one head: the context call gives the newest page and the head; longer
-    windows continue backwards from there in pages of at most 1000, never past the reset,
-    never beyond that head, never reading an entry twice. Entries come in ``view=chat``."""
+    ``window``) at one head.
 
-    __slots__ = ("session_id", "window", "limit", "head", "start", "pages", "have", "_done")
+    The context call gives the newest page, the head and where the window starts. Seqs have
+    no gaps, so the rest of a longer window is known at once: the entries between the reset
+    and that first page, in pages of at most 1000, which the drivers fetch concurrently
+    (:data:`PARALLEL_PAGES` at a time). Never past the reset, never beyond that head, every
+    entry once; a page the server cut short (its 8 MiB cap) or non-message entries (erasure
+    records) in a bounded window are followed up by further pages. Entries come in
+    ``view=chat``.
+    """
+
+    __slots__ = ("session_id", "window", "limit", "head", "start", "first", "pages", "lowest", "_asked")
 
     def __init__(self, session_id: str, window: int | None) -> None:
         self.session_id = session_id
@@ -41,72 +50,81 @@ class WindowRead:
         self.limit = min(window or PAGE, PAGE)
         self.head: int | None = None
         self.start = 0
-        self.pages: list[list[dict[str, Any]]] = []
-        self.have = 0
-        self._done = False
+        self.first: list[dict[str, Any]] = []
+        #: Message entries of the older pages, ascending, by the ``before_seq`` of each page.
+        self.pages: dict[int, list[dict[str, Any]]] = {}
+        #: The lowest seq read so far (everything from it up to the head is read).
+        self.lowest = 0
+        self._asked: dict[int, int] = {}
 
-    def first(self) -> _Call[Any]:
+    def first_call(self) -> _Call[Any]:
         return context_json_call(self.session_id, self.limit, "chat")
 
+    def _have(self) -> int:
+        return len(self.first) + sum(len(p) for p in self.pages.values())
+
+    def _range(self, before: int, down_to: int, wanted: int | None = None) -> list[tuple[int, _Call[Any]]]:
+        """Calls for the seqs ``down_to`` .. ``before - 1`` (at most ``wanted`` of them)."""
+        calls = []
+        while before > down_to and (wanted is None or wanted > 0):
+            limit = min(PAGE, before - down_to)
+            if wanted is not None:
+                limit = min(limit, wanted)
+                wanted -= limit
+            calls.append((before, messages_json_call(self.session_id, "desc", before, limit, "chat")))
+            self._asked[before] = limit
+            before -= limit
+            self.lowest = min(self.lowest, before)
+        return calls
+
     def _wanted(self) -> int | None:
-        return None if self.window is None else self.window - self.have
+        return None if self.window is None else self.window - self._have()
 
-    def feed(self, data: dict[str, Any]) -> _Call[Any] | None:
-        """The answer to the last call; returns the next call, or ``None`` when complete."""
-        if self.head is None:
-            self.head = data["last_seq"]
-            self.start = data.get("context_start_seq", 0)
-            entries = data["entries"]
-            self.pages.append(entries)
-            self.have = len(entries)
-            if len(entries) < self.limit or not entries:
-                return None
-            return self._next(entries[0]["seq"])
-        entries = data["entries"]
-        page = []
-        reached_start = False
-        for entry in entries:  # descending
-            if entry["seq"] <= self.start:
-                reached_start = True
-                break
-            if entry["kind"] == "message":
-                page.append(entry)
-        page.reverse()
-        wanted = self._wanted()
-        if wanted is not None and len(page) > wanted:
-            page = page[len(page) - wanted :]
-        self.pages.append(page)
-        self.have += len(page)
-        cursor = data.get("next_before_seq")
-        if reached_start or cursor is None:
-            return None
-        return self._next(cursor)
+    def feed_first(self, data: dict[str, Any]) -> list[tuple[int, _Call[Any]]]:
+        """The context answer; returns the page calls still needed (``(before_seq, call)``)."""
+        self.head = data["last_seq"]
+        self.start = data.get("context_start_seq", 0)
+        self.first = data["entries"]
+        if len(self.first) < self.limit or not self.first:
+            return []
+        self.lowest = self.first[0]["seq"]
+        return self._range(self.lowest, self.start + 1, self._wanted())
 
-    def _next(self, before_seq: int) -> _Call[Any] | None:
-        wanted = self._wanted()
-        if wanted is not None and wanted <= 0:
-            return None
-        between = before_seq - self.start - 1  # entries of any kind after the reset
-        if between <= 0:
-            return None
-        limit = min(PAGE, between)
-        return messages_json_call(self.session_id, "desc", before_seq, limit, "chat")
+    def feed_pages(self, answers: list[tuple[int, dict[str, Any]]]) -> list[tuple[int, _Call[Any]]]:
+        """Answers to page calls; returns the follow-up calls: the rest of a page the server
+        cut short, or more pages for a bounded window that met non-message entries."""
+        calls: list[tuple[int, _Call[Any]]] = []
+        for before, data in answers:
+            asked_low = before - self._asked.pop(before)
+            entries = data["entries"]  # descending
+            page = [e for e in entries if e["seq"] > self.start and e["kind"] == "message"]
+            page.reverse()
+            self.pages[before] = page
+            covered_low = entries[-1]["seq"] if entries else asked_low
+            if covered_low > asked_low and data.get("next_before_seq") is not None:
+                calls += self._range(covered_low, asked_low)
+        if not calls and self.window is not None:
+            wanted = self._wanted()
+            if wanted and self.lowest - 1 > self.start:
+                calls = self._range(self.lowest, self.start + 1, wanted)
+        return calls
 
     def not_found(self) -> None:
         """The session does not exist: an empty window at head 0."""
         self.head = 0
-        self.pages = []
+        self.first = []
+        self.pages = {}
 
     def entries(self) -> list[dict[str, Any]]:
         """The window's message entries, ascending."""
         if not self.pages:
-            return []
-        if len(self.pages) == 1:
-            return self.pages[0]
+            return self.first
         out: list[dict[str, Any]] = []
-        for page in reversed(self.pages[1:]):
-            out.extend(page)
-        out.extend(self.pages[0])
+        for before in sorted(self.pages):
+            out.extend(self.pages[before])
+        out.extend(self.first)
+        if self.window is not None and len(out) > self.window:
+            out = out[len(out) - self.window :]
         return out
 
 

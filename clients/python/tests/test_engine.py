@@ -57,7 +57,8 @@ def test_no_attempt_starts_after_the_total_deadline() -> None:
     ],
 )
 def test_what_is_resent_for_quick_and_long_calls(outcome: Outcome, status: int | None, quick: bool, long: bool) -> None:
-    for kind, expected in ((CallKind.QUICK, quick), (CallKind.LONG, long)):
+    # ONCE calls (writes without an idempotency key) follow the rule of long calls.
+    for kind, expected in ((CallKind.QUICK, quick), (CallKind.LONG, long), (CallKind.ONCE, long)):
         attempts = Attempts(POLICY, kind, started=0.0, rng=no_jitter)
         assert attempts.after(outcome, 0.0, status=status).retry is expected, (kind, outcome, status)
 

@@ -38,7 +38,10 @@ from ._http import (
     TransportError,
 )
 from ._models import (
+    AccessRecord,
     AppendResult,
+    Hold,
+    SearchResult,
     ContextWindow,
     Entry,
     ExportTrailer,
@@ -50,6 +53,7 @@ from ._models import (
 )
 from ._retry import Attempts, CallKind, Outcome, Retry
 from ._settings import Settings, resolve_settings
+from ._sse import EventParser
 
 __all__ = ["AsyncClient", "Client"]
 
@@ -95,7 +99,7 @@ def encode_json(body: Any) -> bytes:
 class _Call(Generic[T]):
     """A request and how to read its successful answer."""
 
-    __slots__ = ("method", "path", "parse", "body", "headers", "idempotency_key", "kind", "stream")
+    __slots__ = ("method", "path", "parse", "body", "headers", "idempotency_key", "kind", "stream", "timeout")
 
     def __init__(
         self,
@@ -108,7 +112,9 @@ class _Call(Generic[T]):
         idempotency_key: str | None = None,
         kind: CallKind = CallKind.QUICK,
         stream: bool = False,
+        timeout: float | None = None,
     ) -> None:
+        self.timeout = timeout
         self.method = method
         self.path = path
         self.parse = parse
@@ -323,6 +329,131 @@ def _truncated(exc: TransportError) -> TruncatedExport:
     return error
 
 
+# -- compliance routes -----------------------------------------------------------------------
+
+#: Seconds a live tail waits for the next byte (the server sends a comment at least every 15 s).
+TAIL_TIMEOUT = 45.0
+
+
+def _search_call(
+    q: str | None,
+    filters: dict[str, Any],
+    after: str | None,
+    limit: int,
+) -> _Call[tuple[tuple[SearchResult, ...], str | None]]:
+    params: dict[str, Any] = {"q": q, **filters, "after": after, "limit": limit}
+    if isinstance(params.get("metadata"), Mapping):
+        params["metadata"] = json.dumps(params["metadata"], separators=(",", ":"))
+
+    def parse(response: Response) -> tuple[tuple[SearchResult, ...], str | None]:
+        data = json_of(response)
+        return tuple(SearchResult.from_json(r) for r in data.get("results", [])), data.get("next")
+
+    return _Call("GET", "/v1/audit/search" + _query(params), parse, kind=CallKind.LONG)
+
+
+def _access_call(filters: dict[str, Any], after_id: int | None, limit: int) -> _Call[tuple[tuple[AccessRecord, ...], int | None]]:
+    def parse(response: Response) -> tuple[tuple[AccessRecord, ...], int | None]:
+        data = json_of(response)
+        return tuple(AccessRecord.from_json(r) for r in data.get("records", [])), data.get("next_after_id")
+
+    return _Call("GET", "/v1/audit/access" + _query({**filters, "after_id": after_id, "limit": limit}), parse)
+
+
+def _hold_of(response: Response) -> Hold | None:
+    if not response.body:
+        return None
+    data = json_of(response)
+    return Hold.from_json(data) if isinstance(data, dict) and "id" in data else None
+
+
+def _holds_call() -> _Call[list[Hold]]:
+    return _Call("GET", "/v1/holds", lambda r: [Hold.from_json(h) for h in json_of(r).get("holds", [])])
+
+
+def _place_hold_call(name: str, reason: str | None, session_ids: Iterable[str]) -> _Call[Hold]:
+    body: dict[str, Any] = {"name": name, "session_ids": list(session_ids)}
+    if reason is not None:
+        body["reason"] = reason
+    return _Call(
+        "POST", "/v1/holds", lambda r: Hold.from_json(json_of(r)), body=encode_json(body),
+        headers={"Content-Type": "application/json"}, kind=CallKind.ONCE,
+    )
+
+
+def _hold_path(hold_id: Any, suffix: str = "") -> str:
+    return f"/v1/holds/{quote(str(hold_id), safe='')}{suffix}"
+
+
+def _add_to_hold_call(hold_id: Any, session_ids: Iterable[str]) -> _Call[Hold | None]:
+    body = {"session_ids": list(session_ids)}
+    return _Call(
+        "POST", _hold_path(hold_id, "/sessions"), _hold_of, body=encode_json(body),
+        headers={"Content-Type": "application/json"},
+    )
+
+
+def _release_hold_call(hold_id: Any) -> _Call[None]:
+    return _Call("DELETE", _hold_path(hold_id), lambda r: None)
+
+
+def _erase_call(session_id: str, reason: str, through_seq: int | None) -> _Call[AppendResult]:
+    body: dict[str, Any] = {"reason": reason}
+    if through_seq is not None:
+        body["through_seq"] = through_seq
+    return _Call(
+        "POST", _session_path(session_id, "/erasure"),
+        lambda r: AppendResult.from_json(json_of(r), replayed=False, idempotency_key=""),
+        body=encode_json(body), headers={"Content-Type": "application/json"}, kind=CallKind.ONCE,
+    )
+
+
+def _events_call(session_id: str, after_seq: int, last_event_id: str | None) -> _Call[Response]:
+    headers = {"Accept": "text/event-stream"}
+    if last_event_id is not None:
+        headers["Last-Event-ID"] = last_event_id
+    return _Call(
+        "GET", _session_path(session_id, "/events") + _query({"after_seq": after_seq}), lambda r: r,
+        headers=headers, stream=True, timeout=TAIL_TIMEOUT,
+    )
+
+
+class _Tail:
+    """Where a live tail is: the last event id seen, and its reconnection budget (sans I/O)."""
+
+    def __init__(self, retry: Retry, after_seq: int) -> None:
+        self.retry = retry
+        self.after_seq = after_seq
+        self.last_id: str | None = None
+        self.attempts: Attempts | None = None
+
+    def call(self, session_id: str) -> _Call[Response]:
+        return _events_call(session_id, self.after_seq, self.last_id)
+
+    def entries(self, parser: EventParser, chunk: bytes) -> list[Entry]:
+        out = []
+        for event in parser.feed(chunk):
+            if event.event != "entry":
+                continue
+            entry = Entry.from_json(json.loads(event.data))
+            self.last_id = event.id if event.id is not None else str(entry.seq)
+            self.after_seq = entry.seq
+            self.attempts = None  # progress: a fresh budget for the next break
+            out.append(entry)
+        return out
+
+    def broke(self, error: TransportError) -> float:
+        """The wait before reconnecting, or raises when the budget is spent."""
+        if self.attempts is None:
+            self.attempts = Attempts(self.retry, CallKind.QUICK, started=time.monotonic())
+        decision = self.attempts.after(error.outcome, time.monotonic())
+        if not decision.retry:
+            failure = NetworkError(f"the live tail broke off and could not reconnect: {error}")
+            failure.__cause__ = error.__cause__ or error
+            raise failure
+        return decision.delay
+
+
 # -- the clients -----------------------------------------------------------------------------
 
 
@@ -371,6 +502,8 @@ class _Base:
         }
 
     def _timeout(self, call: _Call[Any]) -> float:
+        if call.timeout is not None:
+            return call.timeout
         return self.settings.long_timeout if call.kind is CallKind.LONG else self.settings.timeout
 
     def _decide(
@@ -598,6 +731,92 @@ class Client(_Base):
         assert reader.trailer is not None
         return reader.trailer
 
+    # -- compliance (role auditor) ---------------------------------------------------------
+
+    def search(
+        self,
+        q: str | None = None,
+        *,
+        session_id: str | None = None,
+        role: str | None = None,
+        author: str | None = None,
+        from_: str | None = None,
+        to: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        page_size: int = 50,
+    ) -> Iterator[SearchResult]:
+        """Audit search across the tenant's messages, newest first, every page: ``q`` (terms,
+        ``"quoted phrases"``, case-insensitive, any script) and/or filters (``metadata``: an
+        object the entry's metadata must contain). A long call (see :class:`CallKind`)."""
+        filters = {"session_id": session_id, "role": role, "author": author, "from": from_, "to": to,
+                   "metadata": metadata}
+        after: str | None = None
+        while True:
+            results, after = self._execute(_search_call(q, filters, after, page_size))
+            yield from results
+            if after is None:
+                return
+
+    def access_log(
+        self,
+        *,
+        session_id: str | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        from_: str | None = None,
+        to: str | None = None,
+        after_id: int | None = None,
+        page_size: int = 100,
+    ) -> Iterator[AccessRecord]:
+        """The tenant's access records (who read or changed what), ascending by id."""
+        filters = {"session_id": session_id, "actor": actor, "action": action, "from": from_, "to": to}
+        while True:
+            records, after_id = self._execute(_access_call(filters, after_id, page_size))
+            yield from records
+            if after_id is None:
+                return
+
+    def holds(self) -> list[Hold]:
+        """The tenant's legal holds, released ones included."""
+        return self._execute(_holds_call())
+
+    def place_hold(self, name: str, session_ids: Iterable[str], reason: str | None = None) -> Hold:
+        """Places a legal hold on sessions: they cannot be erased until it is released. Not
+        resent once it may have reached the server (no idempotency key for holds)."""
+        return self._execute(_place_hold_call(name, reason, session_ids))
+
+    def add_to_hold(self, hold_id: Any, session_ids: Iterable[str]) -> Hold | None:
+        """Adds sessions to a hold (the hold as the server then answers, if it does)."""
+        return self._execute(_add_to_hold_call(hold_id, session_ids))
+
+    def release_hold(self, hold_id: Any) -> None:
+        """Releases a hold (it is kept, with ``released_at``)."""
+        self._execute(_release_hold_call(hold_id))
+
+    def erase(self, session_id: str, reason: str, through_seq: int | None = None) -> AppendResult:
+        """Erases the payload of every message up to ``through_seq`` (default: the whole
+        session, which also closes it) and appends an ``erasure`` record. Raises
+        :class:`LegalHold` for a session under a hold. Not resent once it may have reached the
+        server."""
+        return self._execute(_erase_call(session_id, reason, through_seq))
+
+    def tail(self, session_id: str, *, after_seq: int = 0) -> Iterator[Entry]:
+        """The live tail: every entry after ``after_seq``, then each new one as it is
+        committed, for as long as you iterate. A broken stream reconnects with
+        ``Last-Event-ID`` (no gap, no duplicate) within the retry budget, which every received
+        entry renews. A session that does not exist yet is waited for."""
+        tail = _Tail(self.settings.retry, after_seq)
+        while True:
+            response = self._execute(tail.call(session_id))
+            parser = EventParser()
+            try:
+                for chunk in response.iter_chunks():
+                    yield from tail.entries(parser, chunk)
+            except TransportError as exc:
+                time.sleep(tail.broke(exc))
+            finally:
+                response.close()
+
     def _export_chunks(self, session_id: str) -> Iterator[bytes]:
         response = self._execute(_export_call(session_id))
         try:
@@ -781,6 +1000,86 @@ class AsyncClient(_Base):
         reader.finish()
         assert reader.trailer is not None
         return reader.trailer
+
+    async def search(
+        self,
+        q: str | None = None,
+        *,
+        session_id: str | None = None,
+        role: str | None = None,
+        author: str | None = None,
+        from_: str | None = None,
+        to: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        page_size: int = 50,
+    ) -> AsyncIterator[SearchResult]:
+        """See :meth:`Client.search`."""
+        filters = {"session_id": session_id, "role": role, "author": author, "from": from_, "to": to,
+                   "metadata": metadata}
+        after: str | None = None
+        while True:
+            results, after = await self._execute(_search_call(q, filters, after, page_size))
+            for result in results:
+                yield result
+            if after is None:
+                return
+
+    async def access_log(
+        self,
+        *,
+        session_id: str | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        from_: str | None = None,
+        to: str | None = None,
+        after_id: int | None = None,
+        page_size: int = 100,
+    ) -> AsyncIterator[AccessRecord]:
+        """See :meth:`Client.access_log`."""
+        filters = {"session_id": session_id, "actor": actor, "action": action, "from": from_, "to": to}
+        while True:
+            records, after_id = await self._execute(_access_call(filters, after_id, page_size))
+            for record in records:
+                yield record
+            if after_id is None:
+                return
+
+    async def holds(self) -> list[Hold]:
+        """See :meth:`Client.holds`."""
+        return await self._execute(_holds_call())
+
+    async def place_hold(self, name: str, session_ids: Iterable[str], reason: str | None = None) -> Hold:
+        """See :meth:`Client.place_hold`."""
+        return await self._execute(_place_hold_call(name, reason, session_ids))
+
+    async def add_to_hold(self, hold_id: Any, session_ids: Iterable[str]) -> Hold | None:
+        """See :meth:`Client.add_to_hold`."""
+        return await self._execute(_add_to_hold_call(hold_id, session_ids))
+
+    async def release_hold(self, hold_id: Any) -> None:
+        """See :meth:`Client.release_hold`."""
+        await self._execute(_release_hold_call(hold_id))
+
+    async def erase(self, session_id: str, reason: str, through_seq: int | None = None) -> AppendResult:
+        """See :meth:`Client.erase`."""
+        return await self._execute(_erase_call(session_id, reason, through_seq))
+
+    async def tail(self, session_id: str, *, after_seq: int = 0) -> AsyncIterator[Entry]:
+        """See :meth:`Client.tail`."""
+        tail = _Tail(self.settings.retry, after_seq)
+        while True:
+            response = await self._execute(tail.call(session_id))
+            parser = EventParser()
+            try:
+                async for chunk in response.aiter_chunks():
+                    for entry in tail.entries(parser, chunk):
+                        yield entry
+            except TransportError as exc:
+                await asyncio.sleep(tail.broke(exc))
+            finally:
+                closing = response.close()
+                if inspect.isawaitable(closing):
+                    await closing
 
     async def _export_chunks(self, session_id: str) -> AsyncIterator[bytes]:
         response = await self._execute(_export_call(session_id))

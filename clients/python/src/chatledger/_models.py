@@ -16,6 +16,9 @@ __all__ = [
     "ExportTrailer",
     "Message",
     "Role",
+    "AccessRecord",
+    "Hold",
+    "SearchResult",
     "SessionSummary",
     "VerifyResult",
 ]
@@ -257,4 +260,97 @@ class ExportTrailer:
             last_seq=data["last_seq"],
             head_hash=data["head_hash"],
             exported_at=data["exported_at"],
+        )
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """One hit of the audit search: where, who, and a snippet with each match in ``[[ ]]``."""
+
+    session_id: str
+    seq: int
+    created_at: str
+    role: str | None
+    author: str | None
+    snippet: str
+    entry: Entry
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SearchResult:
+        return cls(
+            session_id=data["session_id"],
+            seq=data["seq"],
+            created_at=data["created_at"],
+            role=data.get("role"),
+            author=data.get("author"),
+            snippet=data.get("snippet", ""),
+            entry=Entry.from_json(data["entry"]) if isinstance(data.get("entry"), dict) else Entry(
+                seq=data["seq"], kind="message", role=data.get("role"), content=None, metadata={},
+                created_at=data["created_at"],
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class AccessRecord:
+    """One record of the access log: who read or changed what, when, with what result."""
+
+    id: int
+    at: str
+    tenant: str | None
+    actor: str
+    role: str | None
+    action: str
+    session_id: str | None
+    detail: dict[str, Any]
+    request_id: str | None
+    client_addr: str | None
+    status: int | None
+    raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> AccessRecord:
+        detail = data.get("detail")
+        return cls(
+            id=data["id"],
+            at=data["at"],
+            tenant=data.get("tenant"),
+            actor=data.get("actor", ""),
+            role=data.get("role"),
+            action=data.get("action", ""),
+            session_id=data.get("session_id"),
+            detail=detail if isinstance(detail, dict) else {},
+            request_id=data.get("request_id"),
+            client_addr=data.get("client_addr"),
+            status=data.get("status"),
+            raw=data,
+        )
+
+
+@dataclass(frozen=True)
+class Hold:
+    """A legal hold: sessions that cannot be erased (nor swept by retention) until released."""
+
+    id: Any
+    name: str
+    reason: str | None
+    session_ids: tuple[str, ...]
+    placed_by: str | None
+    placed_at: str | None
+    released_at: str | None
+
+    @property
+    def active(self) -> bool:
+        return self.released_at is None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Hold:
+        return cls(
+            id=data["id"],
+            name=data.get("name", ""),
+            reason=data.get("reason"),
+            session_ids=tuple(data.get("session_ids") or ()),
+            placed_by=data.get("placed_by"),
+            placed_at=data.get("placed_at"),
+            released_at=data.get("released_at"),
         )

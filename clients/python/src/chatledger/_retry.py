@@ -32,15 +32,20 @@ class CallKind(Enum):
     nothing; appends and resets carry an idempotency key), so every transient failure is
     retried, including a timeout or a connection lost after the request went out.
 
-    ``LONG``: verify and export, whose work on the server grows with the session. They get
+    ``LONG``: verify, export and audit search, whose work on the server grows with the data. They get
     the long per-attempt timeout, and are resent only when the server certainly did not start
     the job: the connection could not be made, or the server answered 503 (it refuses before
     doing any work). A timeout, a lost connection or a proxy's 502/504 after the request went
     out is raised at once: resending would start the whole job again.
+
+    ``ONCE``: writes without an idempotency key (placing a legal hold, an erasure): the
+    quick timeout, but resent only under the same rule as ``LONG`` calls, so that a lost
+    answer can never make the server do them twice.
     """
 
     QUICK = "quick"
     LONG = "long"
+    ONCE = "once"
 
 
 class Outcome(Enum):
@@ -139,7 +144,7 @@ class Attempts:
         if outcome is Outcome.CONNECT_FAILED:
             return True
         if outcome is Outcome.STATUS:
-            if self._kind is CallKind.LONG:
+            if self._kind is not CallKind.QUICK:
                 return status in _LONG_CALL_STATUSES and status in self._policy.statuses
             return status in self._policy.statuses
         # A timeout or a lost connection after the request went out.

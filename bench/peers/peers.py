@@ -452,6 +452,7 @@ def main() -> int:
         print(f"    seeded in {time.monotonic() - started:.1f}s", file=sys.stderr)
         k = 0
         for mode in modes:
+            time.sleep(3)  # let the previous mode's load settle (autovacuum, checkpoints)
             for w in workers:
                 sessions = pool[k * args.sessions_per_point : (k + 1) * args.sessions_per_point]
                 k += 1

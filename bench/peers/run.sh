@@ -6,7 +6,7 @@
 #   about 20 messages), at 1, 8 and 32 workers, sync (a process per worker) and async (all
 #   workers as tasks on one event loop), plus one 10,000-message read each.
 #
-#   bench/peers/run.sh                       # about 5 minutes
+#   bench/peers/run.sh                       # about 10 minutes
 #   BENCH_SECONDS=3 BENCH_WORKERS=1,8 bench/peers/run.sh
 #
 # It installs what it needs: a venv (in the cargo target dir) with this repository's client,
@@ -21,6 +21,7 @@
 #
 # Settings (environment):
 #   BENCH_SECONDS (8)          measured seconds per point (after 1 s of warm-up)
+#   BENCH_REPEAT (2)           runs per point; the table shows the best, the JSON lines all
 #   BENCH_WORKERS (1,8,32)     worker counts
 #   BENCH_MODES (sync,async)
 #   BENCH_BACKENDS (chatledger,langchain-postgres,redis)
@@ -107,14 +108,14 @@ header="Peers benchmark, $(date -u '+%Y-%m-%d %H:%M UTC'), $(machine_summary); m
 ${busy}% of one core before the run. $(pg_summary | head -c 200). chatledger $(
     "$CHATLEDGER_BIN" --version 2>/dev/null | head -1) release build, --pool-size ${BENCH_POOL_SIZE:-16}; \
 redis-server $(redis-server --version | awk '{print $3}' | cut -d= -f2), no persistence. \
-${BENCH_SECONDS:-8} s per point after 1 s of warm-up. sync: one process per worker; async: \
+${BENCH_SECONDS:-8} s per point after 1 s of warm-up, best of ${BENCH_REPEAT:-2} runs. sync: one process per worker; async: \
 all workers as tasks on one event loop in one process."
 
 step "Running the peers benchmark"
 "$VENV/bin/python" "$PEERS_DIR/peers.py" \
     --chatledger-url "$BENCH_URL" --chatledger-key "$WRITER_KEY" \
     --postgres "$PG_CONNINFO" --redis "redis://127.0.0.1:$REDIS_PORT/0" \
-    --seconds "${BENCH_SECONDS:-8}" --workers "${BENCH_WORKERS:-1,8,32}" \
+    --seconds "${BENCH_SECONDS:-8}" --repeat "${BENCH_REPEAT:-2}" --workers "${BENCH_WORKERS:-1,8,32}" \
     --modes "${BENCH_MODES:-sync,async}" \
     --backends "${BENCH_BACKENDS:-chatledger,langchain-postgres,redis}" \
     --out-md "$RESULTS" --out-jsonl "${RESULTS%.md}.jsonl" --header "$header"

@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[3]
 
 
 def chatledger_binary() -> str:
+    # run-tests.sh sets CHATLEDGER_BIN from `cargo metadata` (CARGO_TARGET_DIR is honoured).
     path = os.environ.get("CHATLEDGER_BIN") or str(REPO / "target" / "debug" / "chatledger")
     if not os.access(path, os.X_OK):
         raise RuntimeError(
@@ -147,12 +148,12 @@ def drop_database(owner_url: str, name: str) -> None:
 class ServerProcess:
     """`chatledger serve` on an ephemeral loopback port; stderr is drained into ``logs``."""
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+    def __init__(self, args: list[str], env: dict[str, str] | None = None, listen: str = "127.0.0.1:0") -> None:
         self.logs: collections.deque[str] = collections.deque(maxlen=2000)
         self._listening = threading.Event()
         self.address: str | None = None
         self.proc = subprocess.Popen(
-            [chatledger_binary(), "serve", "--listen", "127.0.0.1:0", "--log-format", "json", *args],
+            [chatledger_binary(), "serve", "--listen", listen, "--log-format", "json", *args],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             env=env,
@@ -207,9 +208,9 @@ def server_env() -> dict[str, str]:
     return env
 
 
-def start_external(database_url: str, admin_key_file: Path) -> ServerProcess:
+def start_external(database_url: str, admin_key_file: Path, listen: str = "127.0.0.1:0") -> ServerProcess:
     return ServerProcess(
-        ["--database-url", database_url, "--admin-key-file", str(admin_key_file)], env=server_env()
+        ["--database-url", database_url, "--admin-key-file", str(admin_key_file)], env=server_env(), listen=listen
     )
 
 

@@ -35,8 +35,8 @@ class Backend:
     admin_key_file: Path
     admin_key: str
 
-    def start_server(self) -> ServerProcess:
-        return start_external(self.database_url, self.admin_key_file)
+    def start_server(self, listen: str = "127.0.0.1:0") -> ServerProcess:
+        return start_external(self.database_url, self.admin_key_file, listen)
 
 
 @dataclass
@@ -111,10 +111,10 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture(autouse=True)
-def _no_pending_failures() -> Iterator[None]:
-    """Each test starts and ends without failed writes pending in this process."""
-    from chatledger.langchain import _history
+def _no_kept_failures() -> Iterator[None]:
+    """Each test starts and ends without swallowed failures kept in this process."""
+    from chatledger.langchain import _surfacing
 
-    _history._pending.clear()
+    _surfacing.clear_all()
     yield
-    _history._pending.clear()
+    _surfacing.clear_all()

@@ -163,7 +163,7 @@ def test_each_problem_code_raises_its_class(
 def test_every_documented_code_has_its_own_class() -> None:
     codes = """malformed_json invalid_parameter invalid_session_id invalid_idempotency_key
     unauthenticated forbidden session_not_found not_found seq_conflict already_exists
-    payload_too_large unsupported_media_type validation_failed invalid_text invalid_number
+    session_closed legal_hold too_many_requests payload_too_large unsupported_media_type validation_failed invalid_text invalid_number
     idempotency_key_reused unknown_tenant unavailable""".split()
     classes = set()
     for code in codes:

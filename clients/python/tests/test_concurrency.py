@@ -63,9 +63,32 @@ def run_two_writers(ledger: Ledger, session_id: str, **history_kwargs: Any) -> t
     return replies, failures
 
 
-def test_two_concurrent_writers_one_wins_the_other_fails_loudly(ledger: Ledger, session_id: str) -> None:
+def test_two_concurrent_writers_by_default_both_turns_are_recorded_the_later_flagged(
+    ledger: Ledger, session_id: str
+) -> None:
+    """The default on_conflict="append": the user saw both answers, so both turns are stored,
+    each whole; the one written on a stale context says so in its metadata."""
     seed(ledger, session_id)
     replies, failures = run_two_writers(ledger, session_id)
+    assert failures == [] and sorted(r.content for r in replies) == ["answer A", "answer B"]
+    with ledger.client(ledger.reader_key) as client:
+        entries = list(client.messages(session_id))
+    assert [e.seq for e in entries] == [1, 2, 3, 4, 5, 6]
+    first, second = entries[2:4], entries[4:6]
+    assert sorted([[e.content for e in first], [e.content for e in second]]) == [
+        ["question A", "answer A"], ["question B", "answer B"]]
+    assert all("chatledger" not in e.metadata for e in first)
+    for entry in second:
+        assert entry.metadata["chatledger"] == {"stale_context": {"expected_seq": 2, "current_seq": 4}}
+    # What LangChain reads back is exactly what was added (the flag is not part of a message).
+    back = ChatLedgerMessageHistory(session_id, url=ledger.url, api_key=ledger.reader_key).messages
+    assert [m.content for m in back[2:]] == [e.content for e in entries[2:]]
+    assert all(not m.response_metadata for m in back)
+
+
+def test_two_concurrent_writers_strict_one_wins_the_other_fails_loudly(ledger: Ledger, session_id: str) -> None:
+    seed(ledger, session_id)
+    replies, failures = run_two_writers(ledger, session_id, on_conflict="raise")
     # RunnableWithMessageHistory swallowed the loser's write error: both calls "succeeded".
     assert sorted(r.content for r in replies) == ["answer A", "answer B"]
     # ... but the callback heard of it at once,
@@ -78,7 +101,8 @@ def test_two_concurrent_writers_one_wins_the_other_fails_loudly(ledger: Ledger, 
     # the ledger holds the winner's turn, whole, after the seed and nothing of the loser,
     stored = contents(ledger, session_id)
     assert stored == ["hello", "hi, how can I help?", f"question {winner}", f"answer {winner}"]
-    # and the next read of that session raises the failure, once.
+    # and (plain RunnableWithMessageHistory swallowed it, so the fallback applies) the next
+    # read of that session raises the failure, once.
     history = ChatLedgerMessageHistory(session_id, url=ledger.url, api_key=ledger.writer_key)
     with pytest.raises(HistoryWriteFailed) as caught:
         history.messages
@@ -108,7 +132,9 @@ async def test_two_concurrent_async_writers(ledger: Ledger, session_id: str) -> 
     failures: list[HistoryWriteFailed] = []
 
     def get(sid: str) -> ChatLedgerMessageHistory:
-        return ChatLedgerMessageHistory(sid, url=ledger.url, api_key=ledger.writer_key, on_write_error=failures.append)
+        return ChatLedgerMessageHistory(
+            sid, url=ledger.url, api_key=ledger.writer_key, on_write_error=failures.append, on_conflict="raise"
+        )
 
     async def writer(name: str) -> Any:
         chain = prompt_chain([], get, model=BarrierModel(responses=[f"answer {name}"], barrier=barrier))
@@ -123,14 +149,15 @@ async def test_two_concurrent_async_writers(ledger: Ledger, session_id: str) -> 
     assert len(contents(ledger, session_id)) == 6
 
 
-def test_a_write_landing_between_langchains_two_reads_is_a_conflict_not_a_lost_input(
+def test_a_write_landing_between_langchains_two_reads_does_not_lose_the_input(
     ledger: Ledger, session_id: str
 ) -> None:
     """Without history_messages_key, LangChain re-reads the history after the model call and
-    drops that many messages from the front of its input. When another writer appended in
-    between, it drops the new user message too and hands over only the answer: stored as is,
-    the turn would silently lose its question. The adapter's expected seq comes from the
-    first read, so the write is refused and surfaces instead."""
+    drops that many messages from the front of its input. Had another writer appended in
+    between, a fresh second read would make it drop the new user message and hand over only
+    the answer. The history answers that second read from its first one, so the turn stays
+    whole: strictly, it is refused as a conflict (question and answer); by default, it is
+    recorded after the other writer's entry, flagged."""
     seed(ledger, session_id)
     failures: list[HistoryWriteFailed] = []
 
@@ -139,14 +166,27 @@ def test_a_write_landing_between_langchains_two_reads_is_a_conflict_not_a_lost_i
             other.append(session_id, [{"role": "user", "content": "from another replica"}])
         return value
 
-    get = lambda sid: ChatLedgerMessageHistory(  # noqa: E731
-        sid, url=ledger.url, api_key=ledger.writer_key, on_write_error=failures.append
-    )
-    chain = model_chain(["the answer"], get, recorder=Recorder(), model=_then(meanwhile))
-    chain.invoke("the question", config=config(session_id))
+    def get(**kwargs: Any) -> Any:
+        return lambda sid: ChatLedgerMessageHistory(
+            sid, url=ledger.url, api_key=ledger.writer_key, on_write_error=failures.append, **kwargs
+        )
+
+    strict = model_chain(["the answer"], get(on_conflict="raise"), recorder=Recorder(), model=_then(meanwhile))
+    strict.invoke("the question", config=config(session_id))
     assert len(failures) == 1 and isinstance(failures[0].error, chatledger.SeqConflict)
-    assert [m.content for m in failures[0].messages] == ["the answer"]  # LangChain lost the question
+    assert [m.content for m in failures[0].messages] == ["the question", "the answer"]
     assert contents(ledger, session_id) == ["hello", "hi, how can I help?", "from another replica"]
+    ChatLedgerMessageHistory(session_id, url=ledger.url, api_key=ledger.writer_key).acknowledge_failures()
+
+    recorder = Recorder()
+    lenient = model_chain(["the answer"], get(), recorder=recorder, model=_then(meanwhile))
+    lenient.invoke("the question", config=config(session_id))
+    assert len(failures) == 1
+    assert contents(ledger, session_id)[3:] == ["from another replica", "the question", "the answer"]
+    with ledger.client(ledger.reader_key) as client:
+        *_, question, answer = client.messages(session_id)
+    assert question.metadata["chatledger"] == {"stale_context": {"expected_seq": 3, "current_seq": 4}}
+    assert answer.metadata["chatledger"] == question.metadata["chatledger"]
 
 
 def _then(side_effect: Any) -> Any:
@@ -172,25 +212,82 @@ def test_a_message_that_cannot_be_stored_surfaces_and_writes_nothing(ledger: Led
         prompt_chain(["x"], get).invoke({"question": "next"}, config=config(session_id))
 
 
-def test_a_direct_caller_sees_the_error_and_can_acknowledge_it(ledger: Ledger, session_id: str) -> None:
+def test_a_direct_caller_sees_the_error_once_and_only_there(ledger: Ledger, session_id: str) -> None:
     seed(ledger, session_id)
-    stale = ChatLedgerMessageHistory(session_id, url=ledger.url, api_key=ledger.writer_key)
+    failures: list[HistoryWriteFailed] = []
+    stale = ChatLedgerMessageHistory(
+        session_id, url=ledger.url, api_key=ledger.writer_key, on_conflict="raise", on_write_error=failures.append
+    )
     stale.messages  # reads at seq 2
     ChatLedgerMessageHistory(session_id, url=ledger.url, api_key=ledger.writer_key).add_messages([HumanMessage("other")])
     with pytest.raises(chatledger.SeqConflict):
         stale.add_messages([HumanMessage("mine")])
-    assert len(stale.pending_failures) == 1
-    (failure,) = stale.acknowledge_failures()
+    # Raised to its caller, so kept nowhere: no later read or write raises it again.
+    assert stale.pending_failures == [] and len(failures) == 1
+    assert len(ChatLedgerMessageHistory(session_id, url=ledger.url, api_key=ledger.writer_key).messages) == 3
+    (failure,) = failures
     # Resending the same request conflicts again (the session moved on) ...
     with pytest.raises(chatledger.SeqConflict):
         stale.retry_failed_write(failure)
     # ... and so does a plain append until this object has read what the other wrote.
     with pytest.raises(chatledger.SeqConflict):
         stale.add_messages(failure.messages)
-    stale.acknowledge_failures()
     assert [m.content for m in stale.messages][-1] == "other"
     stale.add_messages(failure.messages)
     assert contents(ledger, session_id)[2:] == ["other", "mine"]
+
+
+@pytest.mark.anyio
+async def test_twenty_concurrent_histories_the_callers_handle_their_conflicts_and_nothing_lingers(
+    ledger: Ledger, session_id: str
+) -> None:
+    """Issue 12's incident: 20 history objects read the same session and each appends a
+    turn; the caller catches the SeqConflicts. The next read, through a brand-new history
+    object, raises nothing (and neither does any later one)."""
+    seed(ledger, session_id)
+
+    def history() -> ChatLedgerMessageHistory:
+        return ChatLedgerMessageHistory(session_id, url=ledger.url, api_key=ledger.writer_key, on_conflict="raise")
+
+    histories = [history() for _ in range(20)]
+    for h in histories:
+        assert len(await h.aget_messages()) == 2
+
+    async def turn(i: int) -> str:
+        try:
+            await histories[i].aadd_messages([HumanMessage(f"q{i}"), AIMessage(f"a{i}")])
+            return "stored"
+        except chatledger.SeqConflict:
+            return "conflict"
+
+    outcomes = await asyncio.gather(*(turn(i) for i in range(20)))
+    assert outcomes.count("stored") == 1 and outcomes.count("conflict") == 19
+    for _ in range(20):
+        assert len(await history().aget_messages()) == 4
+        assert len(history().messages) == 4
+    await history().aadd_messages([HumanMessage("next turn")])
+    assert len(contents(ledger, session_id)) == 5
+
+
+@pytest.mark.anyio
+async def test_twenty_concurrent_histories_by_default_all_turns_are_recorded(ledger: Ledger, session_id: str) -> None:
+    seed(ledger, session_id)
+    histories = [ChatLedgerMessageHistory(session_id, url=ledger.url, api_key=ledger.writer_key) for _ in range(20)]
+    for h in histories:
+        await h.aget_messages()
+    await asyncio.gather(*(h.aadd_messages([HumanMessage(f"q{i}"), AIMessage(f"a{i}")]) for i, h in enumerate(histories)))
+    with ledger.client(ledger.reader_key) as client:
+        entries = list(client.messages(session_id))
+    assert len(entries) == 42
+    turns = [entries[i : i + 2] for i in range(2, 42, 2)]
+    assert sorted(t[0].content for t in turns) == sorted(f"q{i}" for i in range(20))
+    for q, a in turns:
+        assert a.content == "a" + q.content[1:], "each turn is one contiguous run"
+        assert q.metadata.get("chatledger") == a.metadata.get("chatledger")
+    flagged = [q for q, _ in turns if "chatledger" in q.metadata]
+    assert len(flagged) == 19
+    for q in flagged:
+        assert q.metadata["chatledger"]["stale_context"] == {"expected_seq": 2, "current_seq": q.seq - 1}
 
 
 def test_sessions_and_tenants_never_see_each_other(ledger: Ledger, make_ledger, session_id: str) -> None:

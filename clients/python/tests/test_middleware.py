@@ -95,7 +95,10 @@ def test_a_concurrent_write_during_the_turn_is_a_conflict(ledger: Ledger, sessio
             return super()._generate(messages, *args, **kwargs)
 
     cfg = {"configurable": {"session_id": session_id}}
-    strict = create_agent(Interrupted(seen=[], responses=[AIMessage("a")]), middleware=[ChatLedgerMiddleware(url=ledger.url, api_key=ledger.writer_key)])
+    strict = create_agent(
+        Interrupted(seen=[], responses=[AIMessage("a")]),
+        middleware=[ChatLedgerMiddleware(url=ledger.url, api_key=ledger.writer_key, on_conflict="raise")],
+    )
     with pytest.raises(chatledger.SeqConflict):
         strict.invoke({"messages": [HumanMessage("mine")]}, config=cfg)
     lenient = create_agent(
@@ -103,7 +106,18 @@ def test_a_concurrent_write_during_the_turn_is_a_conflict(ledger: Ledger, sessio
         middleware=[ChatLedgerMiddleware(url=ledger.url, api_key=ledger.writer_key, on_conflict="append")],
     )
     lenient.invoke({"messages": [HumanMessage("mine again")]}, config=cfg)
+    by_default = create_agent(
+        Interrupted(seen=[], responses=[AIMessage("c")]),
+        middleware=[ChatLedgerMiddleware(url=ledger.url, api_key=ledger.writer_key)],
+    )
+    by_default.invoke({"messages": [HumanMessage("mine, third")]}, config=cfg)
     with ledger.client(ledger.reader_key) as client:
-        assert [e.content for e in client.messages(session_id)] == [
-            "another replica", "another replica", "mine again", "b",
-        ]
+        entries = list(client.messages(session_id))
+    assert [e.content for e in entries] == [
+        "another replica", "another replica", "mine again", "b", "another replica", "mine, third", "c",
+    ]
+    assert "chatledger" not in entries[0].metadata
+    assert [e.metadata["chatledger"] for e in entries[2:4]] == [
+        {"stale_context": {"expected_seq": 1, "current_seq": 2}}] * 2
+    assert [e.metadata["chatledger"] for e in entries[5:7]] == [
+        {"stale_context": {"expected_seq": 4, "current_seq": 5}}] * 2

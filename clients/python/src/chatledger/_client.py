@@ -1,23 +1,24 @@
-"""The HTTP clients: :class:`Client` (sync) and :class:`AsyncClient` (async), both on httpx.
+"""The HTTP clients: :class:`Client` (sync) and :class:`AsyncClient` (async).
 
-Both share one description of every call (:class:`_Call`) and differ only in how they send
-it and wait between retries.
+Each API call is described once, as a :class:`_Call` (method, path, body, how to read the
+answer, whether it is a quick or a long call). The two clients differ only in how they send
+a call and wait between attempts; what to retry and how long to wait is decided by the retry
+engine (:mod:`chatledger._retry`), which does no I/O. Adding a route means adding one call
+builder and one method on each client.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
-import random
 import secrets
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from typing import IO, Any, Generic, Literal, TypeVar
 from urllib.parse import quote
-
-import httpx
 
 from ._errors import (
     ChatLedgerError,
@@ -28,8 +29,19 @@ from ._errors import (
     UnexpectedResponse,
     error_for_problem,
 )
+from ._http import (
+    AsyncHttpxTransport,
+    AsyncTransport,
+    HttpxTransport,
+    Response,
+    SyncTransport,
+    TransportError,
+)
 from ._models import (
+    AccessRecord,
     AppendResult,
+    Hold,
+    SearchResult,
     ContextWindow,
     Entry,
     ExportTrailer,
@@ -39,50 +51,18 @@ from ._models import (
     SessionSummary,
     VerifyResult,
 )
+from ._retry import Attempts, CallKind, Outcome, Retry
+from ._settings import Settings, resolve_settings
+from ._sse import EventParser
 
-__all__ = ["AsyncClient", "Client", "Retry"]
+__all__ = ["AsyncClient", "Client"]
 
 logger = logging.getLogger("chatledger")
 
 T = TypeVar("T")
 
 _USER_AGENT = "chatledger-python"
-
-
-@dataclass(frozen=True)
-class Retry:
-    """When and how long the client retries.
-
-    A request is retried when the connection fails (connect errors, timeouts, a dropped
-    connection) or the server answers one of ``statuses`` (503 ``unavailable`` from
-    chatledger; 502/504 from a proxy in front of it). Waits grow exponentially from
-    ``initial_backoff`` to ``max_backoff`` (with jitter), and are at least the server's
-    ``Retry-After``. At most ``attempts`` attempts are made, and none starts after
-    ``total_timeout`` seconds have passed since the first: then the last error is raised.
-
-    Appends and resets always carry an idempotency key, the same on every attempt, so a
-    retry can never write twice.
-    """
-
-    attempts: int = 8
-    initial_backoff: float = 0.2
-    max_backoff: float = 5.0
-    multiplier: float = 2.0
-    total_timeout: float = 30.0
-    statuses: frozenset[int] = field(default_factory=lambda: frozenset({502, 503, 504}))
-
-    @classmethod
-    def none(cls) -> Retry:
-        """One attempt, no retry."""
-        return cls(attempts=1)
-
-    def backoff(self, attempt: int, retry_after: float | None) -> float:
-        """The wait after failed attempt number ``attempt`` (1-based)."""
-        base = min(self.max_backoff, self.initial_backoff * self.multiplier ** (attempt - 1))
-        wait = base / 2 + random.uniform(0, base / 2)
-        if retry_after is not None:
-            wait = max(wait, min(retry_after, self.max_backoff))
-        return wait
+View = Literal["full", "chat"]
 
 
 def _session_path(session_id: str, suffix: str = "") -> str:
@@ -98,60 +78,63 @@ def _session_path(session_id: str, suffix: str = "") -> str:
     return f"/v1/sessions/{encoded}{suffix}"
 
 
-def _new_idempotency_key() -> str:
+def _query(params: Mapping[str, Any]) -> str:
+    items = [f"{k}={quote(str(v), safe='')}" for k, v in params.items() if v is not None]
+    return "?" + "&".join(items) if items else ""
+
+
+def new_idempotency_key() -> str:
+    """A random idempotency key (what the client sends when the caller gives none)."""
     return "clpy-" + secrets.token_urlsafe(24)
 
 
-def _encode_json(body: Any) -> bytes:
+_new_idempotency_key = new_idempotency_key
+
+
+def encode_json(body: Any) -> bytes:
     # allow_nan=False: NaN and Infinity are not JSON; fail here, loudly, before sending.
-    return json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode(
-        "utf-8"
-    )
+    return json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
 
 
-@dataclass
 class _Call(Generic[T]):
     """A request and how to read its successful answer."""
 
-    method: str
-    path: str
-    parse: Callable[[httpx.Response], T]
-    params: dict[str, Any] | None = None
-    body: bytes | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    idempotency_key: str | None = None
+    __slots__ = ("method", "path", "parse", "body", "headers", "idempotency_key", "kind", "stream", "timeout")
+
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        parse: Callable[[Response], T],
+        *,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        idempotency_key: str | None = None,
+        kind: CallKind = CallKind.QUICK,
+        stream: bool = False,
+        timeout: float | None = None,
+    ) -> None:
+        self.timeout = timeout
+        self.method = method
+        self.path = path
+        self.parse = parse
+        self.body = body
+        self.headers = headers
+        self.idempotency_key = idempotency_key
+        self.kind = kind
+        self.stream = stream
 
 
-def _json_of(response: httpx.Response) -> Any:
+def json_of(response: Response) -> Any:
     try:
-        return response.json()
+        return json.loads(response.body or b"")
     except ValueError as exc:
         raise UnexpectedResponse(
-            f"HTTP {response.status_code}: the body is not JSON", status=response.status_code
+            f"HTTP {response.status}: the body is not JSON", status=response.status
         ) from exc
 
 
-def _error_of(response: httpx.Response, attempts: int) -> ChatLedgerError:
-    problem: Any = None
-    try:
-        problem = response.json()
-    except ValueError:
-        pass
-    if isinstance(problem, dict) and isinstance(problem.get("code"), str):
-        error = error_for_problem(response.status_code, problem, attempts=attempts)
-    else:
-        text = response.text[:200] if response.content else ""
-        error = UnexpectedResponse(
-            f"HTTP {response.status_code} without a problem document: {text!r}",
-            status=response.status_code,
-            attempts=attempts,
-        )
-    if isinstance(error, Unavailable):
-        error.retry_after = _retry_after(response)
-    return error
-
-
-def _retry_after(response: httpx.Response) -> float | None:
+def _retry_after(response: Response) -> float | None:
     value = response.headers.get("retry-after")
     if value is None:
         return None
@@ -162,19 +145,57 @@ def _retry_after(response: httpx.Response) -> float | None:
     return max(0.0, seconds)
 
 
-def _append_call(
+def _error_of(response: Response) -> ChatLedgerError:
+    problem: Any = None
+    try:
+        problem = json.loads(response.body or b"")
+    except ValueError:
+        pass
+    if isinstance(problem, dict) and isinstance(problem.get("code"), str):
+        error = error_for_problem(response.status, problem)
+    else:
+        text = (response.body or b"")[:200].decode("utf-8", "replace")
+        error = UnexpectedResponse(
+            f"HTTP {response.status} without a problem document: {text!r}", status=response.status
+        )
+    if isinstance(error, Unavailable):
+        error.retry_after = _retry_after(response)
+    return error
+
+
+# -- the calls -------------------------------------------------------------------------------
+
+
+def _write_call(path: str, body: dict[str, Any], idempotency_key: str | None) -> _Call[AppendResult]:
+    key = idempotency_key if idempotency_key is not None else new_idempotency_key()
+
+    def parse(response: Response) -> AppendResult:
+        replayed = response.headers.get("idempotent-replayed", "").lower() == "true"
+        return AppendResult.from_json(json_of(response), replayed=replayed, idempotency_key=key)
+
+    return _Call(
+        "POST",
+        path,
+        parse,
+        body=encode_json(body),
+        headers={"Idempotency-Key": key, "Content-Type": "application/json"},
+        idempotency_key=key,
+    )
+
+
+def append_call(
     session_id: str,
     messages: Iterable[Message | Mapping[str, Any]],
     expected_seq: int | None,
     idempotency_key: str | None,
 ) -> _Call[AppendResult]:
-    body: dict[str, Any] = {"messages": [dict(m) for m in messages]}
+    body: dict[str, Any] = {"messages": [m if isinstance(m, dict) else dict(m) for m in messages]}
     if expected_seq is not None:
         body["expected_seq"] = expected_seq
     return _write_call(_session_path(session_id, "/messages"), body, idempotency_key)
 
 
-def _reset_call(
+def reset_call(
     session_id: str,
     expected_seq: int | None,
     metadata: Mapping[str, Any] | None,
@@ -188,69 +209,78 @@ def _reset_call(
     return _write_call(_session_path(session_id, "/reset"), body, idempotency_key)
 
 
-def _write_call(path: str, body: dict[str, Any], idempotency_key: str | None) -> _Call[AppendResult]:
-    key = idempotency_key if idempotency_key is not None else _new_idempotency_key()
-
-    def parse(response: httpx.Response) -> AppendResult:
-        replayed = response.headers.get("idempotent-replayed", "").lower() == "true"
-        return AppendResult.from_json(_json_of(response), replayed=replayed, idempotency_key=key)
-
-    return _Call(
-        "POST",
-        path,
-        parse,
-        body=_encode_json(body),
-        headers={"Idempotency-Key": key, "Content-Type": "application/json"},
-        idempotency_key=key,
-    )
-
-
-def _messages_call(
-    session_id: str, order: Literal["asc", "desc"], cursor: int | None, limit: int
-) -> _Call[MessagesPage]:
+def messages_json_call(
+    session_id: str,
+    order: Literal["asc", "desc"],
+    cursor: int | None,
+    limit: int,
+    view: View = "full",
+) -> _Call[Any]:
+    """A page of ``messages`` as parsed JSON."""
     params: dict[str, Any] = {"limit": limit, "order": order}
     if order == "asc":
         params["after_seq"] = cursor if cursor is not None else 0
-        cursor_field = "next_after_seq"
     elif order == "desc":
-        if cursor is not None:
-            params["before_seq"] = cursor
-        cursor_field = "next_before_seq"
+        params["before_seq"] = cursor
     else:
         raise ValueError(f"order must be 'asc' or 'desc', not {order!r}")
-    return _Call(
-        "GET",
-        _session_path(session_id, "/messages"),
-        lambda r: MessagesPage.from_json(_json_of(r), cursor_field=cursor_field),
-        params=params,
-    )
+    if view != "full":
+        params["view"] = view
+    return _Call("GET", _session_path(session_id, "/messages") + _query(params), json_of)
 
 
-def _context_call(session_id: str, limit: int) -> _Call[ContextWindow]:
-    return _Call(
-        "GET",
-        _session_path(session_id, "/context"),
-        lambda r: ContextWindow.from_json(_json_of(r)),
-        params={"limit": limit},
-    )
+def _messages_call(
+    session_id: str, order: Literal["asc", "desc"], cursor: int | None, limit: int, view: View
+) -> _Call[MessagesPage]:
+    call = messages_json_call(session_id, order, cursor, limit, view)
+    field = "next_after_seq" if order == "asc" else "next_before_seq"
+    call.parse = lambda r: MessagesPage.from_json(json_of(r), cursor_field=field)
+    return call
+
+
+def context_json_call(session_id: str, limit: int, view: View = "full") -> _Call[Any]:
+    """The context window as parsed JSON."""
+    params: dict[str, Any] = {"limit": limit}
+    if view != "full":
+        params["view"] = view
+    return _Call("GET", _session_path(session_id, "/context") + _query(params), json_of)
+
+
+def _context_call(session_id: str, limit: int, view: View) -> _Call[ContextWindow]:
+    call = context_json_call(session_id, limit, view)
+    call.parse = lambda r: ContextWindow.from_json(json_of(r))
+    return call
 
 
 def _session_call(session_id: str) -> _Call[SessionSummary]:
-    return _Call(
-        "GET", _session_path(session_id), lambda r: SessionSummary.from_json(_json_of(r))
-    )
+    return _Call("GET", _session_path(session_id), lambda r: SessionSummary.from_json(json_of(r)))
 
 
 def _sessions_call(after: str | None, limit: int) -> _Call[SessionsPage]:
-    params: dict[str, Any] = {"limit": limit}
-    if after is not None:
-        params["after"] = after
-    return _Call("GET", "/v1/sessions", lambda r: SessionsPage.from_json(_json_of(r)), params=params)
+    return _Call(
+        "GET",
+        "/v1/sessions" + _query({"limit": limit, "after": after}),
+        lambda r: SessionsPage.from_json(json_of(r)),
+    )
 
 
 def _verify_call(session_id: str) -> _Call[VerifyResult]:
     return _Call(
-        "GET", _session_path(session_id, "/verify"), lambda r: VerifyResult.from_json(_json_of(r))
+        "GET",
+        _session_path(session_id, "/verify"),
+        lambda r: VerifyResult.from_json(json_of(r)),
+        kind=CallKind.LONG,
+    )
+
+
+def _export_call(session_id: str) -> _Call[Response]:
+    return _Call(
+        "GET",
+        _session_path(session_id, "/export"),
+        lambda r: r,
+        headers={"Accept": "application/x-ndjson"},
+        kind=CallKind.LONG,
+        stream=True,
     )
 
 
@@ -293,82 +323,307 @@ class _ExportReader:
         return value
 
 
+def _truncated(exc: TransportError) -> TruncatedExport:
+    error = TruncatedExport(f"the export stream broke off: {exc}")
+    error.__cause__ = exc.__cause__ or exc
+    return error
+
+
+# -- compliance routes -----------------------------------------------------------------------
+
+#: Seconds a live tail waits for the next byte (the server sends a comment at least every 15 s).
+TAIL_TIMEOUT = 45.0
+
+
+def _search_call(
+    q: str | None,
+    filters: dict[str, Any],
+    after: str | None,
+    limit: int,
+) -> _Call[tuple[tuple[SearchResult, ...], str | None]]:
+    params: dict[str, Any] = {"q": q, **filters, "after": after, "limit": limit}
+    if isinstance(params.get("metadata"), Mapping):
+        params["metadata"] = json.dumps(params["metadata"], separators=(",", ":"))
+
+    def parse(response: Response) -> tuple[tuple[SearchResult, ...], str | None]:
+        data = json_of(response)
+        return tuple(SearchResult.from_json(r) for r in data.get("results", [])), data.get("next")
+
+    return _Call("GET", "/v1/audit/search" + _query(params), parse, kind=CallKind.LONG)
+
+
+def _access_call(filters: dict[str, Any], after_id: int | None, limit: int) -> _Call[tuple[tuple[AccessRecord, ...], int | None]]:
+    def parse(response: Response) -> tuple[tuple[AccessRecord, ...], int | None]:
+        data = json_of(response)
+        return tuple(AccessRecord.from_json(r) for r in data.get("records", [])), data.get("next_after_id")
+
+    return _Call("GET", "/v1/audit/access" + _query({**filters, "after_id": after_id, "limit": limit}), parse)
+
+
+def _hold_of(response: Response) -> Hold | None:
+    if not response.body:
+        return None
+    data = json_of(response)
+    return Hold.from_json(data) if isinstance(data, dict) and "id" in data else None
+
+
+def _holds_call() -> _Call[list[Hold]]:
+    return _Call("GET", "/v1/holds", lambda r: [Hold.from_json(h) for h in json_of(r).get("holds", [])])
+
+
+def _place_hold_call(name: str, reason: str | None, session_ids: Iterable[str]) -> _Call[Hold]:
+    body: dict[str, Any] = {"name": name, "session_ids": list(session_ids)}
+    if reason is not None:
+        body["reason"] = reason
+    return _Call(
+        "POST", "/v1/holds", lambda r: Hold.from_json(json_of(r)), body=encode_json(body),
+        headers={"Content-Type": "application/json"}, kind=CallKind.ONCE,
+    )
+
+
+def _hold_path(hold_id: Any, suffix: str = "") -> str:
+    return f"/v1/holds/{quote(str(hold_id), safe='')}{suffix}"
+
+
+def _add_to_hold_call(hold_id: Any, session_ids: Iterable[str]) -> _Call[Hold | None]:
+    body = {"session_ids": list(session_ids)}
+    return _Call(
+        "POST", _hold_path(hold_id, "/sessions"), _hold_of, body=encode_json(body),
+        headers={"Content-Type": "application/json"},
+    )
+
+
+def _release_hold_call(hold_id: Any) -> _Call[None]:
+    return _Call("DELETE", _hold_path(hold_id), lambda r: None)
+
+
+def _erase_call(session_id: str, reason: str, through_seq: int | None) -> _Call[AppendResult]:
+    body: dict[str, Any] = {"reason": reason}
+    if through_seq is not None:
+        body["through_seq"] = through_seq
+    return _Call(
+        "POST", _session_path(session_id, "/erasure"),
+        lambda r: AppendResult.from_json(json_of(r), replayed=False, idempotency_key=""),
+        body=encode_json(body), headers={"Content-Type": "application/json"}, kind=CallKind.ONCE,
+    )
+
+
+def _events_call(session_id: str, after_seq: int, last_event_id: str | None) -> _Call[Response]:
+    headers = {"Accept": "text/event-stream"}
+    if last_event_id is not None:
+        headers["Last-Event-ID"] = last_event_id
+    return _Call(
+        "GET", _session_path(session_id, "/events") + _query({"after_seq": after_seq}), lambda r: r,
+        headers=headers, stream=True, timeout=TAIL_TIMEOUT,
+    )
+
+
+class _Tail:
+    """Where a live tail is: the last event id seen, and its reconnection budget (sans I/O)."""
+
+    def __init__(self, retry: Retry, after_seq: int) -> None:
+        self.retry = retry
+        self.after_seq = after_seq
+        self.last_id: str | None = None
+        self.attempts: Attempts | None = None
+
+    def call(self, session_id: str) -> _Call[Response]:
+        return _events_call(session_id, self.after_seq, self.last_id)
+
+    def entries(self, parser: EventParser, chunk: bytes) -> list[Entry]:
+        out = []
+        for event in parser.feed(chunk):
+            if event.event != "entry":
+                continue
+            entry = Entry.from_json(json.loads(event.data))
+            self.last_id = event.id if event.id is not None else str(entry.seq)
+            self.after_seq = entry.seq
+            self.attempts = None  # progress: a fresh budget for the next break
+            out.append(entry)
+        return out
+
+    def broke(self, error: TransportError) -> float:
+        """The wait before reconnecting, or raises when the budget is spent."""
+        if self.attempts is None:
+            self.attempts = Attempts(self.retry, CallKind.QUICK, started=time.monotonic())
+        decision = self.attempts.after(error.outcome, time.monotonic())
+        if not decision.retry:
+            failure = NetworkError(f"the live tail broke off and could not reconnect: {error}")
+            failure.__cause__ = error.__cause__ or error
+            raise failure
+        return decision.delay
+
+
+# -- the clients -----------------------------------------------------------------------------
+
+
 class _Base:
+    _shared_lock = threading.Lock()
+
     def __init__(
         self,
-        base_url: str,
-        api_key: str,
+        base_url: str | None,
+        api_key: str | None,
         *,
         retry: Retry | None,
-        timeout: float | httpx.Timeout,
+        timeout: float | None,
+        long_timeout: float | None,
+        settings: Settings | None,
     ) -> None:
-        if not base_url:
-            raise ValueError("base_url is required (e.g. http://127.0.0.1:8080)")
-        if not api_key:
-            raise ValueError("api_key is required")
-        self.base_url = base_url.rstrip("/")
-        self.retry = retry if retry is not None else Retry()
-        self._api_key = api_key
+        if settings is None:
+            settings = resolve_settings(
+                base_url, api_key, retry=retry, timeout=timeout, long_timeout=long_timeout
+            )
+        elif base_url or api_key or retry or timeout or long_timeout:
+            settings = resolve_settings(
+                base_url, api_key, base=settings, retry=retry, timeout=timeout, long_timeout=long_timeout
+            )
+        #: The client's :class:`~chatledger.Settings` (URL, key, retry, timeouts): the one
+        #: public way for other components to build a client like this one.
+        self.settings = settings
+        self._shared = False
+
+    @property
+    def base_url(self) -> str:
+        return self.settings.base_url
+
+    @property
+    def retry(self) -> Retry:
+        return self.settings.retry
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.base_url!r})"
+        return f"{type(self).__name__}({self.settings.base_url!r})"
 
-    def _headers(self, call: _Call[Any]) -> dict[str, str]:
+    def _fixed_headers(self) -> dict[str, str]:
         return {
-            "Authorization": f"Bearer {self._api_key}",
+            "Authorization": f"Bearer {self.settings.api_key}",
             "Accept": "application/json",
             "User-Agent": _USER_AGENT,
-            **call.headers,
         }
 
-    def _should_retry(
-        self, attempt: int, started: float, wait: float
-    ) -> bool:
-        if attempt >= self.retry.attempts:
-            return False
-        return time.monotonic() + wait - started < self.retry.total_timeout
+    def _timeout(self, call: _Call[Any]) -> float:
+        if call.timeout is not None:
+            return call.timeout
+        return self.settings.long_timeout if call.kind is CallKind.LONG else self.settings.timeout
 
-    def _give_up(self, call: _Call[Any], error: BaseException, attempts: int) -> ChatLedgerError:
+    def _decide(
+        self, call: _Call[Any], attempts: Attempts, error: BaseException
+    ) -> float:
+        """The wait before the next attempt, or raises the error to give up."""
+        if isinstance(error, TransportError):
+            decision = attempts.after(error.outcome, time.monotonic())
+        else:
+            assert isinstance(error, ChatLedgerError)
+            decision = attempts.after(
+                Outcome.STATUS,
+                time.monotonic(),
+                status=error.status,
+                retry_after=getattr(error, "retry_after", None),
+            )
+        if not decision.retry:
+            raise self._give_up(call, error, attempts.count, decision.reason)
+        logger.warning(
+            "chatledger %s %s failed (%s); retry %d in %.2fs",
+            call.method,
+            call.path,
+            _describe(error),
+            attempts.count - 1,
+            decision.delay,
+        )
+        return decision.delay
+
+    def _give_up(
+        self, call: _Call[Any], error: BaseException, attempts: int, reason: str | None
+    ) -> ChatLedgerError:
         if isinstance(error, ChatLedgerError):
             error.attempts = attempts
             return error
         failure = NetworkError(
-            f"{call.method} {call.path}: {type(error).__name__}: {error} "
-            f"(after {attempts} attempt{'s' if attempts != 1 else ''})",
+            f"{call.method} {call.path}: {error} "
+            f"(after {attempts} attempt{'s' if attempts != 1 else ''}; {reason})",
             attempts=attempts,
         )
         failure.idempotency_key = call.idempotency_key
-        failure.__cause__ = error
+        failure.__cause__ = error.__cause__ or error
         return failure
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, ChatLedgerError):
+        return f"{error.status} {error.code}"
+    if isinstance(error, TransportError):
+        return error.outcome.value
+    return type(error).__name__
 
 
 class Client(_Base):
     """Synchronous chatledger client.
 
-    ``Client("http://127.0.0.1:8080", api_key)``; use it as a context manager or call
-    :meth:`close`. It is thread-safe (one httpx connection pool). ``timeout`` (seconds, or an
-    ``httpx.Timeout``) bounds each attempt; :class:`Retry` bounds them all. Pass
-    ``http_client`` to bring your own ``httpx.Client`` (proxies, TLS, transports); its own
-    timeouts then apply and its ``base_url`` is not used.
+    ``Client(url, api_key)``, or ``Client()`` with ``$CHATLEDGER_URL`` and
+    ``$CHATLEDGER_API_KEY``. Thread-safe, with one pool of keep-alive connections; use it
+    as a context manager or call :meth:`close`. ``timeout`` bounds each attempt of an append,
+    reset or read (10 s), ``long_timeout`` each attempt of a verify or export (600 s);
+    :class:`Retry` bounds the attempts. :meth:`shared` gives the process-wide client for a
+    set of settings (what the LangChain adapters use). Pass ``http_client`` (an
+    ``httpx.Client``) to send through httpx instead (proxies, custom TLS or transports);
+    its own timeouts then apply.
     """
+
+    _registry: dict[Settings, Client] = {}
 
     def __init__(
         self,
-        base_url: str,
-        api_key: str,
+        base_url: str | None = None,
+        api_key: str | None = None,
         *,
         retry: Retry | None = None,
-        timeout: float | httpx.Timeout = 10.0,
-        http_client: httpx.Client | None = None,
+        timeout: float | None = None,
+        long_timeout: float | None = None,
+        settings: Settings | None = None,
+        http_client: Any = None,
     ) -> None:
-        super().__init__(base_url, api_key, retry=retry, timeout=timeout)
-        self._own_http = http_client is None
-        self._http = http_client if http_client is not None else httpx.Client(timeout=timeout)
+        super().__init__(
+            base_url, api_key, retry=retry, timeout=timeout, long_timeout=long_timeout, settings=settings
+        )
+        if http_client is not None:
+            self._transport: Any = HttpxTransport(http_client, self.settings.base_url, self._fixed_headers())
+        else:
+            self._transport = SyncTransport(self.settings.base_url, self._fixed_headers())
+
+    @classmethod
+    def shared(
+        cls,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+        long_timeout: float | None = None,
+        settings: Settings | None = None,
+    ) -> Client:
+        """The process-wide client for these settings, made on first use and reused by
+        every caller (its connection pool too). Closed at exit; :meth:`close` retires it."""
+        if settings is None or base_url or api_key or retry or timeout or long_timeout:
+            settings = resolve_settings(
+                base_url, api_key, base=settings, retry=retry, timeout=timeout, long_timeout=long_timeout
+            )
+        client = cls._registry.get(settings)
+        if client is None:
+            with cls._shared_lock:
+                client = cls._registry.get(settings)
+                if client is None:
+                    client = cls(settings=settings)
+                    client._shared = True
+                    cls._registry[settings] = client
+        return client
 
     def close(self) -> None:
-        """Closes the connection pool (unless it was passed in)."""
-        if self._own_http:
-            self._http.close()
+        """Closes the connection pool (a client passed as ``http_client`` stays open)."""
+        if self._shared:
+            with self._shared_lock:
+                if self._registry.get(self.settings) is self:
+                    del self._registry[self.settings]
+        self._transport.close()
 
     def __enter__(self) -> Client:
         return self
@@ -393,7 +648,7 @@ class Client(_Base):
         omitted the client generates a random one for this call, so its retries can never
         write twice. The key used is in the result's ``idempotency_key``.
         """
-        return self._execute(_append_call(session_id, messages, expected_seq, idempotency_key))
+        return self._execute(append_call(session_id, messages, expected_seq, idempotency_key))
 
     def reset(
         self,
@@ -404,7 +659,7 @@ class Client(_Base):
     ) -> AppendResult:
         """Appends a ``context_reset`` entry: the context window starts after it. Erases
         nothing. Raises :class:`SessionNotFound` for a session that does not exist."""
-        return self._execute(_reset_call(session_id, expected_seq, metadata, idempotency_key))
+        return self._execute(reset_call(session_id, expected_seq, metadata, idempotency_key))
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -416,23 +671,25 @@ class Client(_Base):
         order: Literal["asc", "desc"] = "asc",
         before_seq: int | None = None,
         page_size: int = 1000,
+        view: View = "full",
     ) -> Iterator[Entry]:
-        """Every entry of the session (messages and resets), fetching pages as needed.
+        """Every entry of the session (messages, resets, erasures), fetching pages as needed.
 
         Ascending from ``after_seq`` by default; ``order="desc"`` walks backwards from
-        ``before_seq`` (default: the end). Raises :class:`SessionNotFound` on the first page.
+        ``before_seq`` (default: the end). ``view="chat"`` leaves out the chain fields.
+        Raises :class:`SessionNotFound` on the first page.
         """
         cursor: int | None = after_seq if order == "asc" else before_seq
         while True:
-            page = self._execute(_messages_call(session_id, order, cursor, page_size))
+            page = self._execute(_messages_call(session_id, order, cursor, page_size, view))
             yield from page.entries
             if page.next_cursor is None:
                 return
             cursor = page.next_cursor
 
-    def context(self, session_id: str, limit: int = 50) -> ContextWindow:
+    def context(self, session_id: str, limit: int = 50, *, view: View = "full") -> ContextWindow:
         """The context window: the last ``limit`` (1 to 1000) messages after the latest reset."""
-        return self._execute(_context_call(session_id, limit))
+        return self._execute(_context_call(session_id, limit, view))
 
     def session(self, session_id: str) -> SessionSummary:
         """The session's summary (``last_seq``, ``head_hash``, counts, times)."""
@@ -450,7 +707,8 @@ class Client(_Base):
     # -- auditing --------------------------------------------------------------------------
 
     def verify(self, session_id: str) -> VerifyResult:
-        """Has the server recompute the session's hash chain (role auditor)."""
+        """Has the server recompute the session's hash chain (role auditor). A long call:
+        ``long_timeout`` per attempt, never resent once the server may have started it."""
         return self._execute(_verify_call(session_id))
 
     def export(self, session_id: str) -> Iterator[dict[str, Any]]:
@@ -458,119 +716,201 @@ class Client(_Base):
         then the ``{"export_trailer": {...}}`` dict. Raises :class:`TruncatedExport` if the
         stream ends without the trailer. Memory use is constant."""
         reader = _ExportReader()
-        response = self._open_stream(session_id)
-        try:
-            for chunk in _sync_chunks(response):
-                yield from reader.feed(chunk)
-        finally:
-            response.close()
+        for chunk in self._export_chunks(session_id):
+            yield from reader.feed(chunk)
         yield from reader.finish()
 
     def export_to(self, session_id: str, fp: IO[bytes]) -> ExportTrailer:
         """Writes the session's export, byte for byte as served (NDJSON), to ``fp`` and
         returns its trailer. Raises :class:`TruncatedExport` if the trailer is missing."""
         reader = _ExportReader()
-        response = self._open_stream(session_id)
-        try:
-            for chunk in _sync_chunks(response):
-                fp.write(chunk)
-                reader.feed(chunk)
-        finally:
-            response.close()
+        for chunk in self._export_chunks(session_id):
+            fp.write(chunk)
+            reader.feed(chunk)
         reader.finish()
         assert reader.trailer is not None
         return reader.trailer
 
-    # -- plumbing --------------------------------------------------------------------------
+    # -- compliance (role auditor) ---------------------------------------------------------
 
-    def _open_stream(self, session_id: str) -> httpx.Response:
-        call: _Call[None] = _Call("GET", _session_path(session_id, "/export"), lambda r: None)
-        started = time.monotonic()
-        attempt = 0
+    def search(
+        self,
+        q: str | None = None,
+        *,
+        session_id: str | None = None,
+        role: str | None = None,
+        author: str | None = None,
+        from_: str | None = None,
+        to: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        page_size: int = 50,
+    ) -> Iterator[SearchResult]:
+        """Audit search across the tenant's messages, newest first, every page: ``q`` (terms,
+        ``"quoted phrases"``, case-insensitive, any script) and/or filters (``metadata``: an
+        object the entry's metadata must contain). A long call (see :class:`CallKind`)."""
+        filters = {"session_id": session_id, "role": role, "author": author, "from": from_, "to": to,
+                   "metadata": metadata}
+        after: str | None = None
         while True:
-            attempt += 1
+            results, after = self._execute(_search_call(q, filters, after, page_size))
+            yield from results
+            if after is None:
+                return
+
+    def access_log(
+        self,
+        *,
+        session_id: str | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        from_: str | None = None,
+        to: str | None = None,
+        after_id: int | None = None,
+        page_size: int = 100,
+    ) -> Iterator[AccessRecord]:
+        """The tenant's access records (who read or changed what), ascending by id."""
+        filters = {"session_id": session_id, "actor": actor, "action": action, "from": from_, "to": to}
+        while True:
+            records, after_id = self._execute(_access_call(filters, after_id, page_size))
+            yield from records
+            if after_id is None:
+                return
+
+    def holds(self) -> list[Hold]:
+        """The tenant's legal holds, released ones included."""
+        return self._execute(_holds_call())
+
+    def place_hold(self, name: str, session_ids: Iterable[str], reason: str | None = None) -> Hold:
+        """Places a legal hold on sessions: they cannot be erased until it is released. Not
+        resent once it may have reached the server (no idempotency key for holds)."""
+        return self._execute(_place_hold_call(name, reason, session_ids))
+
+    def add_to_hold(self, hold_id: Any, session_ids: Iterable[str]) -> Hold | None:
+        """Adds sessions to a hold (the hold as the server then answers, if it does)."""
+        return self._execute(_add_to_hold_call(hold_id, session_ids))
+
+    def release_hold(self, hold_id: Any) -> None:
+        """Releases a hold (it is kept, with ``released_at``)."""
+        self._execute(_release_hold_call(hold_id))
+
+    def erase(self, session_id: str, reason: str, through_seq: int | None = None) -> AppendResult:
+        """Erases the payload of every message up to ``through_seq`` (default: the whole
+        session, which also closes it) and appends an ``erasure`` record. Raises
+        :class:`LegalHold` for a session under a hold. Not resent once it may have reached the
+        server."""
+        return self._execute(_erase_call(session_id, reason, through_seq))
+
+    def tail(self, session_id: str, *, after_seq: int = 0) -> Iterator[Entry]:
+        """The live tail: every entry after ``after_seq``, then each new one as it is
+        committed, for as long as you iterate. A broken stream reconnects with
+        ``Last-Event-ID`` (no gap, no duplicate) within the retry budget, which every received
+        entry renews. A session that does not exist yet is waited for."""
+        tail = _Tail(self.settings.retry, after_seq)
+        while True:
+            response = self._execute(tail.call(session_id))
+            parser = EventParser()
             try:
-                request = self._http.build_request(
-                    call.method,
-                    self.base_url + call.path,
-                    headers={**self._headers(call), "Accept": "application/x-ndjson"},
-                )
-                response = self._http.send(request, stream=True)
-            except httpx.TransportError as exc:
-                error: BaseException = exc
-                retryable, retry_after = True, None
-            else:
-                if response.status_code == 200:
-                    return response
-                response.read()
+                for chunk in response.iter_chunks():
+                    yield from tail.entries(parser, chunk)
+            except TransportError as exc:
+                time.sleep(tail.broke(exc))
+            finally:
                 response.close()
-                error = _error_of(response, attempt)
-                retryable = response.status_code in self.retry.statuses
-                retry_after = _retry_after(response)
-            wait = self.retry.backoff(attempt, retry_after)
-            if not retryable or not self._should_retry(attempt, started, wait):
-                raise self._give_up(call, error, attempt)
-            time.sleep(wait)
+
+    def _export_chunks(self, session_id: str) -> Iterator[bytes]:
+        response = self._execute(_export_call(session_id))
+        try:
+            yield from response.iter_chunks()
+        except TransportError as exc:
+            raise _truncated(exc) from None
+        finally:
+            response.close()
+
+    # -- plumbing --------------------------------------------------------------------------
 
     def _execute(self, call: _Call[T]) -> T:
         started = time.monotonic()
-        attempt = 0
+        attempts: Attempts | None = None
+        timeout = self._timeout(call)
         while True:
-            attempt += 1
             try:
-                response = self._http.request(
-                    call.method,
-                    self.base_url + call.path,
-                    params=call.params,
-                    content=call.body,
-                    headers=self._headers(call),
+                response = self._transport.request(
+                    call.method, call.path, call.headers, call.body, timeout, call.stream
                 )
-            except httpx.TransportError as exc:
+            except TransportError as exc:
                 error: BaseException = exc
-                retry_after = None
             else:
-                if 200 <= response.status_code < 300:
+                if 200 <= response.status < 300:
                     return call.parse(response)
-                error = _error_of(response, attempt)
-                if response.status_code not in self.retry.statuses:
-                    raise error
-                retry_after = _retry_after(response)
-            wait = self.retry.backoff(attempt, retry_after)
-            if not self._should_retry(attempt, started, wait):
-                raise self._give_up(call, error, attempt)
-            logger.warning(
-                "chatledger %s %s failed (%s); retry %d in %.2fs",
-                call.method,
-                call.path,
-                _describe(error),
-                attempt,
-                wait,
-            )
-            time.sleep(wait)
+                error = _error_of(response)
+            if attempts is None:
+                attempts = Attempts(self.settings.retry, call.kind, started=started)
+            time.sleep(self._decide(call, attempts, error))
 
 
 class AsyncClient(_Base):
     """Asynchronous chatledger client; the same methods as :class:`Client`, awaited
     (``messages``, ``sessions`` and ``export`` are async iterators). Use ``async with`` or
-    call :meth:`aclose`. Pass ``http_client`` to bring your own ``httpx.AsyncClient``."""
+    call :meth:`aclose`. One client may serve several event loops: it keeps one connection
+    pool per loop. :meth:`shared` gives the process-wide client for a set of settings. Pass
+    ``http_client`` (an ``httpx.AsyncClient``) to send through httpx instead."""
+
+    _registry: dict[Settings, AsyncClient] = {}
 
     def __init__(
         self,
-        base_url: str,
-        api_key: str,
+        base_url: str | None = None,
+        api_key: str | None = None,
         *,
         retry: Retry | None = None,
-        timeout: float | httpx.Timeout = 10.0,
-        http_client: httpx.AsyncClient | None = None,
+        timeout: float | None = None,
+        long_timeout: float | None = None,
+        settings: Settings | None = None,
+        http_client: Any = None,
     ) -> None:
-        super().__init__(base_url, api_key, retry=retry, timeout=timeout)
-        self._own_http = http_client is None
-        self._http = http_client if http_client is not None else httpx.AsyncClient(timeout=timeout)
+        super().__init__(
+            base_url, api_key, retry=retry, timeout=timeout, long_timeout=long_timeout, settings=settings
+        )
+        if http_client is not None:
+            self._transport: Any = AsyncHttpxTransport(
+                http_client, self.settings.base_url, self._fixed_headers()
+            )
+        else:
+            self._transport = AsyncTransport(self.settings.base_url, self._fixed_headers())
+
+    @classmethod
+    def shared(
+        cls,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+        long_timeout: float | None = None,
+        settings: Settings | None = None,
+    ) -> AsyncClient:
+        """See :meth:`Client.shared` (one pool per event loop inside)."""
+        if settings is None or base_url or api_key or retry or timeout or long_timeout:
+            settings = resolve_settings(
+                base_url, api_key, base=settings, retry=retry, timeout=timeout, long_timeout=long_timeout
+            )
+        client = cls._registry.get(settings)
+        if client is None:
+            with cls._shared_lock:
+                client = cls._registry.get(settings)
+                if client is None:
+                    client = cls(settings=settings)
+                    client._shared = True
+                    cls._registry[settings] = client
+        return client
 
     async def aclose(self) -> None:
-        """Closes the connection pool (unless it was passed in)."""
-        if self._own_http:
-            await self._http.aclose()
+        """Closes the connection pools (a client passed as ``http_client`` stays open)."""
+        if self._shared:
+            with self._shared_lock:
+                if self._registry.get(self.settings) is self:
+                    del self._registry[self.settings]
+        await self._transport.aclose()
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -586,7 +926,7 @@ class AsyncClient(_Base):
         idempotency_key: str | None = None,
     ) -> AppendResult:
         """See :meth:`Client.append`."""
-        return await self._execute(_append_call(session_id, messages, expected_seq, idempotency_key))
+        return await self._execute(append_call(session_id, messages, expected_seq, idempotency_key))
 
     async def reset(
         self,
@@ -596,7 +936,7 @@ class AsyncClient(_Base):
         idempotency_key: str | None = None,
     ) -> AppendResult:
         """See :meth:`Client.reset`."""
-        return await self._execute(_reset_call(session_id, expected_seq, metadata, idempotency_key))
+        return await self._execute(reset_call(session_id, expected_seq, metadata, idempotency_key))
 
     async def messages(
         self,
@@ -606,20 +946,21 @@ class AsyncClient(_Base):
         order: Literal["asc", "desc"] = "asc",
         before_seq: int | None = None,
         page_size: int = 1000,
+        view: View = "full",
     ) -> AsyncIterator[Entry]:
         """See :meth:`Client.messages`."""
         cursor: int | None = after_seq if order == "asc" else before_seq
         while True:
-            page = await self._execute(_messages_call(session_id, order, cursor, page_size))
+            page = await self._execute(_messages_call(session_id, order, cursor, page_size, view))
             for entry in page.entries:
                 yield entry
             if page.next_cursor is None:
                 return
             cursor = page.next_cursor
 
-    async def context(self, session_id: str, limit: int = 50) -> ContextWindow:
+    async def context(self, session_id: str, limit: int = 50, *, view: View = "full") -> ContextWindow:
         """See :meth:`Client.context`."""
-        return await self._execute(_context_call(session_id, limit))
+        return await self._execute(_context_call(session_id, limit, view))
 
     async def session(self, session_id: str) -> SessionSummary:
         """See :meth:`Client.session`."""
@@ -644,112 +985,129 @@ class AsyncClient(_Base):
     async def export(self, session_id: str) -> AsyncIterator[dict[str, Any]]:
         """See :meth:`Client.export`."""
         reader = _ExportReader()
-        response = await self._open_stream(session_id)
-        try:
-            async for chunk in _async_chunks(response):
-                for line in reader.feed(chunk):
-                    yield line
-        finally:
-            await response.aclose()
+        async for chunk in self._export_chunks(session_id):
+            for line in reader.feed(chunk):
+                yield line
         for line in reader.finish():
             yield line
 
     async def export_to(self, session_id: str, fp: IO[bytes]) -> ExportTrailer:
         """See :meth:`Client.export_to` (``fp`` is written synchronously)."""
         reader = _ExportReader()
-        response = await self._open_stream(session_id)
-        try:
-            async for chunk in _async_chunks(response):
-                fp.write(chunk)
-                reader.feed(chunk)
-        finally:
-            await response.aclose()
+        async for chunk in self._export_chunks(session_id):
+            fp.write(chunk)
+            reader.feed(chunk)
         reader.finish()
         assert reader.trailer is not None
         return reader.trailer
 
-    async def _open_stream(self, session_id: str) -> httpx.Response:
-        call: _Call[None] = _Call("GET", _session_path(session_id, "/export"), lambda r: None)
-        started = time.monotonic()
-        attempt = 0
+    async def search(
+        self,
+        q: str | None = None,
+        *,
+        session_id: str | None = None,
+        role: str | None = None,
+        author: str | None = None,
+        from_: str | None = None,
+        to: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        page_size: int = 50,
+    ) -> AsyncIterator[SearchResult]:
+        """See :meth:`Client.search`."""
+        filters = {"session_id": session_id, "role": role, "author": author, "from": from_, "to": to,
+                   "metadata": metadata}
+        after: str | None = None
         while True:
-            attempt += 1
+            results, after = await self._execute(_search_call(q, filters, after, page_size))
+            for result in results:
+                yield result
+            if after is None:
+                return
+
+    async def access_log(
+        self,
+        *,
+        session_id: str | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        from_: str | None = None,
+        to: str | None = None,
+        after_id: int | None = None,
+        page_size: int = 100,
+    ) -> AsyncIterator[AccessRecord]:
+        """See :meth:`Client.access_log`."""
+        filters = {"session_id": session_id, "actor": actor, "action": action, "from": from_, "to": to}
+        while True:
+            records, after_id = await self._execute(_access_call(filters, after_id, page_size))
+            for record in records:
+                yield record
+            if after_id is None:
+                return
+
+    async def holds(self) -> list[Hold]:
+        """See :meth:`Client.holds`."""
+        return await self._execute(_holds_call())
+
+    async def place_hold(self, name: str, session_ids: Iterable[str], reason: str | None = None) -> Hold:
+        """See :meth:`Client.place_hold`."""
+        return await self._execute(_place_hold_call(name, reason, session_ids))
+
+    async def add_to_hold(self, hold_id: Any, session_ids: Iterable[str]) -> Hold | None:
+        """See :meth:`Client.add_to_hold`."""
+        return await self._execute(_add_to_hold_call(hold_id, session_ids))
+
+    async def release_hold(self, hold_id: Any) -> None:
+        """See :meth:`Client.release_hold`."""
+        await self._execute(_release_hold_call(hold_id))
+
+    async def erase(self, session_id: str, reason: str, through_seq: int | None = None) -> AppendResult:
+        """See :meth:`Client.erase`."""
+        return await self._execute(_erase_call(session_id, reason, through_seq))
+
+    async def tail(self, session_id: str, *, after_seq: int = 0) -> AsyncIterator[Entry]:
+        """See :meth:`Client.tail`."""
+        tail = _Tail(self.settings.retry, after_seq)
+        while True:
+            response = await self._execute(tail.call(session_id))
+            parser = EventParser()
             try:
-                request = self._http.build_request(
-                    call.method,
-                    self.base_url + call.path,
-                    headers={**self._headers(call), "Accept": "application/x-ndjson"},
-                )
-                response = await self._http.send(request, stream=True)
-            except httpx.TransportError as exc:
-                error: BaseException = exc
-                retryable, retry_after = True, None
-            else:
-                if response.status_code == 200:
-                    return response
-                await response.aread()
-                await response.aclose()
-                error = _error_of(response, attempt)
-                retryable = response.status_code in self.retry.statuses
-                retry_after = _retry_after(response)
-            wait = self.retry.backoff(attempt, retry_after)
-            if not retryable or not self._should_retry(attempt, started, wait):
-                raise self._give_up(call, error, attempt)
-            await asyncio.sleep(wait)
+                async for chunk in response.aiter_chunks():
+                    for entry in tail.entries(parser, chunk):
+                        yield entry
+            except TransportError as exc:
+                await asyncio.sleep(tail.broke(exc))
+            finally:
+                closing = response.close()
+                if inspect.isawaitable(closing):
+                    await closing
+
+    async def _export_chunks(self, session_id: str) -> AsyncIterator[bytes]:
+        response = await self._execute(_export_call(session_id))
+        try:
+            async for chunk in response.aiter_chunks():
+                yield chunk
+        except TransportError as exc:
+            raise _truncated(exc) from None
+        finally:
+            closing = response.close()
+            if inspect.isawaitable(closing):
+                await closing
 
     async def _execute(self, call: _Call[T]) -> T:
         started = time.monotonic()
-        attempt = 0
+        attempts: Attempts | None = None
+        timeout = self._timeout(call)
         while True:
-            attempt += 1
             try:
-                response = await self._http.request(
-                    call.method,
-                    self.base_url + call.path,
-                    params=call.params,
-                    content=call.body,
-                    headers=self._headers(call),
+                response = await self._transport.request(
+                    call.method, call.path, call.headers, call.body, timeout, call.stream
                 )
-            except httpx.TransportError as exc:
+            except TransportError as exc:
                 error: BaseException = exc
-                retry_after = None
             else:
-                if 200 <= response.status_code < 300:
+                if 200 <= response.status < 300:
                     return call.parse(response)
-                error = _error_of(response, attempt)
-                if response.status_code not in self.retry.statuses:
-                    raise error
-                retry_after = _retry_after(response)
-            wait = self.retry.backoff(attempt, retry_after)
-            if not self._should_retry(attempt, started, wait):
-                raise self._give_up(call, error, attempt)
-            logger.warning(
-                "chatledger %s %s failed (%s); retry %d in %.2fs",
-                call.method,
-                call.path,
-                _describe(error),
-                attempt,
-                wait,
-            )
-            await asyncio.sleep(wait)
-
-
-def _describe(error: BaseException) -> str:
-    if isinstance(error, ChatLedgerError):
-        return f"{error.status} {error.code}"
-    return type(error).__name__
-
-
-def _sync_chunks(response: httpx.Response) -> Iterator[bytes]:
-    try:
-        yield from response.iter_bytes()
-    except httpx.TransportError as exc:
-        raise TruncatedExport(f"the export stream broke off: {type(exc).__name__}: {exc}") from exc
-
-
-async def _async_chunks(response: httpx.Response) -> AsyncIterator[bytes]:
-    try:
-        async for chunk in response.aiter_bytes():
-            yield chunk
-    except httpx.TransportError as exc:
-        raise TruncatedExport(f"the export stream broke off: {type(exc).__name__}: {exc}") from exc
+                error = _error_of(response)
+            if attempts is None:
+                attempts = Attempts(self.settings.retry, call.kind, started=started)
+            await asyncio.sleep(self._decide(call, attempts, error))

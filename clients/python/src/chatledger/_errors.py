@@ -15,12 +15,15 @@ __all__ = [
     "InvalidParameter",
     "InvalidSessionId",
     "InvalidText",
+    "LegalHold",
     "MalformedJson",
     "NetworkError",
     "NotFound",
     "PayloadTooLarge",
     "SeqConflict",
+    "SessionClosed",
     "SessionNotFound",
+    "TooManyRequests",
     "TruncatedExport",
     "Unauthenticated",
     "UnexpectedResponse",
@@ -152,6 +155,33 @@ class AlreadyExists(ChatLedgerError):
     code_for_class = "already_exists"
 
 
+class SessionClosed(ChatLedgerError):
+    """409 ``session_closed``: the whole session was erased; it takes no more appends."""
+
+    code_for_class = "session_closed"
+
+
+class LegalHold(ChatLedgerError):
+    """409 ``legal_hold``: the session is under a legal hold and cannot be erased;
+    ``hold_ids`` lists the holds."""
+
+    code_for_class = "legal_hold"
+
+    @property
+    def hold_ids(self) -> list[Any]:
+        for name in ("hold_ids", "holds"):
+            value = self.problem.get(name)
+            if isinstance(value, list):
+                return value
+        return []
+
+
+class TooManyRequests(ChatLedgerError):
+    """429 ``too_many_requests``: e.g. more live-tail streams open than the key may have."""
+
+    code_for_class = "too_many_requests"
+
+
 class PayloadTooLarge(ChatLedgerError):
     """413 ``payload_too_large``: request body or one message above the server's limit."""
 
@@ -208,7 +238,8 @@ class Unavailable(ChatLedgerError):
 class NetworkError(ChatLedgerError):
     """The server could not be reached or the connection failed, after all retries.
 
-    The original ``httpx`` exception is the ``__cause__``. For an append this outcome is
+    The underlying exception (an ``OSError``, or an ``httpx`` error when the client sends
+    through httpx) is the ``__cause__``. For an append this outcome is
     ambiguous (the last attempt may have been committed before the connection broke):
     resend with the same idempotency key (``idempotency_key`` attribute) to find out without
     writing twice.
@@ -238,6 +269,9 @@ _BY_CODE: dict[str, type[ChatLedgerError]] = {
         NotFound,
         SeqConflict,
         AlreadyExists,
+        SessionClosed,
+        LegalHold,
+        TooManyRequests,
         PayloadTooLarge,
         UnsupportedMediaType,
         ValidationFailed,

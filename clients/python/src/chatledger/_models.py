@@ -16,6 +16,9 @@ __all__ = [
     "ExportTrailer",
     "Message",
     "Role",
+    "AccessRecord",
+    "Hold",
+    "SearchResult",
     "SessionSummary",
     "VerifyResult",
 ]
@@ -40,20 +43,27 @@ def parse_timestamp(value: str) -> datetime:
 @dataclass(frozen=True)
 class Entry:
     """One row of a session's ledger. ``created_at`` is kept exactly as the server spelled it
-    (the hash chain covers that spelling); :attr:`created_at_datetime` parses it."""
+    (the hash chain covers that spelling); :attr:`created_at_datetime` parses it.
+
+    Entries read with ``view="chat"`` carry only what a prompt needs (``seq``, ``kind``,
+    ``role``, ``content``, ``metadata``, ``created_at``, ``erased``); their chain fields
+    (``idempotency_key``, ``author``, ``salt``, ``payload_digest``, ``prev_hash``, ``hash``)
+    are then ``None``. An erased entry has ``erased`` true and ``content`` ``None``.
+    """
 
     seq: int
-    kind: Literal["message", "context_reset"]
+    kind: Literal["message", "context_reset", "erasure"]
     role: Role | None
     content: str | list[Any] | None
     metadata: dict[str, Any]
     created_at: str
-    idempotency_key: str | None
-    author: str
-    salt: str
-    payload_digest: str
-    prev_hash: str
-    hash: str
+    idempotency_key: str | None = None
+    author: str | None = None
+    salt: str | None = None
+    payload_digest: str | None = None
+    prev_hash: str | None = None
+    hash: str | None = None
+    erased: bool = False
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
     @property
@@ -71,11 +81,12 @@ class Entry:
             metadata=metadata if isinstance(metadata, dict) else {},
             created_at=data["created_at"],
             idempotency_key=data.get("idempotency_key"),
-            author=data.get("author", ""),
-            salt=data.get("salt", ""),
-            payload_digest=data.get("payload_digest", ""),
-            prev_hash=data.get("prev_hash", ""),
-            hash=data.get("hash", ""),
+            author=data.get("author"),
+            salt=data.get("salt"),
+            payload_digest=data.get("payload_digest"),
+            prev_hash=data.get("prev_hash"),
+            hash=data.get("hash"),
+            erased=bool(data.get("erased", False)),
             raw=data,
         )
 
@@ -134,6 +145,10 @@ class SessionSummary:
     head_hash: str
     message_count: int
     context_start_seq: int
+    #: True once the whole session was erased (appends then get 409 ``session_closed``).
+    closed: bool = False
+    #: Ids of the legal holds the session is in.
+    holds: tuple[Any, ...] = ()
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SessionSummary:
@@ -145,6 +160,8 @@ class SessionSummary:
             head_hash=data["head_hash"],
             message_count=data["message_count"],
             context_start_seq=data["context_start_seq"],
+            closed=bool(data.get("closed", False)),
+            holds=tuple(data.get("holds") or ()),
         )
 
 
@@ -243,4 +260,97 @@ class ExportTrailer:
             last_seq=data["last_seq"],
             head_hash=data["head_hash"],
             exported_at=data["exported_at"],
+        )
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """One hit of the audit search: where, who, and a snippet with each match in ``[[ ]]``."""
+
+    session_id: str
+    seq: int
+    created_at: str
+    role: str | None
+    author: str | None
+    snippet: str
+    entry: Entry
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SearchResult:
+        return cls(
+            session_id=data["session_id"],
+            seq=data["seq"],
+            created_at=data["created_at"],
+            role=data.get("role"),
+            author=data.get("author"),
+            snippet=data.get("snippet", ""),
+            entry=Entry.from_json(data["entry"]) if isinstance(data.get("entry"), dict) else Entry(
+                seq=data["seq"], kind="message", role=data.get("role"), content=None, metadata={},
+                created_at=data["created_at"],
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class AccessRecord:
+    """One record of the access log: who read or changed what, when, with what result."""
+
+    id: int
+    at: str
+    tenant: str | None
+    actor: str
+    role: str | None
+    action: str
+    session_id: str | None
+    detail: dict[str, Any]
+    request_id: str | None
+    client_addr: str | None
+    status: int | None
+    raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> AccessRecord:
+        detail = data.get("detail")
+        return cls(
+            id=data["id"],
+            at=data["at"],
+            tenant=data.get("tenant"),
+            actor=data.get("actor", ""),
+            role=data.get("role"),
+            action=data.get("action", ""),
+            session_id=data.get("session_id"),
+            detail=detail if isinstance(detail, dict) else {},
+            request_id=data.get("request_id"),
+            client_addr=data.get("client_addr"),
+            status=data.get("status"),
+            raw=data,
+        )
+
+
+@dataclass(frozen=True)
+class Hold:
+    """A legal hold: sessions that cannot be erased (nor swept by retention) until released."""
+
+    id: Any
+    name: str
+    reason: str | None
+    session_ids: tuple[str, ...]
+    placed_by: str | None
+    placed_at: str | None
+    released_at: str | None
+
+    @property
+    def active(self) -> bool:
+        return self.released_at is None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Hold:
+        return cls(
+            id=data["id"],
+            name=data.get("name", ""),
+            reason=data.get("reason"),
+            session_ids=tuple(data.get("session_ids") or ()),
+            placed_by=data.get("placed_by"),
+            placed_at=data.get("placed_at"),
+            released_at=data.get("released_at"),
         )

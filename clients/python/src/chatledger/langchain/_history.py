@@ -2,41 +2,67 @@
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
 import logging
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
-import httpx
 from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
-from .._client import AsyncClient, Client, Retry, _new_idempotency_key
+from .._client import AsyncClient, Client, append_call, new_idempotency_key, reset_call
 from .._errors import ChatLedgerError, SeqConflict, SessionNotFound
-from .._models import AppendResult, Entry
-from ._convert import entry_to_message, message_to_entry
+from .._models import AppendResult
+from .._retry import Retry
+from .._settings import Settings, resolve_settings
+from . import _surfacing
+from ._convert import message_of_entry, message_to_entry
+from ._turns import PARALLEL_PAGES, OnConflict, TurnWrite, WindowRead
 
 __all__ = ["ChatLedgerMessageHistory", "HistoryWriteFailed", "OnConflict"]
 
 logger = logging.getLogger("chatledger.langchain")
 
-OnConflict = Literal["raise", "append"]
 
-_CONTEXT_PAGE = 1000  # the API's largest context/messages page
+_pages: ThreadPoolExecutor | None = None
+_pages_lock = threading.Lock()
+
+
+def _page_executor() -> ThreadPoolExecutor:
+    """Threads that fetch the pages of a long window concurrently (shared by the process)."""
+    global _pages
+    if _pages is None:
+        with _pages_lock:
+            if _pages is None:
+                _pages = ThreadPoolExecutor(PARALLEL_PAGES, thread_name_prefix="chatledger-pages")
+    return _pages
+
+
+def _forget_page_threads() -> None:
+    global _pages
+    _pages = None  # a forked child has none of the parent's threads
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_page_threads)
 
 
 class HistoryWriteFailed(ChatLedgerError):
     """A write of a chat history failed, so its messages are not in the ledger.
 
-    Passed at once to the history's ``on_write_error`` callback, and raised by the next read
-    or write of the same session through any :class:`ChatLedgerMessageHistory` of this
-    process (``RunnableWithMessageHistory`` only logs the exceptions of its writes, so
-    without this a failed write would vanish). The original exception is ``error`` (and
-    ``__cause__``); ``messages`` are the LangChain messages that were not stored (empty for a
-    failed ``clear``). :meth:`ChatLedgerMessageHistory.retry_failed_write` resends the very
-    same request (same idempotency key), which can never store them twice.
+    Raised by :class:`RunnableWithLedgerHistory` from the very ``invoke``/``ainvoke`` whose
+    write failed (``RunnableWithMessageHistory`` alone would only log it), and, as a
+    fallback without that wrapper, by the next read or write of the same session in this
+    process (once). Also handed at once to the history's ``on_write_error`` callback. Code
+    that calls ``add_messages`` itself gets the original exception instead, and never this.
+
+    ``error`` is the original exception (also ``__cause__``); ``messages`` are the LangChain
+    messages that were not stored (empty for a failed ``clear``); ``request`` is the request
+    that failed. :meth:`ChatLedgerMessageHistory.retry_failed_write` resends that very
+    request (same idempotency key), which can never store the turn twice.
     """
 
     def __init__(
@@ -68,42 +94,19 @@ class HistoryWriteFailed(ChatLedgerError):
         self.__cause__ = error
 
 
-# Failures not yet raised, per (server, key, session): shared by every history object of
-# the process, because RunnableWithMessageHistory makes a new one for each call.
-_pending: dict[tuple[str, str, str], list[HistoryWriteFailed]] = {}
-_pending_lock = threading.Lock()
-
-_shared_clients: dict[tuple[str, str, str, str], Client] = {}
-_shared_lock = threading.Lock()
-
-
-def _key_digest(api_key: str) -> str:
-    return hashlib.sha256(api_key.encode()).hexdigest()[:32]
-
-
-def shared_client(
-    url: str, api_key: str, retry: Retry | None, timeout: float | httpx.Timeout
-) -> Client:
-    """One sync :class:`Client` (one connection pool) per server, key and settings for the
-    whole process: history objects are made per call, their pools should not be."""
-    key = (url.rstrip("/"), _key_digest(api_key), repr(retry), repr(timeout))
-    with _shared_lock:
-        client = _shared_clients.get(key)
-        if client is None:
-            client = Client(url, api_key, retry=retry, timeout=timeout)
-            _shared_clients[key] = client
-        return client
-
-
 class ChatLedgerMessageHistory(BaseChatMessageHistory):
     """A LangChain chat message history stored in a chatledger session.
 
-    ``ChatLedgerMessageHistory(session_id, url="http://127.0.0.1:8080", api_key=KEY)``
-    (``url`` and ``api_key`` default to ``$CHATLEDGER_URL`` and ``$CHATLEDGER_API_KEY``).
+    ``ChatLedgerMessageHistory(session_id, url="http://127.0.0.1:8080", api_key=KEY)``;
+    ``url`` and ``api_key`` default to those of ``client`` if one is given, then to
+    ``$CHATLEDGER_URL`` and ``$CHATLEDGER_API_KEY``. Objects are cheap: they share one
+    pooled client per server, key and settings (and, for async, per event loop), so make one
+    per request as ``get_session_history`` factories do.
 
     - ``messages`` / ``aget_messages()``: the context window, i.e. every message after the
-      latest ``clear()`` (or its last ``window`` messages when ``window`` is set), exactly as
-      they were added: type, content, ids, names, tool calls, chunks, usage, kwargs.
+      latest ``clear()`` (or its last ``window`` messages), exactly as they were added: type,
+      content, ids, names, tool calls, chunks, usage, kwargs. One request for up to 1000
+      messages; longer windows are read backwards in pages at the same head.
     - ``add_messages`` / ``aadd_messages``: one atomic append (contiguous seqs) per call,
       with a fresh idempotency key that the client's retries reuse.
     - ``clear`` / ``aclear``: appends a ``context_reset``; nothing is erased.
@@ -111,21 +114,19 @@ class ChatLedgerMessageHistory(BaseChatMessageHistory):
     **Concurrency.** With ``optimistic=True`` (default) a write states the session's last
     seq as this object saw it (``expected_seq``): the ``last_seq`` of the first read after
     this object's previous write (the read its turn is based on), or of its previous write.
-    Later reads before the write do not move it: ``RunnableWithMessageHistory`` reads the
-    history a second time after the model call, and a session that grew in between would
-    otherwise make it drop the new input messages without a word. An object that never read
-    appends at the end. If another writer got there first, ``on_conflict`` decides:
-    ``"raise"`` (default) stores nothing and raises :class:`chatledger.SeqConflict`;
-    ``"append"`` appends the turn after the other writer's entries anyway (each turn stays
-    one contiguous run) and logs a warning. ``clear()`` never checks: it resets whatever is
-    there. Detection is per object, so make one object per request (the usual
-    ``get_session_history`` factory), not one shared by concurrent requests.
+    If another writer got there first, ``on_conflict`` decides: ``"append"`` (default)
+    records the turn anyway, right after the other writer's entries, flagged in each
+    entry's metadata as ``{"chatledger": {"stale_context": {"expected_seq": e,
+    "current_seq": c}}}``, and logs a warning; ``"raise"`` stores nothing and raises
+    :class:`chatledger.SeqConflict`. ``clear()`` never checks. An object that never read
+    appends at the end.
 
-    **Failures are never silent.** A failed write raises its exception, calls
-    ``on_write_error`` at once with a :class:`HistoryWriteFailed`, and leaves that
-    :class:`HistoryWriteFailed` pending: the next read or write of the same session through
-    any history object of this process raises it (once). If you handled the original
-    exception yourself, call :meth:`acknowledge_failures` to drop what is pending.
+    **Failures are never silent, and never raised twice.** A failed write raises its
+    exception to whoever called it and calls ``on_write_error`` at once. When the caller is
+    LangChain's ``RunnableWithMessageHistory`` (which logs the exceptions of its writes and
+    returns the answer anyway), :class:`RunnableWithLedgerHistory` raises it from that very
+    ``invoke``; without the wrapper, the next read or write of the same session in this
+    process raises it once as :class:`HistoryWriteFailed`.
     """
 
     def __init__(
@@ -138,90 +139,92 @@ class ChatLedgerMessageHistory(BaseChatMessageHistory):
         async_client: AsyncClient | None = None,
         window: int | None = None,
         optimistic: bool = True,
-        on_conflict: OnConflict = "raise",
+        on_conflict: OnConflict = "append",
         on_write_error: Callable[[HistoryWriteFailed], Any] | None = None,
         metadata: Mapping[str, Any] | None = None,
         retry: Retry | None = None,
-        timeout: float | httpx.Timeout = 10.0,
+        timeout: float | None = None,
     ) -> None:
-        super().__init__()
-        if on_conflict not in ("raise", "append"):
-            raise ValueError(f"on_conflict must be 'raise' or 'append', not {on_conflict!r}")
+        if on_conflict not in ("append", "raise"):
+            raise ValueError(f"on_conflict must be 'append' or 'raise', not {on_conflict!r}")
         if window is not None and window < 1:
             raise ValueError("window must be at least 1")
         known = client or async_client
-        url = url or (known.base_url if known else None) or os.environ.get("CHATLEDGER_URL")
-        api_key = (
-            api_key
-            or (known._api_key if known else None)
-            or os.environ.get("CHATLEDGER_API_KEY")
+        settings = resolve_settings(
+            url, api_key, base=known.settings if known else None, retry=retry, timeout=timeout
         )
-        if not url or not api_key:
-            raise ValueError(
-                "ChatLedgerMessageHistory needs url and api_key (or a client, or "
-                "$CHATLEDGER_URL and $CHATLEDGER_API_KEY)"
-            )
         self.session_id = session_id
-        self.url = url.rstrip("/")
         self.window = window
         self.optimistic = optimistic
         self.on_conflict: OnConflict = on_conflict
         self.on_write_error = on_write_error
         self.metadata = dict(metadata) if metadata else None
-        self._api_key = api_key
-        self._client = client
-        self._async_client = async_client
-        self._retry = retry
-        self._timeout = timeout
-        self._pending_key = (self.url, _key_digest(api_key), session_id)
+        self._settings = settings
+        self._client = client if client is not None and client.settings == settings else None
+        self._async_client = (
+            async_client if async_client is not None and async_client.settings == settings else None
+        )
         self._lock = threading.Lock()
         self._base_seq: int | None = None
         self._read_since_write = False
+        self._snapshot: list[BaseMessage] | None = None
+
+    @property
+    def url(self) -> str:
+        return self._settings.base_url
+
+    @property
+    def settings(self) -> Settings:
+        """The settings of the clients this history uses."""
+        return self._settings
 
     def __repr__(self) -> str:
         return f"ChatLedgerMessageHistory({self.session_id!r}, url={self.url!r})"
 
+    @property
+    def _key(self) -> tuple[str, str, str]:
+        return (self._settings.base_url, self._settings.api_key, self.session_id)
+
     # -- clients ---------------------------------------------------------------------------
 
-    def _sync_client(self) -> Client:
+    def _sync(self) -> Client:
         if self._client is None:
-            self._client = shared_client(self.url, self._api_key, self._retry, self._timeout)
+            self._client = Client.shared(settings=self._settings)
         return self._client
 
-    def _new_async_client(self) -> AsyncClient:
-        return AsyncClient(self.url, self._api_key, retry=self._retry, timeout=self._timeout)
+    def _async(self) -> AsyncClient:
+        if self._async_client is None:
+            self._async_client = AsyncClient.shared(settings=self._settings)
+        return self._async_client
 
     # -- failures --------------------------------------------------------------------------
 
-    def _raise_pending(self) -> None:
-        with _pending_lock:
-            failures = _pending.get(self._pending_key)
-            if not failures:
-                return
-            failure = failures.pop(0)
-            if not failures:
-                del _pending[self._pending_key]
-        raise failure
+    def _raise_unreported(self) -> None:
+        failure = _surfacing.take_unreported(self._key)
+        if failure is not None:
+            raise failure
 
     @property
     def pending_failures(self) -> list[HistoryWriteFailed]:
-        """Failed writes of this session not yet raised (oldest first)."""
-        with _pending_lock:
-            return list(_pending.get(self._pending_key, []))
+        """Writes of this session that ``RunnableWithMessageHistory`` swallowed outside a
+        :class:`RunnableWithLedgerHistory`, not yet raised (oldest first)."""
+        return _surfacing.peek_unreported(self._key)
 
     def acknowledge_failures(self) -> list[HistoryWriteFailed]:
-        """Removes and returns the pending failures of this session, so that the next read
-        or write does not raise them (for code that handled the original exception)."""
-        with _pending_lock:
-            return _pending.pop(self._pending_key, [])
+        """Removes and returns :attr:`pending_failures`, so that the next read or write does
+        not raise them (for code that learnt of them through ``on_write_error``)."""
+        return _surfacing.drop_unreported(self._key)
 
-    def _record_failure(
+    def _failed(
         self,
         operation: Literal["add_messages", "clear"],
         messages: list[BaseMessage],
         error: BaseException,
         request: dict[str, Any] | None,
-    ) -> HistoryWriteFailed:
+    ) -> None:
+        with self._lock:
+            self._read_since_write = False
+            self._snapshot = None
         failure = HistoryWriteFailed(
             session_id=self.session_id,
             operation=operation,
@@ -229,186 +232,151 @@ class ChatLedgerMessageHistory(BaseChatMessageHistory):
             error=error,
             request=request,
         )
-        with _pending_lock:
-            _pending.setdefault(self._pending_key, []).append(failure)
-        logger.error("%s", failure)
+        if _surfacing.swallowed_by_langchain(depth=3):
+            logger.error("%s", failure)
+            scope = _surfacing.current_scope()
+            if scope is not None:
+                scope.failures.append(failure)
+            else:
+                _surfacing.keep_for_next_use(self._key, failure)
         if self.on_write_error is not None:
             try:
                 self.on_write_error(failure)
             except Exception:
                 logger.exception("the on_write_error callback of %r raised", self)
-        return failure
 
     # -- sequence bookkeeping --------------------------------------------------------------
 
-    def _observe_read(self, last_seq: int) -> None:
+    def _observe_read(self, last_seq: int, messages: list[BaseMessage]) -> None:
         with self._lock:
             if not self._read_since_write:
                 self._base_seq = last_seq
                 self._read_since_write = True
+                self._snapshot = list(messages)
 
     def _observe_write(self, last_seq: int | None) -> None:
         with self._lock:
             if last_seq is not None:
                 self._base_seq = last_seq
             self._read_since_write = False
+            self._snapshot = None
 
     def _expected_seq(self) -> int | None:
         with self._lock:
             return self._base_seq if self.optimistic else None
 
+    def _cached_second_read(self) -> list[BaseMessage] | None:
+        # RunnableWithMessageHistory without history_messages_key reads the history again
+        # after the model call and cuts that many messages off the turn's input; answering
+        # that read from the first one keeps the new input whole even when the session grew.
+        snapshot = self._snapshot
+        if snapshot is not None and _surfacing.inside_exit_listener(depth=3):
+            return list(snapshot)
+        return None
+
     # -- reading ---------------------------------------------------------------------------
 
-    def _window_limit(self) -> int:
-        return min(self.window or _CONTEXT_PAGE, _CONTEXT_PAGE)
-
-    def _complete(self, window_entries: Sequence[Entry], rest: Sequence[Entry]) -> list[BaseMessage]:
-        entries = list(rest) if rest else list(window_entries)
-        if self.window is not None:
-            entries = entries[-self.window :]
-        return [entry_to_message(e) for e in entries]
+    def _finish_read(self, plan: WindowRead) -> list[BaseMessage]:
+        messages = [message_of_entry(e) for e in plan.entries()]
+        self._observe_read(plan.head or 0, messages)
+        return messages
 
     @property
     def messages(self) -> list[BaseMessage]:  # type: ignore[override]
-        """The context window (see the class documentation). Raises a pending
+        """The context window (see the class documentation). Raises a kept
         :class:`HistoryWriteFailed` first, if there is one."""
-        self._raise_pending()
-        client = self._sync_client()
+        self._raise_unreported()
+        cached = self._cached_second_read()
+        if cached is not None:
+            return cached
+        client = self._sync()
+        plan = WindowRead(self.session_id, self.window)
         try:
-            window = client.context(self.session_id, limit=self._window_limit())
+            calls = plan.feed_first(client._execute(plan.first_call()))
+            while calls:
+                if len(calls) == 1:
+                    before, call = calls[0]
+                    answers = [(before, client._execute(call))]
+                else:
+                    pages = _page_executor().map(lambda bc: (bc[0], client._execute(bc[1])), calls)
+                    answers = list(pages)
+                calls = plan.feed_pages(answers)
         except SessionNotFound:
-            self._observe_read(0)
-            return []
-        rest: list[Entry] = []
-        if len(window.entries) == _CONTEXT_PAGE and self.window != _CONTEXT_PAGE:
-            # Longer than one page: read the whole window at the same head.
-            for entry in client.messages(self.session_id, after_seq=window.context_start_seq):
-                if entry.seq > window.last_seq:
-                    break
-                if entry.kind == "message":
-                    rest.append(entry)
-        result = self._complete(window.entries, rest)
-        self._observe_read(window.last_seq)
-        return result
+            plan.not_found()
+        return self._finish_read(plan)
 
     async def aget_messages(self) -> list[BaseMessage]:
         """Async :attr:`messages`."""
-        self._raise_pending()
-        if self._async_client is not None:
-            return await self._aread(self._async_client)
-        async with self._new_async_client() as client:
-            return await self._aread(client)
-
-    async def _aread(self, client: AsyncClient) -> list[BaseMessage]:
+        self._raise_unreported()
+        cached = self._cached_second_read()
+        if cached is not None:
+            return cached
+        client = self._async()
+        plan = WindowRead(self.session_id, self.window)
         try:
-            window = await client.context(self.session_id, limit=self._window_limit())
+            calls = plan.feed_first(await client._execute(plan.first_call()))
+            while calls:
+                limit = asyncio.Semaphore(PARALLEL_PAGES)
+
+                async def page(before: int, call: Any) -> tuple[int, Any]:
+                    async with limit:
+                        return before, await client._execute(call)
+
+                answers = list(await asyncio.gather(*(page(b, c) for b, c in calls)))
+                calls = plan.feed_pages(answers)
         except SessionNotFound:
-            self._observe_read(0)
-            return []
-        rest: list[Entry] = []
-        if len(window.entries) == _CONTEXT_PAGE and self.window != _CONTEXT_PAGE:
-            async for entry in client.messages(
-                self.session_id, after_seq=window.context_start_seq
-            ):
-                if entry.seq > window.last_seq:
-                    break
-                if entry.kind == "message":
-                    rest.append(entry)
-        result = self._complete(window.entries, rest)
-        self._observe_read(window.last_seq)
-        return result
+            plan.not_found()
+        return self._finish_read(plan)
 
     # -- writing ---------------------------------------------------------------------------
 
+    def _plan(self, batch: list[BaseMessage]) -> TurnWrite:
+        wire = [message_to_entry(m, self.metadata) for m in batch]
+        return TurnWrite(self.session_id, wire, self._expected_seq(), new_idempotency_key(), self.on_conflict)
+
     def add_messages(self, messages: Sequence[BaseMessage]) -> None:
-        """Appends the messages as one atomic run. Raises on failure, after recording it
-        (see the class documentation)."""
-        self._raise_pending()
+        """Appends the messages as one atomic run (see the class documentation)."""
+        self._raise_unreported()
         batch = list(messages)
         if not batch:
             return
-        request: dict[str, Any] | None = None
+        plan: TurnWrite | None = None
         try:
-            request = self._build_request(batch)
-            client = self._sync_client()
-            try:
-                result = client.append(
-                    self.session_id,
-                    request["wire"],
-                    expected_seq=request["expected_seq"],
-                    idempotency_key=request["idempotency_key"],
-                )
-            except SeqConflict as conflict:
-                if self.on_conflict != "append":
-                    raise
-                request = self._fallback_request(request, conflict)
-                result = client.append(
-                    self.session_id, request["wire"], idempotency_key=request["idempotency_key"]
-                )
+            plan = self._plan(batch)
+            client = self._sync()
+            call = plan.first()
+            while True:
+                try:
+                    result = client._execute(call)
+                    break
+                except SeqConflict as conflict:
+                    call = plan.conflict(conflict)
         except Exception as exc:
-            self._observe_write(None)
-            self._record_failure("add_messages", batch, exc, request)
+            self._failed("add_messages", batch, exc, plan.current if plan else None)
             raise
         self._observe_write(result.last_seq)
 
     async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:
         """Async :meth:`add_messages`."""
-        self._raise_pending()
+        self._raise_unreported()
         batch = list(messages)
         if not batch:
             return
-        request: dict[str, Any] | None = None
+        plan: TurnWrite | None = None
         try:
-            request = self._build_request(batch)
-            if self._async_client is not None:
-                result = await self._aappend(self._async_client, request)
-            else:
-                async with self._new_async_client() as client:
-                    result = await self._aappend(client, request)
+            plan = self._plan(batch)
+            client = self._async()
+            call = plan.first()
+            while True:
+                try:
+                    result = await client._execute(call)
+                    break
+                except SeqConflict as conflict:
+                    call = plan.conflict(conflict)
         except Exception as exc:
-            self._observe_write(None)
-            self._record_failure("add_messages", batch, exc, request)
+            self._failed("add_messages", batch, exc, plan.current if plan else None)
             raise
         self._observe_write(result.last_seq)
-
-    async def _aappend(self, client: AsyncClient, request: dict[str, Any]) -> AppendResult:
-        try:
-            return await client.append(
-                self.session_id,
-                request["wire"],
-                expected_seq=request["expected_seq"],
-                idempotency_key=request["idempotency_key"],
-            )
-        except SeqConflict as conflict:
-            if self.on_conflict != "append":
-                raise
-            fallback = self._fallback_request(request, conflict)
-            request.update(fallback)
-            return await client.append(
-                self.session_id, request["wire"], idempotency_key=request["idempotency_key"]
-            )
-
-    def _build_request(self, batch: list[BaseMessage]) -> dict[str, Any]:
-        return {
-            "wire": [message_to_entry(m, self.metadata) for m in batch],
-            "expected_seq": self._expected_seq(),
-            "idempotency_key": _new_idempotency_key(),
-        }
-
-    def _fallback_request(self, request: dict[str, Any], conflict: SeqConflict) -> dict[str, Any]:
-        logger.warning(
-            "chat history %r: expected seq %s but the session is at %s; on_conflict='append' "
-            "appends this turn after the other writer's entries",
-            self.session_id,
-            request["expected_seq"],
-            conflict.current_seq,
-        )
-        return {
-            "wire": request["wire"],
-            "expected_seq": None,
-            # Another body needs another key; nothing was written under the first one.
-            "idempotency_key": request["idempotency_key"] + "-append",
-        }
 
     def add_user_message(self, message: HumanMessage | str) -> None:
         """Appends a :class:`HumanMessage` (a string becomes one)."""
@@ -433,33 +401,27 @@ class ChatLedgerMessageHistory(BaseChatMessageHistory):
     def clear(self) -> None:
         """Appends a ``context_reset``: ``messages`` is empty afterwards, and the ledger
         keeps everything. Clearing a session that does not exist yet does nothing."""
-        self._raise_pending()
+        self._raise_unreported()
         try:
-            result = self._sync_client().reset(self.session_id, metadata=self.metadata)
+            result = self._sync()._execute(reset_call(self.session_id, None, self.metadata, None))
         except SessionNotFound:
             self._observe_write(0)
             return
         except Exception as exc:
-            self._observe_write(None)
-            self._record_failure("clear", [], exc, None)
+            self._failed("clear", [], exc, None)
             raise
         self._observe_write(result.last_seq)
 
     async def aclear(self) -> None:
         """Async :meth:`clear`."""
-        self._raise_pending()
+        self._raise_unreported()
         try:
-            if self._async_client is not None:
-                result = await self._async_client.reset(self.session_id, metadata=self.metadata)
-            else:
-                async with self._new_async_client() as client:
-                    result = await client.reset(self.session_id, metadata=self.metadata)
+            result = await self._async()._execute(reset_call(self.session_id, None, self.metadata, None))
         except SessionNotFound:
             self._observe_write(0)
             return
         except Exception as exc:
-            self._observe_write(None)
-            self._record_failure("clear", [], exc, None)
+            self._failed("clear", [], exc, None)
             raise
         self._observe_write(result.last_seq)
 
@@ -467,7 +429,7 @@ class ChatLedgerMessageHistory(BaseChatMessageHistory):
 
     def retry_failed_write(self, failure: HistoryWriteFailed) -> AppendResult:
         """Resends the exact request of a failed ``add_messages`` (same body, same
-        idempotency key) and removes ``failure`` from the pending ones.
+        idempotency key) and forgets ``failure`` if it was kept for the next use.
 
         If the first attempt was stored after all (a connection that broke after the
         commit), this returns its original result and writes nothing; if it was not, this
@@ -475,36 +437,20 @@ class ChatLedgerMessageHistory(BaseChatMessageHistory):
         on (then ``add_messages(failure.messages)`` appends the messages at the end).
         """
         request = self._request_of(failure)
-        result = self._sync_client().append(
-            self.session_id,
-            request["wire"],
-            expected_seq=request["expected_seq"],
-            idempotency_key=request["idempotency_key"],
+        result = self._sync()._execute(
+            append_call(self.session_id, request["wire"], request["expected_seq"], request["idempotency_key"])
         )
-        self._forget(failure)
+        _surfacing.drop_unreported(self._key, failure)
         self._observe_write(result.last_seq)
         return result
 
     async def aretry_failed_write(self, failure: HistoryWriteFailed) -> AppendResult:
         """Async :meth:`retry_failed_write`."""
         request = self._request_of(failure)
-        if self._async_client is not None:
-            client = self._async_client
-            result = await client.append(
-                self.session_id,
-                request["wire"],
-                expected_seq=request["expected_seq"],
-                idempotency_key=request["idempotency_key"],
-            )
-        else:
-            async with self._new_async_client() as client:
-                result = await client.append(
-                    self.session_id,
-                    request["wire"],
-                    expected_seq=request["expected_seq"],
-                    idempotency_key=request["idempotency_key"],
-                )
-        self._forget(failure)
+        result = await self._async()._execute(
+            append_call(self.session_id, request["wire"], request["expected_seq"], request["idempotency_key"])
+        )
+        _surfacing.drop_unreported(self._key, failure)
         self._observe_write(result.last_seq)
         return result
 
@@ -514,11 +460,3 @@ class ChatLedgerMessageHistory(BaseChatMessageHistory):
         if failure.operation != "add_messages" or failure.request is None:
             raise ValueError("only a failed add_messages with a built request can be resent")
         return failure.request
-
-    def _forget(self, failure: HistoryWriteFailed) -> None:
-        with _pending_lock:
-            failures = _pending.get(self._pending_key)
-            if failures and failure in failures:
-                failures.remove(failure)
-                if not failures:
-                    del _pending[self._pending_key]

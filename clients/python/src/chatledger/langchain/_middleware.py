@@ -6,7 +6,6 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any
 
-import httpx
 from langchain.agents.middleware import AgentMiddleware, AgentState
 from langchain.agents.middleware.types import PrivateStateAttr
 from langchain_core.messages import BaseMessage, RemoveMessage
@@ -14,11 +13,13 @@ from langgraph.graph.message import REMOVE_ALL_MESSAGES
 from langgraph.runtime import Runtime
 from typing_extensions import NotRequired
 
-from .._client import AsyncClient, Client, Retry, _new_idempotency_key
+from .._client import AsyncClient, Client, context_json_call, new_idempotency_key
 from .._errors import SeqConflict, SessionNotFound
-from .._models import AppendResult, ContextWindow
-from ._convert import entry_to_message, message_to_entry
-from ._history import OnConflict, shared_client
+from .._models import AppendResult
+from .._retry import Retry
+from .._settings import Settings, resolve_settings
+from ._convert import message_of_entry, message_to_entry
+from ._turns import OnConflict, TurnWrite
 
 __all__ = ["ChatLedgerMiddleware", "ChatLedgerState"]
 
@@ -50,9 +51,11 @@ class ChatLedgerMiddleware(AgentMiddleware[ChatLedgerState, Any]):
     - ``after_agent``: appends the turn (the input messages and everything the agent added:
       AI messages, tool calls, tool results) as one atomic run, with ``expected_seq`` set to
       the seq the history was read at. A failure raises out of ``invoke``/``ainvoke``:
-      nothing is swallowed. On a :class:`chatledger.SeqConflict` (another writer appended to
-      the session during the turn), ``on_conflict="raise"`` (default) raises it and stores
-      nothing, ``"append"`` appends the turn after the other writer's entries.
+      nothing is swallowed. When another writer appended to the session during the turn,
+      ``on_conflict="append"`` (default) records the turn anyway, right after the other
+      writer's entries, flagged ``{"chatledger": {"stale_context": {"expected_seq": e,
+      "current_seq": c}}}`` in each entry's metadata, and logs a warning; ``"raise"``
+      raises :class:`chatledger.SeqConflict` and stores nothing.
 
     chatledger is then the agent's conversation memory: do not also keep messages in a
     checkpointer for the same thread, or the history would be loaded twice.
@@ -69,32 +72,40 @@ class ChatLedgerMiddleware(AgentMiddleware[ChatLedgerState, Any]):
         async_client: AsyncClient | None = None,
         session_id: SessionIdSource = None,
         context_limit: int = 50,
-        on_conflict: OnConflict = "raise",
+        on_conflict: OnConflict = "append",
         metadata: Mapping[str, Any] | None = None,
         retry: Retry | None = None,
-        timeout: float | httpx.Timeout = 10.0,
+        timeout: float | None = None,
     ) -> None:
         super().__init__()
-        if on_conflict not in ("raise", "append"):
-            raise ValueError(f"on_conflict must be 'raise' or 'append', not {on_conflict!r}")
+        if on_conflict not in ("append", "raise"):
+            raise ValueError(f"on_conflict must be 'append' or 'raise', not {on_conflict!r}")
         if not 1 <= context_limit <= 1000:
             raise ValueError("context_limit must be between 1 and 1000")
         known = client or async_client
-        url = url or (known.base_url if known else None)
-        api_key = api_key or (known._api_key if known else None)
-        if not url or not api_key:
-            raise ValueError("ChatLedgerMiddleware needs url and api_key, or a client")
-        self._url = url
-        self._api_key = api_key
-        self._retry = retry
-        self._timeout = timeout
-        self._client = client or shared_client(url, api_key, retry, timeout)
-        self._async_client = async_client
+        settings = resolve_settings(
+            url, api_key, base=known.settings if known else None, retry=retry, timeout=timeout
+        )
+        self.settings: Settings = settings
+        self._client = client if client is not None and client.settings == settings else None
+        self._async_client = (
+            async_client if async_client is not None and async_client.settings == settings else None
+        )
         self._session_id = session_id
         self.context_limit = context_limit
         self.on_conflict: OnConflict = on_conflict
         self.metadata = dict(metadata) if metadata else None
         self.tools = []
+
+    def _sync(self) -> Client:
+        if self._client is None:
+            self._client = Client.shared(settings=self.settings)
+        return self._client
+
+    def _async(self) -> AsyncClient:
+        if self._async_client is None:
+            self._async_client = AsyncClient.shared(settings=self.settings)
+        return self._async_client
 
     # -- session id ------------------------------------------------------------------------
 
@@ -126,35 +137,43 @@ class ChatLedgerMiddleware(AgentMiddleware[ChatLedgerState, Any]):
     # -- hooks -----------------------------------------------------------------------------
 
     def _loaded(
-        self, session_id: str, window: ContextWindow | None, state: ChatLedgerState
+        self, session_id: str, window: dict[str, Any] | None, state: ChatLedgerState
     ) -> dict[str, Any]:
         history: list[BaseMessage] = []
         if window is not None:
-            for entry in window.entries:
-                message = entry_to_message(entry)
+            for entry in window["entries"]:
+                message = message_of_entry(entry)
                 if message.id is None:
-                    message.id = f"chatledger-{session_id}-{entry.seq}"
+                    message.id = f"chatledger-{session_id}-{entry['seq']}"
                 history.append(message)
         return {
             "messages": [RemoveMessage(id=REMOVE_ALL_MESSAGES), *history, *state["messages"]],
             "chatledger_session_id": session_id,
-            "chatledger_base_seq": window.last_seq if window is not None else 0,
+            "chatledger_base_seq": window["last_seq"] if window is not None else 0,
             "chatledger_history_ids": [m.id for m in history],
         }
 
-    def _turn(self, state: ChatLedgerState) -> tuple[str, int, list[dict[str, Any]]]:
+    def _turn(self, state: ChatLedgerState) -> TurnWrite | None:
         if "chatledger_session_id" not in state:
             raise RuntimeError("ChatLedgerMiddleware: after_agent ran without before_agent")
         known = set(state.get("chatledger_history_ids", []))
         turn = [m for m in state["messages"] if m.id not in known]
+        if not turn:
+            return None
         wire = [message_to_entry(m, self.metadata) for m in turn]
-        return state["chatledger_session_id"], state.get("chatledger_base_seq", 0), wire
+        return TurnWrite(
+            state["chatledger_session_id"],
+            wire,
+            state.get("chatledger_base_seq", 0),
+            new_idempotency_key(),
+            self.on_conflict,
+        )
 
     def before_agent(self, state: ChatLedgerState, runtime: Runtime[Any]) -> dict[str, Any] | None:
         session_id = self._resolve_session_id(runtime)
         try:
-            window: ContextWindow | None = self._client.context(
-                session_id, limit=self.context_limit
+            window: dict[str, Any] | None = self._sync()._execute(
+                context_json_call(session_id, self.context_limit, "chat")
             )
         except SessionNotFound:
             window = None
@@ -165,67 +184,38 @@ class ChatLedgerMiddleware(AgentMiddleware[ChatLedgerState, Any]):
     ) -> dict[str, Any] | None:
         session_id = self._resolve_session_id(runtime)
         try:
-            if self._async_client is not None:
-                window: ContextWindow | None = await self._async_client.context(
-                    session_id, limit=self.context_limit
-                )
-            else:
-                async with self._new_async_client() as client:
-                    window = await client.context(session_id, limit=self.context_limit)
+            window: dict[str, Any] | None = await self._async()._execute(
+                context_json_call(session_id, self.context_limit, "chat")
+            )
         except SessionNotFound:
             window = None
         return self._loaded(session_id, window, state)
 
     def after_agent(self, state: ChatLedgerState, runtime: Runtime[Any]) -> dict[str, Any] | None:
-        session_id, base_seq, wire = self._turn(state)
-        if not wire:
+        plan = self._turn(state)
+        if plan is None:
             return None
-        key = _new_idempotency_key()
-        try:
-            result = self._client.append(session_id, wire, expected_seq=base_seq, idempotency_key=key)
-        except SeqConflict as conflict:
-            if self.on_conflict != "append":
-                raise
-            self._warn_conflict(session_id, base_seq, conflict)
-            result = self._client.append(session_id, wire, idempotency_key=key + "-append")
-        return self._written(result)
+        client = self._sync()
+        call = plan.first()
+        while True:
+            try:
+                return self._written(client._execute(call))
+            except SeqConflict as conflict:
+                call = plan.conflict(conflict)
 
     async def aafter_agent(
         self, state: ChatLedgerState, runtime: Runtime[Any]
     ) -> dict[str, Any] | None:
-        session_id, base_seq, wire = self._turn(state)
-        if not wire:
+        plan = self._turn(state)
+        if plan is None:
             return None
-        if self._async_client is not None:
-            result = await self._aappend(self._async_client, session_id, base_seq, wire)
-        else:
-            async with self._new_async_client() as client:
-                result = await self._aappend(client, session_id, base_seq, wire)
-        return self._written(result)
-
-    async def _aappend(
-        self, client: AsyncClient, session_id: str, base_seq: int, wire: list[dict[str, Any]]
-    ) -> AppendResult:
-        key = _new_idempotency_key()
-        try:
-            return await client.append(session_id, wire, expected_seq=base_seq, idempotency_key=key)
-        except SeqConflict as conflict:
-            if self.on_conflict != "append":
-                raise
-            self._warn_conflict(session_id, base_seq, conflict)
-            return await client.append(session_id, wire, idempotency_key=key + "-append")
+        client = self._async()
+        call = plan.first()
+        while True:
+            try:
+                return self._written(await client._execute(call))
+            except SeqConflict as conflict:
+                call = plan.conflict(conflict)
 
     def _written(self, result: AppendResult) -> dict[str, Any]:
         return {"chatledger_base_seq": result.last_seq}
-
-    def _warn_conflict(self, session_id: str, base_seq: int, conflict: SeqConflict) -> None:
-        logger.warning(
-            "session %r: read at seq %s but now at %s; on_conflict='append' appends the turn "
-            "after the other writer's entries",
-            session_id,
-            base_seq,
-            conflict.current_seq,
-        )
-
-    def _new_async_client(self) -> AsyncClient:
-        return AsyncClient(self._url, self._api_key, retry=self._retry, timeout=self._timeout)

@@ -1,7 +1,7 @@
 -- pgbench: one context read (the last 20 messages after the latest reset), the same single
 -- function call that GET /v1/sessions/{id}/context?limit=20 makes (src/ledger/read.rs).
--- Variables (pgbench -D): digest, prefix, sessions.
+-- Variables (pgbench -D): tenant_id, key_id, prefix, sessions.
 \set sid random(1, :sessions)
 SELECT last_seq, context_start_seq, seq, kind, role, content, metadata, created_at,
-       idempotency_key, author, salt, payload_digest, prev_hash, hash
-  FROM chatledger_entries(decode(:digest, 'hex'), 'reader', :prefix::text || :sid, NULL, NULL, 20, true, true);
+       idempotency_key, author, salt, payload_digest, prev_hash, hash, erased
+  FROM chatledger_entries(:tenant_id, :key_id, :prefix::text || :sid, NULL, NULL, 20, true, true, 8388608);

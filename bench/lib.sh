@@ -69,8 +69,8 @@ bench_start_cluster() {
 }
 
 # Migrates, then creates the tenant "bench" with a writer and an auditor key. Sets WRITER_KEY,
-# WRITER_DIGEST (hex SHA-256 of the key, what the database stores and the functions take) and
-# AUDITOR_KEY.
+# AUDITOR_KEY, and WRITER_TENANT_ID and WRITER_KEY_ID: what the server passes the ledger
+# functions once it has authenticated the key (its tenant's id and the key's id).
 bench_prepare_database() {
     step "Migrating and creating tenant 'bench' with a writer and an auditor key"
     "$CHATLEDGER_BIN" migrate --database-url "$DATABASE_URL" >&2
@@ -80,11 +80,11 @@ bench_prepare_database() {
     AUDITOR_KEY="$("$CHATLEDGER_BIN" keys create --tenant bench --role auditor --label bench \
         --database-url "$DATABASE_URL" 2>/dev/null)"
     [[ "$WRITER_KEY" == clk_* && "$AUDITOR_KEY" == clk_* ]] || die "could not create keys"
-    WRITER_DIGEST="$(printf '%s' "$WRITER_KEY" | sha256sum | cut -d' ' -f1)"
-    local stored
-    stored="$("${PG_SUPER[@]}" -d chatledger -At -c \
-        "SELECT count(*) FROM api_keys WHERE digest = decode('$WRITER_DIGEST', 'hex')")"
-    [[ "$stored" == 1 ]] || die "the writer key's digest is not in api_keys"
+    local digest
+    digest="$(printf '%s' "$WRITER_KEY" | sha256sum | cut -d' ' -f1)"
+    read -r WRITER_TENANT_ID WRITER_KEY_ID < <("${PG_SUPER[@]}" -d chatledger -At -F ' ' -c \
+        "SELECT tenant_id, id FROM api_keys WHERE digest = decode('$digest', 'hex')")
+    [[ -n "${WRITER_KEY_ID:-}" ]] || die "the writer key's digest is not in api_keys"
     printf '%s\n' "$(head -c 48 /dev/urandom | base64 | tr -d '/+=\n')" >"$BENCH_TMP/admin.key"
     chmod 0600 "$BENCH_TMP/admin.key"
 }
@@ -242,12 +242,20 @@ prose() {
 USER_JSON="$(jq -cn --arg s "$(prose 200 1)" '$s')"
 ASSISTANT_JSON="$(jq -cn --arg s "$(prose 800 2)" '$s')"
 
+# The reference's contents (../shared/bench-reference/README.md): plain text and metadata.
+REF_USER="$(prose 200 1)"
+REF_ASSISTANT="$(prose 800 2)"
+
 # ---- one pgbench cell ----
-# pgbench_cell NAME SCRIPT CLIENTS PREFIX SESSIONS [ROLE]: sets PG_TPS PG_P50 PG_P99 PG_CPU PG_ERR.
+# pgbench_cell NAME SCRIPT CLIENTS PREFIX SESSIONS [ROLE [DATABASE]]: sets PG_TPS PG_P50 PG_P99
+# PG_CPU PG_ERR. SCRIPT is a path, or a file name in bench/. ROLE app (the default) enters the
+# runtime role like the server's pool; owner stays the schema owner.
 # The run lasts W+S seconds; its per-transaction log gives the throughput and latency of the
 # transactions completed in [start+W, start+W+S), measured like chatledger-bench's window.
 pgbench_cell() {
     local name="$1" script="$2" clients="$3" prefix="$4" sessions="$5" role="${6:-app}"
+    local database="${7:-chatledger}"
+    [[ "$script" == /* ]] || script="$BENCH_DIR/$script"
     local dir="$BENCH_TMP/work/$name" jobs=$((clients < NPROC ? clients : NPROC))
     local options="-c statement_timeout=5000"
     # chatledger's pool enters the runtime role on every connection (src/db/mod.rs); so does
@@ -263,11 +271,13 @@ pgbench_cell() {
         cd "$dir"
         TIMEFORMAT='%U %S'
         { time PGOPTIONS="$options" "$PG_PGBENCH" -h "$PG_SOCK" -U chatledger_owner -n \
-            -M prepared -c "$clients" -j "$jobs" -T $((W + S)) -f "$BENCH_DIR/$script" \
-            -D digest="$WRITER_DIGEST" -D prefix="$prefix" -D sessions="$sessions" \
+            -M prepared -c "$clients" -j "$jobs" -T $((W + S)) -f "$script" \
+            -D tenant_id="$WRITER_TENANT_ID" -D key_id="$WRITER_KEY_ID" -D prefix="$prefix" -D sessions="$sessions" \
             -D max_after="${MAX_AFTER:-0}" \
             -D user_content="$USER_JSON" -D assistant_content="$ASSISTANT_JSON" \
-            -l --log-prefix="$dir/log" chatledger >"$dir/out" 2>&1; } 2>"$dir/time"
+            -D nsessions="$sessions" -D uc="$REF_USER" -D ac="$REF_ASSISTANT" \
+            -D um='{"source":"web"}' -D am='{"model":"some-llm"}' \
+            -l --log-prefix="$dir/log" "$database" >"$dir/out" 2>&1; } 2>"$dir/time"
     ) || status=$?
     w1="$(now_s)"
     m1="$(cpu_ticks_machine)"
@@ -298,7 +308,7 @@ pgbench_cell() {
     span="$(awk -v a="$w0" -v b="$w1" 'BEGIN { print b - a }')"
     client="$(awk -v u="${user:-0}" -v s="${sys:-0}" -v hz="$CLK_TCK" 'BEGIN { printf "%.0f", (u + s) * hz }')"
     PG_CPU="$(cpu_split "$span" $((m1 - m0)) $((pg1 - pg0)) "$client")"
-    jq -cn --arg cell "$name" --arg tool pgbench --arg script "$script" --argjson clients "$clients" \
+    jq -cn --arg cell "$name" --arg tool pgbench --arg script "${script#"$REPO_DIR"/}" --argjson clients "$clients" \
         --argjson tps "$PG_TPS" --argjson p50 "${PG_P50:-0}" --argjson p99 "${PG_P99:-0}" \
         --argjson count "$count" --arg cpu "$PG_CPU" --arg error "$PG_ERR" \
         '{cell: $cell, tool: $tool, script: $script, clients: $clients, tx_per_s: $tps,

@@ -43,7 +43,6 @@ async fn made_up_methods_do_not_grow_the_metrics() {
         )
         .await;
     }
-    let before = app.get("/metrics").await.text().await.expect("metrics");
     for n in 20..320 {
         let (status, text) = raw(
             &app,
@@ -56,12 +55,20 @@ async fn made_up_methods_do_not_grow_the_metrics() {
     let after = app.get("/metrics").await.text().await.expect("metrics");
     assert!(!after.contains("M300X"), "a made-up method is no label");
     assert!(after.contains("method=\"other\""));
-    // 300 made-up methods once grew the metrics by 559 KB; now by a few new series at most.
+    // 300 made-up methods once grew the metrics by 559 KB, a series each. The registry is the
+    // process's, shared with tests running alongside, so the check is on the label's values:
+    // only real methods and `other`, whatever else was counted meanwhile.
+    let methods: std::collections::BTreeSet<&str> = after
+        .split("method=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .collect();
+    let known = [
+        "CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE", "other",
+    ];
     assert!(
-        after.len() < before.len() + 8 * 1024,
-        "{} -> {}",
-        before.len(),
-        after.len()
+        methods.iter().all(|method| known.contains(method)),
+        "{methods:?}"
     );
 }
 
@@ -330,11 +337,13 @@ async fn every_chatledger_function_runs_with_a_pinned_search_path() {
     .fetch_all(&owner)
     .await
     .expect("functions");
-    // These are inlined into their callers and name every object by schema instead.
+    // These are inlined into their callers (chatledger_search_text, an index expression, is
+    // compiled once per connection instead) and name every object by schema.
     assert_eq!(
         unpinned,
         [
             "chatledger_current_tenant",
+            "chatledger_entry_bytes",
             "chatledger_entry_hash",
             "chatledger_fold",
             "chatledger_search_text"

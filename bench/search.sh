@@ -100,11 +100,11 @@ t0="$(now_s)"
 "${PSQL_DB[@]}" -c "$INDEX_DEF"
 t1="$(now_s)"
 BUILD_SECS="$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", b - a }')"
-SIZES="$("${PSQL_DB[@]}" -At -F ' ' -c "SELECT pg_size_pretty(pg_relation_size('entries')),
+SIZES="$("${PSQL_DB[@]}" -At -F '|' -c "SELECT pg_size_pretty(pg_relation_size('entries')),
     pg_size_pretty(pg_total_relation_size('entries') - pg_relation_size('entries')
                    - pg_relation_size('entries_search')),
     pg_size_pretty(pg_relation_size('entries_search'))")"
-read -r TABLE_SIZE OTHER_INDEXES INDEX_SIZE <<<"$SIZES"
+IFS='|' read -r TABLE_SIZE OTHER_INDEXES INDEX_SIZE <<<"$SIZES"
 note "loaded in $LOAD_SECS s, index built in $BUILD_SECS s: table $TABLE_SIZE, search index $INDEX_SIZE, other indexes and TOAST $OTHER_INDEXES"
 
 # search_cell LABEL QUERY-STRING: QUERIES sequential searches; adds a row.
@@ -124,9 +124,9 @@ search_cell() {
     p95="$(percentile_ms "$dir/sorted" "$QUERIES" 95)"
     max="$(percentile_ms "$dir/sorted" "$QUERIES" 100)"
     row "$label" "\`$query\`" "$hits" "$p50" "$p95" "$max"
-    jq -cn --arg cell "search" --arg label "$label" --arg query "$query" --argjson hits "$hits" \
+    jq -cn --arg cell "search" --arg name "$label" --arg query "$query" --argjson hits "$hits" \
         --argjson p50 "$p50" --argjson p95 "$p95" --argjson max "$max" \
-        '{cell: $cell, label: $label, query: $query, first_page_hits: $hits, p50_ms: $p50, p95_ms: $p95, max_ms: $max}' |
+        '{cell: $cell, name: $name, query: $query, first_page_hits: $hits, p50_ms: $p50, p95_ms: $p95, max_ms: $max}' |
         record_json
     note "search $label: p50 $p50 ms, p95 $p95 ms, max $max ms ($hits hits on the first page)"
 }

@@ -1,12 +1,13 @@
 //! Audit search (API.md "Audit search"): every message of a tenant whose text holds every term
 //! as a case-insensitive substring, in any script, newest first, with filters. The text is
-//! `chatledger_search_text(content, metadata)` (migration 0004), found through a trigram index;
-//! the statement is built per request so that each term is one indexable `LIKE`.
+//! `chatledger_search_text(content, metadata)` (migration 0004), kept per message in
+//! `search_docs` with a trigram index and read by `chatledger_search` (migration 0011), which
+//! builds its statement per request so that each term is one indexable `LIKE`.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value, json};
-use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
+use sqlx::{PgConnection, Row};
 
 use super::hash::Timestamp;
 use super::read::{Entry, RawJson};
@@ -122,51 +123,40 @@ pub async fn search(
     )
     .execute(&mut *db)
     .await?;
-    let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(
-        "SELECT s.session_id, e.session_pk, e.seq, e.kind, e.role, e.content, e.metadata, \
-                e.created_at, e.idempotency_key, e.author, e.salt, e.payload_digest, e.prev_hash, \
-                e.hash, e.erased_at IS NOT NULL AS erased \
-           FROM entries e JOIN sessions s ON s.id = e.session_pk AND s.tenant_id = e.tenant_id \
-          WHERE e.kind = 'message' AND e.erased_at IS NULL AND e.tenant_id = ",
-    );
-    sql.push_bind(scope.tenant.id);
-    for term in &query.terms {
-        sql.push(" AND chatledger_search_text(e.content, e.metadata) LIKE '%' || chatledger_fold(")
-            .push_bind(like_escape(term))
-            .push(") || '%'");
-    }
-    if let Some(session_id) = &query.session_id {
-        sql.push(" AND s.session_id = ")
-            .push_bind(session_id.as_str().to_owned());
-    }
-    if let Some(role) = query.role {
-        sql.push(" AND e.role = ").push_bind(role.as_str());
-    }
-    if let Some(author) = &query.author {
-        sql.push(" AND e.author = ").push_bind(author.clone());
-    }
-    if let Some(from) = query.from {
-        sql.push(" AND e.created_at >= ").push_bind(from.0);
-    }
-    if let Some(to) = query.to {
-        sql.push(" AND e.created_at < ").push_bind(to.0);
-    }
-    if let Some(metadata) = &query.metadata {
-        sql.push(" AND e.metadata @> ")
-            .push_bind(sqlx::types::Json(Value::Object(metadata.clone())));
-    }
-    if let Some(cursor) = query.after {
-        sql.push(" AND (e.created_at, e.session_pk, e.seq) < (")
-            .push_bind(micros_to_time(cursor.micros)?)
-            .push(", ")
-            .push_bind(cursor.session_pk)
-            .push(", ")
-            .push_bind(cursor.seq)
-            .push(")");
-    }
-    sql.push(" ORDER BY e.created_at DESC, e.session_pk DESC, e.seq DESC LIMIT ")
-        .push_bind(query.limit + 1);
-    let rows = sql.build().fetch_all(&mut *db).await?;
+    // chatledger_search (migration 0011) reads the text index, which the runtime role cannot,
+    // for the tenant just bound; each term is one indexable LIKE of the folded text.
+    let patterns: Vec<String> = query.terms.iter().map(|term| like_escape(term)).collect();
+    let (after_created_at, after_session_pk, after_seq) = match query.after {
+        Some(cursor) => (
+            Some(micros_to_time(cursor.micros)?),
+            Some(cursor.session_pk),
+            Some(cursor.seq),
+        ),
+        None => (None, None, None),
+    };
+    let rows = sqlx::query(
+        "SELECT * FROM chatledger_search(
+             ARRAY(SELECT '%' || chatledger_fold(t) || '%' FROM unnest($1::text[]) AS t),
+             $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(&patterns)
+    .bind(query.session_id.as_ref().map(|id| id.as_str()))
+    .bind(query.role.map(|role| role.as_str()))
+    .bind(query.author.as_deref())
+    .bind(query.from.map(|from| from.0))
+    .bind(query.to.map(|to| to.0))
+    .bind(
+        query
+            .metadata
+            .as_ref()
+            .map(|metadata| sqlx::types::Json(Value::Object(metadata.clone()))),
+    )
+    .bind(after_created_at)
+    .bind(after_session_pk)
+    .bind(after_seq)
+    .bind(i32::try_from(query.limit + 1).unwrap_or(i32::MAX))
+    .fetch_all(&mut *db)
+    .await?;
 
     let more = rows.len() as i64 > query.limit;
     let mut hits = Vec::with_capacity(rows.len());

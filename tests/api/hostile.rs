@@ -173,6 +173,10 @@ async fn send_whole_body(authority: String, path: String, key: String, body: Arc
         if writing.write_all(head.as_bytes()).await.is_ok() {
             let _ = writing.write_all(&body).await;
         }
+        // Dropping the half would half-close the connection, which hyper takes for a client
+        // gone; a real client keeps it open for the answer.
+        std::future::pending::<()>().await;
+        drop(writing);
     });
     let reply = read_until_closed(&mut reading).await;
     writer.abort();
@@ -203,10 +207,21 @@ async fn half_open_connections_are_dropped_and_beyond_the_cap_probes_and_open_re
     let key = database.writer_key.clone();
 
     // Twenty clients that send half a header: the server drops each after the header-read
-    // timeout (it once held them for ever), and then holds no connection at all.
+    // timeout (it once held them for ever), and the idle kept-alive ones after the same time;
+    // then it holds no connection at all.
     let mut clients = Vec::new();
     for _ in 0..20 {
         clients.push(half_open(&authority).await);
+    }
+    // And five that asked once and keep their connection open, idle.
+    let mut idle = Vec::new();
+    for _ in 0..5 {
+        let mut stream = TcpStream::connect(&authority).await.expect("connect");
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        idle.push(stream);
     }
     let mut peak = 0;
     eventually("the server accepts the half-open connections", || {
@@ -218,11 +233,20 @@ async fn half_open_connections_are_dropped_and_beyond_the_cap_probes_and_open_re
         read_until_closed(client).await;
         peak = peak.max(connections_held(pid, port));
     }
+    for client in &mut idle {
+        let reply = read_until_closed(client).await;
+        assert_eq!(
+            status_of(&reply),
+            200,
+            "{}",
+            String::from_utf8_lossy(&reply)
+        );
+    }
     eventually("the server holds no connection", || {
         connections_held(pid, port) == 0
     })
     .await;
-    println!("half-open connections: at most {peak} held, then 0");
+    println!("half-open and idle connections: at most {peak} held, then 0");
 
     // Three requests in progress fill the cap. Beyond it the probes are answered and anything
     // else is 503 with a problem document; the requests in progress complete.
@@ -318,6 +342,54 @@ async fn bodies_sent_with_a_made_up_key_cost_the_server_almost_no_memory() {
         "the server's peak memory grew by {growth} bytes"
     );
     assert!(statuses.iter().all(|&status| status == 401), "{statuses:?}");
+    assert!(server.terminate().await.success());
+}
+
+#[tokio::test]
+async fn bodies_in_flight_wait_for_their_share_of_the_budget() {
+    let database = TestDatabase::new().await;
+    let dir = TempDir::new("hostile");
+    let store = Store::External {
+        url: database.owner_url.clone(),
+        admin_key_file: dir.admin_key_file(ADMIN_KEY),
+    };
+    // Two bodies of the limit in memory at once.
+    let budget = 8 * 1024 * 1024;
+    let flags = ["--max-body-bytes-in-flight", &budget.to_string()];
+    let server = Server::start(&store, 0, &flags, &Arc::new(Logs::default()))
+        .await
+        .expect("chatledger starts");
+    let pid = server.id();
+    // A real key, so each body is read whole; its first field is unknown, so that reading it,
+    // not parsing it, is what costs the server.
+    let body =
+        Arc::new(serde_json::to_vec(&json!({"unknown": "x".repeat(4_000_000)})).expect("json"));
+    let before = peak_rss(pid);
+    let sent: Vec<_> = (0..48)
+        .map(|n| {
+            tokio::spawn(send_whole_body(
+                authority(&server),
+                format!("/v1/sessions/budget-{n}/messages"),
+                database.writer_key.clone(),
+                body.clone(),
+            ))
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for sent in sent {
+        statuses.push(sent.await.expect("joined"));
+    }
+    let growth = peak_rss(pid).saturating_sub(before);
+    println!(
+        "48 bodies of {} bytes read with a budget of {budget}: peak RSS {before} -> +{growth} bytes",
+        body.len()
+    );
+    // Read as they came (no budget, as before), these bodies grew it by about 120 MiB.
+    assert!(
+        growth < 64 * 1024 * 1024,
+        "the server's peak memory grew by {growth} bytes"
+    );
+    assert!(statuses.iter().all(|&status| status == 422), "{statuses:?}");
     assert!(server.terminate().await.success());
 }
 

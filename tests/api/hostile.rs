@@ -603,10 +603,17 @@ async fn the_embedded_cluster_outlives_a_command_run_logs_no_bad_key_and_stops_w
     let server = Server::start(&store, 0, &flags, &logs)
         .await
         .expect("chatledger attaches to the running cluster");
+    assert!(
+        command.try_wait().expect("the command's status").is_none(),
+        "the command still runs (its output fills the pipe) while the server attaches"
+    );
     let mut printed = 1;
-    while let Some(_hit) = hits.next_line().await.expect("stdout") {
+    let mut bytes = 0;
+    while let Some(hit) = hits.next_line().await.expect("stdout") {
         printed += 1;
+        bytes += hit.len() + 1;
     }
+    println!("the command printed {printed} hits, {bytes} bytes after the first");
     let exit = command.wait().await.expect("the command exits");
     assert!(exit.success(), "{exit}");
     assert_eq!(printed, 1000, "every hit printed");

@@ -200,11 +200,24 @@ async fn half_open_connections_are_dropped_and_beyond_the_cap_probes_and_open_re
         "--drain-timeout-ms",
         "20000",
     ];
-    let server = Server::start(&store, 0, &flags, &logs)
+    // Started with a low soft limit on open files, which it raises to the hard limit.
+    let low_soft_limit = ["sh", "-c", "ulimit -Sn 256 && exec \"$@\"", "sh"];
+    let server = Server::start_through(&low_soft_limit, &store, 0, &flags, &logs)
         .await
         .expect("chatledger starts");
     let (pid, port, authority) = (server.id(), server.port, authority(&server));
     let key = database.writer_key.clone();
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let open_files: Vec<&str> = limits
+        .lines()
+        .find_map(|line| line.strip_prefix("Max open files"))
+        .expect("Max open files")
+        .split_whitespace()
+        .collect();
+    assert!(
+        open_files.len() >= 2 && open_files[0] == open_files[1] && open_files[0] != "256",
+        "the soft limit is raised to the hard one: {open_files:?}"
+    );
 
     // Twenty clients that send half a header: the server drops each after the header-read
     // timeout (it once held them for ever), and the idle kept-alive ones after the same time;

@@ -91,7 +91,19 @@ pub async fn serve(
         if let Err(error) = stream.set_nodelay(true) {
             tracing::warn!(%error, "cannot set TCP_NODELAY");
         }
-        let (permit, overflowed) = permit;
+        // The permit was taken before the connection came, perhaps while every full one was
+        // busy: one that came free meanwhile serves it in full, or an idle server would answer
+        // the first client after a burst 503.
+        let (permit, overflowed) = match permit {
+            (reserve, true) => match full.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    drop(reserve);
+                    (permit, false)
+                }
+                Err(_) => (reserve, true),
+            },
+            permit => permit,
+        };
         let service = router
             .clone()
             .map_request(move |mut request: Request<Incoming>| {

@@ -19,5 +19,6 @@ mod erasure;
 mod hardening;
 mod hash_vectors;
 mod helpers;
+mod hostile;
 mod reading;
 mod validation;

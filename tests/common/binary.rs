@@ -145,7 +145,26 @@ impl Server {
         extra: &[&str],
         logs: &Arc<Logs>,
     ) -> Result<Self, String> {
-        let mut command = Command::new(BIN);
+        Self::start_through(&[], store, port, extra, logs).await
+    }
+
+    /// [`Server::start`], the binary run by `wrapper` (a program and its first arguments, which
+    /// must `exec` the rest: `sh -c '...; exec "$@"' sh`, say); empty for none.
+    pub async fn start_through(
+        wrapper: &[&str],
+        store: &Store,
+        port: u16,
+        extra: &[&str],
+        logs: &Arc<Logs>,
+    ) -> Result<Self, String> {
+        let mut command = match wrapper.split_first() {
+            Some((program, arguments)) => {
+                let mut command = Command::new(program);
+                command.args(arguments).arg(BIN);
+                command
+            }
+            None => Command::new(BIN),
+        };
         command
             .arg("serve")
             .arg("--listen")

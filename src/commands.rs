@@ -54,7 +54,7 @@ async fn serve_on(database: &Database, args: &ServeArgs) -> CommandResult {
         tracing::info!(path = %path.display(), "generated the admin key; read it from this file (mode 0600)");
     }
     db::migrate(database.owner()).await?;
-    let pool = db::runtime_pool(database.owner(), &args.pool_settings()).await?;
+    let pool = database.runtime_pool(&args.pool_settings()).await?;
     let state = http::AppState::new(pool.clone(), args.limits(), admin_key)
         .trusting(args.trusted_proxy.clone())
         .bounded(args.max_concurrent_audits, args.max_body_bytes_in_flight);

@@ -2,12 +2,13 @@
 //! them to subscribers. Notifications are hints: whoever relies on one is told when the
 //! connection is lost and when it is back, so that it can catch up on what it may have missed.
 //! `LISTEN` needs a session-level connection: it does not work through a transaction-pooling
-//! PgBouncer.
+//! PgBouncer. It follows the runtime pool: each (re)connection goes where the pool's connections
+//! go now, so after a failover it listens on the new primary.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 use tokio::sync::oneshot;
 
 /// Something that acts on notifications.
@@ -31,17 +32,17 @@ const FIRST_RETRY: Duration = Duration::from_millis(100);
 const LAST_RETRY: Duration = Duration::from_secs(5);
 
 impl Listener {
-    /// Starts listening on a connection of its own made with `options` (the runtime role's).
-    /// Subscribers are held weakly: the listener never keeps one alive.
-    pub fn spawn(options: PgConnectOptions, subscribers: Vec<Weak<dyn Subscriber>>) -> Self {
+    /// Starts listening on a connection of its own, made with the current options of `runtime`
+    /// (the runtime pool). Subscribers are held weakly: the listener never keeps one alive.
+    pub fn spawn(runtime: PgPool, subscribers: Vec<Weak<dyn Subscriber>>) -> Self {
         let (stop, stopped) = oneshot::channel();
-        tokio::spawn(run(options, subscribers, stopped));
+        tokio::spawn(run(runtime, subscribers, stopped));
         Listener { _stop: stop }
     }
 }
 
 async fn run(
-    options: PgConnectOptions,
+    runtime: PgPool,
     subscribers: Vec<Weak<dyn Subscriber>>,
     mut stopped: oneshot::Receiver<()>,
 ) {
@@ -50,9 +51,10 @@ async fn run(
         .max_connections(1)
         .max_lifetime(None)
         .idle_timeout(None)
-        .connect_lazy_with(options);
+        .connect_lazy_with((*runtime.connect_options()).clone());
     let mut retry = FIRST_RETRY;
     loop {
+        pool.set_connect_options((*runtime.connect_options()).clone());
         let session = async {
             let mut listener = PgListener::connect_with(&pool).await?;
             let channels: Vec<&str> = live(&subscribers)

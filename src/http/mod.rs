@@ -88,7 +88,7 @@ impl AppState {
         let keys = Arc::new(KeyCache::default());
         let subscribers: Vec<std::sync::Weak<dyn Subscriber>> =
             vec![Arc::downgrade(&keys) as std::sync::Weak<dyn Subscriber>];
-        let listener = Listener::spawn((*pool.connect_options()).clone(), subscribers);
+        let listener = Listener::spawn(pool.clone(), subscribers);
         Self {
             pool,
             limits,

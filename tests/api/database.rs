@@ -207,7 +207,7 @@ async fn every_tenant_scoped_table_keys_on_tenant_id_so_that_it_can_be_sharded_b
            LEFT JOIN pg_class i ON i.oid = x.indexrelid
           WHERE n.oid = (SELECT relnamespace FROM pg_class WHERE oid = 'entries'::regclass)
             AND c.relkind IN ('r', 'p')
-          GROUP BY c.relname
+          GROUP BY c.oid, c.relname
           ORDER BY c.relname",
     )
     .fetch_all(&owner)

@@ -245,6 +245,32 @@ fn pool_options(
     }
 }
 
+/// A pool on a read replica (a streaming standby) for compliance reads: the runtime role and
+/// timeouts as on the primary, and nothing that writes is ever sent to it.
+pub async fn replica_pool(url: &str, settings: &PoolSettings) -> Result<PgPool, DbError> {
+    let options =
+        runtime_options(&parse_url(url)?, settings).application_name("chatledger-replica");
+    let pool = pool_options(settings, None).connect_lazy_with(options);
+    check_runtime_role(&pool).await?;
+    Ok(pool)
+}
+
+/// How far a replica's data is behind its primary, in milliseconds: 0 when it has replayed
+/// everything it received, else the age of the last transaction it replayed (PostgreSQL's
+/// usual measure; it over-states the lag of a primary that was idle for a while).
+pub async fn replica_lag_ms(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT CASE WHEN NOT pg_is_in_recovery()
+                       OR pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn()
+                     THEN 0
+                     ELSE coalesce(floor(extract(epoch FROM clock_timestamp()
+                                                  - pg_last_xact_replay_timestamp()) * 1000), 0)
+                 END::bigint",
+    )
+    .fetch_one(pool)
+    .await
+}
+
 /// Parses a PostgreSQL URL; the error never repeats the URL, which may hold a password.
 pub fn parse_url(url: &str) -> Result<PgConnectOptions, DbError> {
     PgConnectOptions::from_str(url).map_err(DbError::Url)

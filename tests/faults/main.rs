@@ -17,6 +17,7 @@ mod harness;
 mod negative;
 mod outage;
 mod pool;
+mod replica;
 mod replication;
 mod sigkill;
 mod synthetic;

@@ -239,3 +239,14 @@ async fn fault_failover_async_standby_negative_control() {
         &run,
     );
 }
+
+/// A synchronous standby that stalls for longer than the statement timeout (5 s): PostgreSQL
+/// cancels the commit's wait for the standby and reports the commit as done (with only a
+/// WARNING), so this probes whether such turns are acknowledged and then lost:
+/// `cargo test --test faults failover_sync_standby_stalled -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "exploratory: a standby stalled past the statement timeout"]
+async fn fault_failover_sync_standby_stalled_past_the_statement_timeout() {
+    let run = failover(true, Duration::from_millis(7_000)).await;
+    print("synchronous standby stalled 7 s, primary SIGKILLed", &run);
+}

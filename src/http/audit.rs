@@ -55,7 +55,7 @@ pub struct VerifyResult {
 #[utoipa::path(
     get, path = "/v1/sessions/{session_id}/verify", tag = "audit",
     params(("session_id" = String, Path, description = "1 to 128 of A-Z a-z 0-9 . _ : @ -")),
-    responses((status = 200, description = "Verified, or the first break", body = VerifyResult), ReadProblems),
+    responses((status = 200, description = "Verified, or the first break", body = VerifyResult, headers(("chatledger-replica-lag-ms" = i64, description = "With --replica-url: how many milliseconds the replica this was read from may be behind the primary"))), ReadProblems),
     security(("bearer" = []))
 )]
 pub async fn verify(
@@ -131,7 +131,7 @@ pub async fn verify(
     get, path = "/v1/sessions/{session_id}/export", tag = "audit",
     params(("session_id" = String, Path, description = "1 to 128 of A-Z a-z 0-9 . _ : @ -")),
     responses(
-        (status = 200, description = "Entries, one per line, then the trailer", body = String, content_type = "application/x-ndjson"),
+        (status = 200, description = "Entries, one per line, then the trailer", body = String, content_type = "application/x-ndjson", headers(("chatledger-replica-lag-ms" = i64, description = "With --replica-url: how many milliseconds the replica this was read from may be behind the primary"))),
         ReadProblems,
     ),
     security(("bearer" = []))
@@ -361,7 +361,7 @@ pub struct SearchPage<'a> {
 #[utoipa::path(
     get, path = "/v1/audit/search", tag = "audit",
     params(SearchParams),
-    responses((status = 200, body = SearchPage), ListProblems),
+    responses((status = 200, body = SearchPage, headers(("chatledger-replica-lag-ms" = i64, description = "With --replica-url: how many milliseconds the replica this was read from may be behind the primary"))), ListProblems),
     security(("bearer" = []))
 )]
 pub async fn search(
@@ -426,7 +426,7 @@ pub struct AccessPage {
 #[utoipa::path(
     get, path = "/v1/audit/access", tag = "audit",
     params(AccessParams),
-    responses((status = 200, body = AccessPage), ListProblems),
+    responses((status = 200, body = AccessPage, headers(("chatledger-replica-lag-ms" = i64, description = "With --replica-url: how many milliseconds the replica this was read from may be behind the primary"))), ListProblems),
     security(("bearer" = []))
 )]
 pub async fn access_log(

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::harness::{ADMIN_KEY, SERIAL};
 use crate::outage::provision;
 use crate::replication::{DATABASE, OWNER, Pair};
-use crate::testbin::{Logs, Server, Store, TempDir};
+use crate::testbin::{Logs, Server, Store, TempDir, run_cli};
 
 const LAG_HEADER: &str = "chatledger-replica-lag-ms";
 
@@ -99,6 +99,24 @@ async fn replica_reads_come_from_the_standby_and_are_still_recorded_on_the_prima
         writer: keys.writer,
         auditor: keys.auditor,
     };
+
+    // A multi-host URL naming the standby first: the command still writes to the primary.
+    let standby_first = format!(
+        "postgres://{OWNER}@localhost/{DATABASE}?host={},{}&port={},{}",
+        pair.standby.socket.display(),
+        pair.primary.socket.display(),
+        pair.standby.port,
+        pair.primary.port
+    );
+    let (status, output) = tokio::task::spawn_blocking(move || {
+        run_cli(&["tenants", "create", "beta"], None, Some(&standby_first))
+    })
+    .await
+    .expect("the command runs");
+    assert_eq!(
+        status, 0,
+        "tenants create through the standby-first URL: {output}"
+    );
 
     client.append("rep", "first alpha0001").await;
     client.until_found("alpha0001").await;

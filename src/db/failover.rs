@@ -106,8 +106,8 @@ impl Switches {
     }
 }
 
-/// Watches the primary for `pool` until the pool is closed. `hosts` are the runtime options of
-/// every host, `current` the one the pool connects to now.
+/// Watches the primary for `pool` until the pool is closed. `runtime` holds the pool's options
+/// for every host, `current` the index of the one it connects to now.
 pub fn spawn_monitor(
     pool: PgPool,
     runtime: Vec<PgConnectOptions>,
@@ -148,6 +148,7 @@ pub fn spawn_monitor(
                     if index != current {
                         pool.set_connect_options(runtime[index].clone());
                         switches.record(Instant::now());
+                        crate::metrics::primary_switched();
                         tracing::warn!(
                             from = current + 1,
                             to = index + 1,

@@ -160,6 +160,26 @@ async fn failover(synchronous: bool, stall: Duration) -> Run {
         .await
         .expect("ask the new primary");
     assert!(!in_recovery, "the standby was promoted");
+    let metrics = api
+        .client
+        .get(api.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics answer")
+        .text()
+        .await
+        .expect("metrics text");
+    assert!(
+        metrics
+            .lines()
+            .any(|line| line == "chatledger_db_primary_switches_total 1"),
+        "the pool moved once: {}",
+        metrics
+            .lines()
+            .filter(|line| line.contains("primary_switches"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
     new_primary.close().await;
     assert!(server.terminate().await.success(), "SIGTERM exits 0");
     println!(

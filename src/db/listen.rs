@@ -30,6 +30,10 @@ pub struct Listener {
 
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 const LAST_RETRY: Duration = Duration::from_secs(5);
+/// How long one attempt to connect may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often a session checks whether the runtime pool moved to another host.
+const MOVE_CHECK: Duration = Duration::from_millis(250);
 
 impl Listener {
     /// Starts listening on a connection of its own, made with the current options of `runtime`
@@ -46,17 +50,23 @@ async fn run(
     subscribers: Vec<Weak<dyn Subscriber>>,
     mut stopped: oneshot::Receiver<()>,
 ) {
-    // A pool of one, never reaped: PgListener wants a pool, and this one is ours alone.
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .max_lifetime(None)
-        .idle_timeout(None)
-        .connect_lazy_with((*runtime.connect_options()).clone());
     let mut retry = FIRST_RETRY;
     loop {
-        pool.set_connect_options((*runtime.connect_options()).clone());
+        // A pool of one per session, never reaped (PgListener wants a pool), made with the
+        // runtime pool's options of the moment: a session never outlives the host it was opened
+        // on, and no connection to an old host is handed to the next session.
+        let options = runtime.connect_options();
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .max_lifetime(None)
+            .idle_timeout(None)
+            .acquire_timeout(CONNECT_TIMEOUT)
+            .connect_lazy_with((*options).clone());
         let session = async {
             let mut listener = PgListener::connect_with(&pool).await?;
+            // A lost connection ends the session here, rather than being reconnected inside
+            // PgListener to the host it had.
+            listener.eager_reconnect(false);
             let channels: Vec<&str> = live(&subscribers)
                 .iter()
                 .flat_map(|subscriber| subscriber.channels().iter().copied())
@@ -78,13 +88,29 @@ async fn run(
                 }
             }
         };
+        // The runtime pool moved to another host (a failover): what is heard here may no longer
+        // be all there is, even if this connection is still up.
+        let moved = async {
+            loop {
+                tokio::time::sleep(MOVE_CHECK).await;
+                if !Arc::ptr_eq(&runtime.connect_options(), &options) {
+                    return;
+                }
+            }
+        };
         let outcome = tokio::select! {
             _ = &mut stopped => return,
             outcome = session => outcome,
+            () = moved => {
+                tracing::info!("the database primary moved; listening there");
+                Ok(())
+            }
         };
         for subscriber in live(&subscribers) {
             subscriber.lost();
         }
+        // Best effort: the old host may be gone.
+        let _ = tokio::time::timeout(CONNECT_TIMEOUT, pool.close()).await;
         match outcome {
             Ok(()) => {
                 tracing::warn!("lost the notification connection; reconnecting");

@@ -160,6 +160,15 @@ async fn failover(synchronous: bool, stall: Duration) -> Run {
         .await
         .expect("ask the new primary");
     assert!(!in_recovery, "the standby was promoted");
+    // The LISTEN connection followed the pool (the key cache is trusted only while it listens).
+    crate::replication::wait_until(
+        &new_primary,
+        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+                         WHERE application_name = 'chatledger' AND query ILIKE 'LISTEN%')",
+        Duration::from_secs(15),
+        "chatledger listens on the new primary",
+    )
+    .await;
     let metrics = api
         .client
         .get(api.url("/metrics"))

@@ -252,3 +252,26 @@ async fn every_tenant_scoped_table_keys_on_tenant_id_so_that_it_can_be_sharded_b
     );
     owner.close().await;
 }
+
+#[tokio::test]
+async fn a_multi_host_url_with_no_writable_host_is_refused_without_echoing_it() {
+    let dir =
+        std::env::temp_dir().join(format!("chatledger-nohost-{:016x}", rand::random::<u64>()));
+    let url = format!(
+        "postgres://owner:hunter2@localhost/db?host={0}/a,{0}/b&port=5432,5433",
+        dir.display()
+    );
+    let opened = chatledger::db::Database::open(Some(&url), &dir).await;
+    let message = match opened {
+        Ok(_) => panic!("no host accepts writes, yet the database opened"),
+        Err(error) => error.to_string(),
+    };
+    assert!(
+        message.contains("none of the 2 database hosts accepts writes"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("hunter2") && !message.contains("/a"),
+        "{message}"
+    );
+}

@@ -271,6 +271,46 @@ pub async fn run_recorded<W: Recorded>(
     result
 }
 
+/// Runs read-only `work` on `reads` (a replica) and writes its access record on `primary`, in the
+/// same request: nothing is returned unless the record is written. Unlike `run_recorded`, the
+/// read and its record are two transactions on two servers; a read whose record fails was only
+/// ever seen by this process, which answers 503 and drops it.
+pub async fn run_recorded_on<W: Recorded>(
+    primary: &PgPool,
+    reads: &PgPool,
+    scope: Scope<'_>,
+    log_writer_reads: bool,
+    accessor: &Accessor,
+    work: W,
+) -> Result<W::Output, Error> {
+    // A transaction, so that a work's tenant binding holds for all its statements; a standby
+    // runs it read-only.
+    let mut tx = reads.begin().await?;
+    let result = work.run(&mut tx, scope).await;
+    tx.rollback().await?;
+    if !accessor.records(work.action(), log_writer_reads) {
+        return result;
+    }
+    let outcome = match &result {
+        Ok(output) => work.outcome(output),
+        Err(Error::SessionNotFound) => Outcome {
+            detail: Value::Object(Default::default()),
+            status: 404,
+        },
+        Err(_) => return result,
+    };
+    record_alone(
+        primary,
+        scope.tenant,
+        accessor,
+        work.action(),
+        work.session_id(),
+        &outcome,
+    )
+    .await?;
+    result
+}
+
 /// Writes one record in a transaction of its own, for work that spans several (a verify).
 pub async fn record_alone(
     pool: &PgPool,

@@ -54,10 +54,17 @@ async fn serve_on(database: &Database, args: &ServeArgs) -> CommandResult {
         tracing::info!(path = %path.display(), "generated the admin key; read it from this file (mode 0600)");
     }
     db::migrate(database.owner()).await?;
-    let pool = db::runtime_pool(database.owner(), &args.pool_settings()).await?;
-    let state = http::AppState::new(pool.clone(), args.limits(), admin_key)
+    let pool = database.runtime_pool(&args.pool_settings()).await?;
+    let mut state = http::AppState::new(pool.clone(), args.limits(), admin_key)
         .trusting(args.trusted_proxy.clone())
         .bounded(args.max_concurrent_audits, args.max_body_bytes_in_flight);
+    let replica = match &args.replica_url {
+        Some(url) => Some(db::replica_pool(url, &args.pool_settings()).await?),
+        None => None,
+    };
+    if let Some(replica) = &replica {
+        state = state.reading_from(replica.clone());
+    }
     let sweeper = tokio::spawn(sweep_periodically(
         pool.clone(),
         Duration::from_secs(args.retention_interval_secs.max(1)),
@@ -73,6 +80,9 @@ async fn serve_on(database: &Database, args: &ServeArgs) -> CommandResult {
     .await?;
     sweeper.abort();
     pool.close().await;
+    if let Some(replica) = replica {
+        replica.close().await;
+    }
     tracing::info!("chatledger stopped");
     Ok(())
 }

@@ -267,6 +267,11 @@ impl std::fmt::Debug for DatabaseArgs {
 pub struct ServeArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
+    /// PostgreSQL URL of a read replica (a streaming standby of the database) for compliance
+    /// reads: audit search, export, verify and the access-log listing. Their access records are
+    /// still written on the primary.
+    #[arg(long, env = "CHATLEDGER_REPLICA_URL", hide_env_values = true)]
+    pub replica_url: Option<String>,
     /// Address to listen on.
     #[arg(long, env = "CHATLEDGER_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
@@ -339,6 +344,10 @@ impl std::fmt::Debug for ServeArgs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServeArgs")
             .field("database", &self.database)
+            .field(
+                "replica_url",
+                &self.replica_url.as_ref().map(|_| "<redacted>"),
+            )
             .field("listen", &self.listen)
             .field("admin_key_file", &self.admin_key_file)
             .field("admin_key", &self.admin_key.as_ref().map(|_| "<redacted>"))

@@ -30,6 +30,7 @@ pub fn prometheus() -> &'static PrometheusHandle {
             "chatledger_entries_written_total",
             "chatledger_seq_conflicts_total",
             "chatledger_idempotent_replays_total",
+            "chatledger_db_primary_switches_total",
         ] {
             metrics::counter!(name).increment(0);
         }
@@ -45,6 +46,11 @@ pub fn prometheus() -> &'static PrometheusHandle {
         }
         handle
     })
+}
+
+/// The pool moved to another database host, the new primary (src/db/failover.rs).
+pub fn primary_switched() {
+    metrics::counter!("chatledger_db_primary_switches_total").increment(1);
 }
 
 /// Counts what a failed database call tells: trouble with the database, or a stale writer.

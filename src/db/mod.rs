@@ -2,9 +2,12 @@
 //! and the runtime pool whose every connection acts as the unprivileged `chatledger_app` role.
 
 pub mod embedded;
+pub mod failover;
+pub mod hosts;
 pub mod listen;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::ConnectOptions;
@@ -24,6 +27,10 @@ pub const RUNTIME_ROLE: &str = "chatledger_app";
 pub enum DbError {
     #[error("invalid database URL: {0}")]
     Url(#[source] sqlx::Error),
+    #[error("invalid database URL: {0}")]
+    Hosts(#[from] hosts::HostsError),
+    #[error("none of the {0} database hosts accepts writes (all down, or all standbys)")]
+    NoPrimary(usize),
     #[error("cannot connect to the database: {0}")]
     Connect(#[source] sqlx::Error),
     #[error("migrations failed: {source}{}", hint.as_deref().map(|hint| format!("\n{hint}")).unwrap_or_default())]
@@ -64,7 +71,10 @@ impl Default for PoolSettings {
 
 /// The database a command works on: an external URL, or the embedded cluster in a data dir.
 pub struct Database {
+    /// The owner on the host that accepted writes when the database was opened.
     owner: PgConnectOptions,
+    /// The owner on every host the URL names (one, unless it is a multi-host URL).
+    hosts: Vec<PgConnectOptions>,
     embedded: Option<EmbeddedCluster>,
 }
 
@@ -75,18 +85,52 @@ impl Database {
         data_dir: &std::path::Path,
     ) -> Result<Self, DbError> {
         match database_url {
-            Some(url) => Ok(Self {
-                owner: parse_url(url)?,
-                embedded: None,
-            }),
+            Some(url) => {
+                let hosts = parse_hosts(url)?;
+                let owner = match hosts.as_slice() {
+                    [one] => one.clone(),
+                    _ => failover::primary_of(&hosts).await?,
+                };
+                Ok(Self {
+                    owner,
+                    hosts,
+                    embedded: None,
+                })
+            }
             None => {
                 let cluster = EmbeddedCluster::start(data_dir).await?;
+                let owner = parse_url(&cluster.database_url())?;
                 Ok(Self {
-                    owner: parse_url(&cluster.database_url())?,
+                    hosts: vec![owner.clone()],
+                    owner,
                     embedded: Some(cluster),
                 })
             }
         }
+    }
+
+    /// The runtime pool. On a multi-host URL it follows the primary: a monitor moves it to the
+    /// host that accepts writes after a promotion, and it never keeps a connection to another.
+    pub async fn runtime_pool(&self, settings: &PoolSettings) -> Result<PgPool, DbError> {
+        if self.hosts.len() < 2 {
+            return runtime_pool(&self.owner, settings).await;
+        }
+        let runtime: Vec<PgConnectOptions> = self
+            .hosts
+            .iter()
+            .map(|host| runtime_options(host, settings))
+            .collect();
+        let current = self
+            .hosts
+            .iter()
+            .position(|host| same_host(host, &self.owner))
+            .unwrap_or(0);
+        let switches = Arc::new(failover::Switches::default());
+        let pool = pool_options(settings, Some(switches.clone()))
+            .connect_lazy_with(runtime[current].clone());
+        check_runtime_role(&pool).await?;
+        failover::spawn_monitor(pool.clone(), runtime, current, switches);
+        Ok(pool)
     }
 
     /// Connection options of the schema owner, which runs migrations.
@@ -134,19 +178,35 @@ pub async fn runtime_pool(
     owner: &PgConnectOptions,
     settings: &PoolSettings,
 ) -> Result<PgPool, DbError> {
-    let options = owner.clone().application_name("chatledger").options([
+    let pool = pool_options(settings, None).connect_lazy_with(runtime_options(owner, settings));
+    check_runtime_role(&pool).await?;
+    Ok(pool)
+}
+
+/// The owner's options as the runtime role, with the server-side timeouts.
+fn runtime_options(owner: &PgConnectOptions, settings: &PoolSettings) -> PgConnectOptions {
+    owner.clone().application_name("chatledger").options([
         ("role", RUNTIME_ROLE.to_owned()),
         ("statement_timeout", millis(settings.statement_timeout)),
         (
             "idle_in_transaction_session_timeout",
             millis(settings.idle_in_transaction_timeout),
         ),
-    ]);
-    let pool = PgPoolOptions::new()
+    ])
+}
+
+/// The runtime pool's settings; with `switches` (a pool following the primary), a new
+/// connection must accept writes and one opened before the last switch is discarded.
+fn pool_options(
+    settings: &PoolSettings,
+    switches: Option<Arc<failover::Switches>>,
+) -> PgPoolOptions {
+    let following = switches.is_some();
+    let options = PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .min_connections(0)
         .acquire_timeout(settings.acquire_timeout)
-        .after_connect(|connection, _| {
+        .after_connect(move |connection, _| {
             Box::pin(async move {
                 // Only pg_catalog and chatledger's own schema are searched, in that order: no
                 // object another role creates elsewhere can stand in for a built-in or a table.
@@ -155,19 +215,77 @@ pub async fn runtime_pool(
                        FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
                       WHERE c.oid = 'entries'::regclass",
                 )
-                .execute(connection)
-                .await
-                .map(drop)
+                .execute(&mut *connection)
+                .await?;
+                if following && !failover::accepts_writes(connection).await? {
+                    // A standby (the old primary come back, or the new one not yet promoted):
+                    // refused like a host that is down, so the request is a 503 to retry.
+                    return Err(sqlx::Error::Io(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionRefused,
+                        "the database host does not accept writes (a standby)",
+                    )));
+                }
+                Ok(())
             })
-        })
-        .connect_lazy_with(options);
+        });
+    match switches {
+        None => options,
+        Some(switches) => {
+            let on_release = switches.clone();
+            options
+                .before_acquire(move |_, meta| {
+                    let current = switches.current(meta.age);
+                    Box::pin(async move { Ok(current) })
+                })
+                .after_release(move |_, meta| {
+                    let current = on_release.current(meta.age);
+                    Box::pin(async move { Ok(current) })
+                })
+        }
+    }
+}
+
+/// A pool on a read replica (a streaming standby) for compliance reads: the runtime role and
+/// timeouts as on the primary, and nothing that writes is ever sent to it.
+pub async fn replica_pool(url: &str, settings: &PoolSettings) -> Result<PgPool, DbError> {
+    let options =
+        runtime_options(&parse_url(url)?, settings).application_name("chatledger-replica");
+    let pool = pool_options(settings, None).connect_lazy_with(options);
     check_runtime_role(&pool).await?;
     Ok(pool)
+}
+
+/// How far a replica's data is behind its primary, in milliseconds: 0 when it has replayed
+/// everything it received, else the age of the last transaction it replayed (PostgreSQL's
+/// usual measure; it over-states the lag of a primary that was idle for a while).
+pub async fn replica_lag_ms(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT CASE WHEN NOT pg_is_in_recovery()
+                       OR pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn()
+                     THEN 0
+                     ELSE coalesce(floor(extract(epoch FROM clock_timestamp()
+                                                  - pg_last_xact_replay_timestamp()) * 1000), 0)
+                 END::bigint",
+    )
+    .fetch_one(pool)
+    .await
 }
 
 /// Parses a PostgreSQL URL; the error never repeats the URL, which may hold a password.
 pub fn parse_url(url: &str) -> Result<PgConnectOptions, DbError> {
     PgConnectOptions::from_str(url).map_err(DbError::Url)
+}
+
+/// Every host of a (possibly multi-host) URL, in its order.
+pub fn parse_hosts(url: &str) -> Result<Vec<PgConnectOptions>, DbError> {
+    hosts::split(url)?
+        .iter()
+        .map(|url| parse_url(url))
+        .collect()
+}
+
+fn same_host(a: &PgConnectOptions, b: &PgConnectOptions) -> bool {
+    a.get_host() == b.get_host() && a.get_port() == b.get_port() && a.get_socket() == b.get_socket()
 }
 
 fn millis(duration: Duration) -> String {
@@ -252,8 +370,10 @@ pub fn is_unavailable(error: &sqlx::Error) -> bool {
         | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
             // 08: connection exception; 53: insufficient resources; 57P0x: shutdown / cannot
-            // connect now; 57014: statement timeout; 40001/40P01: serialization failure, deadlock.
+            // connect now; 57014: statement timeout; 40001/40P01: serialization failure, deadlock;
+            // 25006: a write reached a host that was demoted, before the pool moved on.
             code.starts_with("08")
+                || code == "25006"
                 || code.starts_with("53")
                 || code.starts_with("57P0")
                 || code == "57014"

@@ -19,7 +19,7 @@ use utoipa::IntoParams;
 use super::extract::{Auditor, Query, SessionPath, bounded};
 use super::problem::{ApiError, ListProblems, ReadProblems};
 use super::views::{EntryView, View};
-use super::{AppState, AuditSlot};
+use super::{AppState, AuditSlot, with_staleness};
 use crate::access::{self, AccessRecord, Action, ListAccess, Outcome, Recorded};
 use crate::auth::{Caller, Scope};
 use crate::error::{Error, Invalid};
@@ -55,14 +55,14 @@ pub struct VerifyResult {
 #[utoipa::path(
     get, path = "/v1/sessions/{session_id}/verify", tag = "audit",
     params(("session_id" = String, Path, description = "1 to 128 of A-Z a-z 0-9 . _ : @ -")),
-    responses((status = 200, description = "Verified, or the first break", body = VerifyResult), ReadProblems),
+    responses((status = 200, description = "Verified, or the first break", body = VerifyResult, headers(("chatledger-replica-lag-ms" = i64, description = "With --replica-url: how many milliseconds the replica this was read from may be behind the primary"))), ReadProblems),
     security(("bearer" = []))
 )]
 pub async fn verify(
     State(state): State<AppState>,
     authed: Auditor,
     SessionPath(session_id): SessionPath,
-) -> Result<Json<VerifyResult>, ApiError> {
+) -> Result<Response, ApiError> {
     let _slot = state.audit_slot()?;
     let accessor = authed.accessor();
     let caller = authed.caller;
@@ -70,7 +70,9 @@ pub async fn verify(
     // soon after its client is gone. Its record is written when it is done, so it can say what
     // was found, and nothing is returned unless it is written.
     let bytes = state.limits.max_page_bytes as i64;
-    let verification = audit::verify_session(&state.pool, caller.scope(), &session_id, bytes).await;
+    let lag = state.staleness().await?;
+    let verification =
+        audit::verify_session(state.reads(), caller.scope(), &session_id, bytes).await;
     let verification = state
         .run(|pool| async move {
             let outcome = match &verification {
@@ -103,7 +105,7 @@ pub async fn verify(
             verification
         })
         .await?;
-    Ok(Json(match verification {
+    let result = Json(match verification {
         Ok(verified) => VerifyResult {
             ok: true,
             verified_through_seq: Some(verified.verified_through_seq),
@@ -120,7 +122,8 @@ pub async fn verify(
             first_bad_seq: Some(broken.first_bad_seq),
             reason: Some(broken.reason.as_str()),
         },
-    }))
+    });
+    Ok(with_staleness(result.into_response(), lag))
 }
 
 /// Export a session as NDJSON: one entry per line, then an `export_trailer` line.
@@ -128,7 +131,7 @@ pub async fn verify(
     get, path = "/v1/sessions/{session_id}/export", tag = "audit",
     params(("session_id" = String, Path, description = "1 to 128 of A-Z a-z 0-9 . _ : @ -")),
     responses(
-        (status = 200, description = "Entries, one per line, then the trailer", body = String, content_type = "application/x-ndjson"),
+        (status = 200, description = "Entries, one per line, then the trailer", body = String, content_type = "application/x-ndjson", headers(("chatledger-replica-lag-ms" = i64, description = "With --replica-url: how many milliseconds the replica this was read from may be behind the primary"))),
         ReadProblems,
     ),
     security(("bearer" = []))
@@ -143,8 +146,8 @@ pub async fn export(
     let slot = state.audit_slot()?;
     let accessor = authed.accessor();
     let caller = authed.caller;
-    let head = state
-        .recorded(caller.clone(), accessor, ExportHead(session_id.clone()))
+    let (head, lag) = state
+        .recorded_read(caller.clone(), accessor, ExportHead(session_id.clone()))
         .await?;
     let export = Export {
         _slot: slot,
@@ -159,11 +162,12 @@ pub async fn export(
         let (chunk, next) = export.chunk_after(after).await;
         Some((chunk, (export, next)))
     });
-    Ok((
+    let response = (
         [(CONTENT_TYPE, "application/x-ndjson")],
         Body::from_stream(lines),
     )
-        .into_response())
+        .into_response();
+    Ok(with_staleness(response, lag))
 }
 
 /// Where an export starts: the session's head.
@@ -223,7 +227,7 @@ impl Export {
         };
         let page = self
             .state
-            .run(|pool| async move {
+            .run_read(|pool| async move {
                 let db = &mut *pool.acquire().await?;
                 audit::page(db, caller.scope(), &session_id, after, before, limit).await
             })
@@ -357,7 +361,7 @@ pub struct SearchPage<'a> {
 #[utoipa::path(
     get, path = "/v1/audit/search", tag = "audit",
     params(SearchParams),
-    responses((status = 200, body = SearchPage), ListProblems),
+    responses((status = 200, body = SearchPage, headers(("chatledger-replica-lag-ms" = i64, description = "With --replica-url: how many milliseconds the replica this was read from may be behind the primary"))), ListProblems),
     security(("bearer" = []))
 )]
 pub async fn search(
@@ -367,8 +371,8 @@ pub async fn search(
 ) -> Result<Response, ApiError> {
     let query = params.into_query()?;
     let accessor = authed.accessor();
-    let hits = state
-        .recorded(authed.caller, accessor, Search(query))
+    let (hits, lag) = state
+        .recorded_read(authed.caller, accessor, Search(query))
         .await?;
     let page = SearchPage {
         results: hits
@@ -386,7 +390,7 @@ pub async fn search(
             .collect(),
         next: hits.next.map(|cursor| cursor.encode()),
     };
-    Ok(Json(page).into_response())
+    Ok(with_staleness(Json(page).into_response(), lag))
 }
 
 /// The parameters of an access-log listing.
@@ -422,14 +426,14 @@ pub struct AccessPage {
 #[utoipa::path(
     get, path = "/v1/audit/access", tag = "audit",
     params(AccessParams),
-    responses((status = 200, body = AccessPage), ListProblems),
+    responses((status = 200, body = AccessPage, headers(("chatledger-replica-lag-ms" = i64, description = "With --replica-url: how many milliseconds the replica this was read from may be behind the primary"))), ListProblems),
     security(("bearer" = []))
 )]
 pub async fn access_log(
     State(state): State<AppState>,
     authed: Auditor,
     Query(params): Query<AccessParams>,
-) -> Result<Json<AccessPage>, ApiError> {
+) -> Result<Response, ApiError> {
     let filter = access::Filter {
         session_id: params
             .session_id
@@ -450,8 +454,8 @@ pub async fn access_log(
     };
     let limit = filter.limit;
     let accessor = authed.accessor();
-    let mut records = state
-        .recorded(authed.caller, accessor, ListAccess(filter))
+    let (mut records, lag) = state
+        .recorded_read(authed.caller, accessor, ListAccess(filter))
         .await?;
     let more = records.len() as i64 > limit;
     records.truncate(limit as usize);
@@ -460,8 +464,9 @@ pub async fn access_log(
     } else {
         None
     };
-    Ok(Json(AccessPage {
+    let page = Json(AccessPage {
         records,
         next_after_id,
-    }))
+    });
+    Ok(with_staleness(page.into_response(), lag))
 }

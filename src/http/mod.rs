@@ -41,6 +41,8 @@ use problem::ApiError;
 #[derive(Clone)]
 pub struct AppState {
     pub pool: PgPool,
+    /// A read replica for compliance reads (`--replica-url`); `None`: they read the primary.
+    replica: Option<PgPool>,
     pub limits: Limits,
     pub admin_key: AdminKey,
     /// The largest request body accepted.
@@ -88,9 +90,10 @@ impl AppState {
         let keys = Arc::new(KeyCache::default());
         let subscribers: Vec<std::sync::Weak<dyn Subscriber>> =
             vec![Arc::downgrade(&keys) as std::sync::Weak<dyn Subscriber>];
-        let listener = Listener::spawn((*pool.connect_options()).clone(), subscribers);
+        let listener = Listener::spawn(pool.clone(), subscribers);
         Self {
             pool,
+            replica: None,
             limits,
             admin_key,
             keys,
@@ -146,6 +149,70 @@ impl AppState {
         PageLimit {
             entries,
             bytes: self.limits.max_page_bytes as i64,
+        }
+    }
+
+    /// Sends compliance reads (search, export, verify, the access-log listing) to `replica`;
+    /// their access records, bot reads and every write stay on the primary.
+    pub fn reading_from(mut self, replica: PgPool) -> Self {
+        self.replica = Some(replica);
+        self
+    }
+
+    /// Where compliance reads go: the replica if there is one, else the primary.
+    fn reads(&self) -> &PgPool {
+        self.replica.as_ref().unwrap_or(&self.pool)
+    }
+
+    /// The replica's lag in milliseconds, to show the reader how stale the answer may be;
+    /// `None` without a replica.
+    async fn staleness(&self) -> Result<Option<i64>, ApiError> {
+        let Some(replica) = self.replica.clone() else {
+            return Ok(None);
+        };
+        self.run(move |_| async move { Ok(Some(crate::db::replica_lag_ms(&replica).await?)) })
+            .await
+    }
+
+    /// Like `recorded`, for a compliance read: on the replica if there is one (its record still
+    /// written on the primary, in this request), with the replica's lag.
+    async fn recorded_read<W: Recorded>(
+        &self,
+        caller: Caller,
+        accessor: Accessor,
+        work: W,
+    ) -> Result<(W::Output, Option<i64>), ApiError> {
+        let Some(replica) = self.replica.clone() else {
+            return Ok((self.recorded(caller, accessor, work).await?, None));
+        };
+        let lag = self.staleness().await?;
+        let output = self
+            .run(move |pool| async move {
+                access::run_recorded_on(
+                    &pool,
+                    &replica,
+                    caller.scope(),
+                    caller.log_writer_reads,
+                    &accessor,
+                    work,
+                )
+                .await
+            })
+            .await?;
+        Ok((output, lag))
+    }
+
+    /// Like `run`, with the pool compliance reads go to.
+    async fn run_read<T, F, Fut>(&self, work: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(PgPool) -> Fut,
+        Fut: Future<Output = Result<T, Error>> + Send + 'static,
+    {
+        let _in_flight = observe::InFlight::start();
+        match tokio::spawn(work(self.reads().clone())).await {
+            Ok(result) => result.inspect_err(metrics::failed).map_err(ApiError::from),
+            Err(join) => Err(ApiError::Internal(format!("database task failed: {join}"))),
         }
     }
 
@@ -258,6 +325,24 @@ async fn openapi_document(
 }
 
 pub use server::{ServeSettings, raise_open_file_limit};
+
+/// The header of an answer read from the replica: how many milliseconds its data may be behind
+/// the primary (docs/scaling.md).
+pub const REPLICA_LAG_HEADER: &str = "chatledger-replica-lag-ms";
+
+/// Adds the replica's lag to an answer read from it.
+fn with_staleness(
+    mut response: axum::response::Response,
+    lag: Option<i64>,
+) -> axum::response::Response {
+    if let Some(lag) = lag {
+        response.headers_mut().insert(
+            axum::http::HeaderName::from_static(REPLICA_LAG_HEADER),
+            axum::http::HeaderValue::from(lag),
+        );
+    }
+    response
+}
 
 /// Serves `router` on `listener` until `shutdown` resolves, then finishes in-flight requests
 /// (within the default drain limit).

@@ -181,3 +181,97 @@ async fn probes_and_the_openapi_document_need_no_key_and_cover_every_route() {
         }
     }
 }
+
+/// Tables without `tenant_id` that hold no tenant's rows of their own, or global tables that a
+/// sharded deployment would replicate to every node (Citus reference tables): docs/scaling.md.
+const GLOBAL_TABLES: &[&str] = &["_sqlx_migrations", "tenants", "api_keys"];
+
+#[tokio::test]
+async fn every_tenant_scoped_table_keys_on_tenant_id_so_that_it_can_be_sharded_by_tenant() {
+    let database = TestDatabase::new().await;
+    let owner = database.owner_pool().await;
+    // Every ordinary table of chatledger's schema; whether it has tenant_id; and each primary
+    // key, unique constraint and unique index on it that leaves tenant_id out.
+    let tables: Vec<(String, bool, Vec<String>)> = sqlx::query_as(
+        "SELECT c.relname::text,
+                EXISTS (SELECT 1 FROM pg_attribute a
+                         WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped),
+                coalesce(array_agg(i.relname::text ORDER BY i.relname)
+                             FILTER (WHERE i.relname IS NOT NULL), '{}')
+           FROM pg_class c
+           JOIN pg_namespace n ON n.oid = c.relnamespace
+           LEFT JOIN pg_index x ON x.indrelid = c.oid AND x.indisunique
+                AND NOT EXISTS (SELECT 1 FROM pg_attribute a
+                                 WHERE a.attrelid = c.oid AND a.attname = 'tenant_id'
+                                   AND a.attnum = ANY (x.indkey::int2[]))
+           LEFT JOIN pg_class i ON i.oid = x.indexrelid
+          WHERE n.oid = (SELECT relnamespace FROM pg_class WHERE oid = 'entries'::regclass)
+            AND c.relkind IN ('r', 'p')
+          GROUP BY c.oid, c.relname
+          ORDER BY c.relname",
+    )
+    .fetch_all(&owner)
+    .await
+    .expect("the catalog answers");
+    let scoped: Vec<&str> = tables
+        .iter()
+        .filter(|(name, _, _)| !GLOBAL_TABLES.contains(&name.as_str()))
+        .map(|(name, _, _)| name.as_str())
+        .collect();
+    for expected in [
+        "sessions",
+        "entries",
+        "idempotency_keys",
+        "access_records",
+        "holds",
+    ] {
+        assert!(
+            scoped.contains(&expected),
+            "{expected} is tenant-scoped: {scoped:?}"
+        );
+    }
+    let mut problems = Vec::new();
+    for (name, has_tenant_id, keys_without_tenant) in &tables {
+        if GLOBAL_TABLES.contains(&name.as_str()) {
+            continue;
+        }
+        if !has_tenant_id {
+            problems.push(format!(
+                "{name} has no tenant_id: give it one, or list it in GLOBAL_TABLES if it is \
+                 global (a reference table when sharded)"
+            ));
+        }
+        for key in keys_without_tenant {
+            problems.push(format!("{name}: {key} is unique without tenant_id"));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "not shardable by tenant_id:\n{}",
+        problems.join("\n")
+    );
+    owner.close().await;
+}
+
+#[tokio::test]
+async fn a_multi_host_url_with_no_writable_host_is_refused_without_echoing_it() {
+    let dir =
+        std::env::temp_dir().join(format!("chatledger-nohost-{:016x}", rand::random::<u64>()));
+    let url = format!(
+        "postgres://owner:hunter2@localhost/db?host={0}/a,{0}/b&port=5432,5433",
+        dir.display()
+    );
+    let opened = chatledger::db::Database::open(Some(&url), &dir).await;
+    let message = match opened {
+        Ok(_) => panic!("no host accepts writes, yet the database opened"),
+        Err(error) => error.to_string(),
+    };
+    assert!(
+        message.contains("none of the 2 database hosts accepts writes"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("hunter2") && !message.contains("/a"),
+        "{message}"
+    );
+}

@@ -1,5 +1,6 @@
 //! Fault injection against the real binary: SIGKILL under load, PostgreSQL stopped mid-load,
-//! pool exhaustion, a storm of client disconnects. A history checker reads every session back
+//! pool exhaustion, a storm of client disconnects, a primary killed and its synchronous standby
+//! promoted. A history checker reads every session back
 //! and counts anomalies; a negative control proves that the checker can fail.
 
 #[path = "../common/binary.rs"]
@@ -11,9 +12,12 @@ mod testpg;
 
 mod checker;
 mod disconnects;
+mod failover;
 mod harness;
 mod negative;
 mod outage;
 mod pool;
+mod replica;
+mod replication;
 mod sigkill;
 mod synthetic;

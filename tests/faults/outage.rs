@@ -42,7 +42,7 @@ async fn run(command: std::process::Command) -> std::process::Output {
 }
 
 /// Creates tenant `acme` and a key of each role through the admin API.
-async fn provision(api_base: &str, admin_key: &str) -> Keys {
+pub(crate) async fn provision(api_base: &str, admin_key: &str) -> Keys {
     let client = reqwest::Client::new();
     let admin = |path: &str, body: Value| {
         client

@@ -411,7 +411,6 @@ export function sessionPage({ api, session, seq, errorBox, announce }) {
     try {
       const result = await work();
       replace(toolStatus, h("p", { class: "notice", role: "status" }, success(result)));
-      announce(success(result));
     } catch (problem) {
       replace(toolStatus, errorBox(problem, { session }));
       return false;

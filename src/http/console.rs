@@ -73,6 +73,7 @@ pub fn router() -> Router<AppState> {
         .route("/console", get(index))
         .route("/console/", get(index))
         .route("/console/{*path}", get(file))
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn(security_headers))
 }
 

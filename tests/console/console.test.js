@@ -25,6 +25,7 @@ describe("the console in headless Chromium", { skip: missing ? `skipped: ${missi
   let world;
   let browser;
   let page;
+  let bulk;
   const dialogs = [];
   const pageErrors = [];
 
@@ -64,9 +65,12 @@ describe("the console in headless Chromium", { skip: missing ? `skipped: ${missi
       ["user", XSS.script],
       { role: "assistant", content: [{ type: "text", text: XSS.svg }], metadata: { note: XSS.meta } },
     ]);
+    // In a tenant of its own, so that the searches above do not wade through it.
+    bulk = await world.tenantWithKeys();
     const long = [];
-    for (let i = 1; i <= LONG; i += 1) long.push([i % 2 ? "user" : "assistant", `long message ${i}`]);
-    await world.append("long-1", long);
+    // Numbered in base 36, so that no filler text contains 8892 (below seq 383942).
+    for (let i = 1; i <= LONG; i += 1) long.push([i % 2 ? "user" : "assistant", `long message ${i.toString(36)}`]);
+    await world.append("long-1", long, bulk.keys.writer);
     browser = await launchBrowser();
     page = await browser.context.newPage();
     page.setDefaultTimeout(15000);
@@ -104,7 +108,7 @@ describe("the console in headless Chromium", { skip: missing ? `skipped: ${missi
     await key.fill(world.keys.auditor);
     await page.getByRole("button", { name: "Sign in" }).click();
     await page.getByRole("heading", { level: 1, name: "Sessions" }).waitFor();
-    await page.getByRole("link", { name: "order-8892" }).waitFor();
+    await page.getByRole("link", { name: "order-8892", exact: true }).waitFor();
 
     const stored = await page.evaluate(() => ({
       local: localStorage.length,
@@ -224,7 +228,7 @@ describe("the console in headless Chromium", { skip: missing ? `skipped: ${missi
     await page.locator(".entry.erased").nth(4).waitFor();
     assert.equal(await page.locator(".entry.erased").count(), 5);
     assert.equal(await page.locator(".entry.erased .badge").count(), 5);
-    assert.match(await page.locator(".entry.kind-erasure").innerText(), /5 messages through seq 5. Reason: .gdpr-17 request 4711/);
+    assert.match(await page.locator(".entry.kind-erasure").innerText(), /5 messages through seq 5. Reason: gdpr-17 request 4711/);
     assert.equal(await page.getByText("Erika").count(), 0, "the erased content is gone from the page");
     const text = await verifyText();
     assert.match(text, /Intact through seq 6/);
@@ -290,7 +294,22 @@ describe("the console in headless Chromium", { skip: missing ? `skipped: ${missi
   });
 
   test("a 100,000-entry transcript is paged: 100 entries on screen, any seq one step away", async () => {
-    await openSession("long-1");
+    const officer = page;
+    page = await browser.context.newPage();
+    try {
+      await longTranscript();
+    } finally {
+      await page.close();
+      page = officer;
+    }
+  });
+
+  async function longTranscript() {
+    await page.goto(`${world.url}/console`);
+    await page.getByLabel("Auditor key").fill(bulk.keys.auditor);
+    await page.getByRole("button", { name: "Sign in" }).click();
+    await page.getByRole("link", { name: "long-1" }).click();
+    await page.locator(".range", { hasText: /^Entries/ }).waitFor();
     assert.equal(await page.locator(".transcript > li").count(), 100);
     assert.match(await page.locator(".range").innerText(), new RegExp(`Entries 1 to 100 of ${LONG.toLocaleString("en")}`));
     await page.getByRole("button", { name: "Last" }).first().click();
@@ -302,9 +321,9 @@ describe("the console in headless Chromium", { skip: missing ? `skipped: ${missi
     const target = page.locator(".entry.target");
     await target.waitFor();
     assert.equal(await target.getAttribute("data-seq"), String(middle));
-    assert.match(await target.innerText(), new RegExp(`long message ${middle}\\b`));
+    assert.match(await target.innerText(), new RegExp(`long message ${middle.toString(36)}$`));
     assert.equal(await page.locator(".transcript > li").count(), 100);
-  });
+  }
 
   test("clear error states: a session that does not exist, and the database down (503)", async () => {
     await openSession("no-such-session");
@@ -371,7 +390,7 @@ describe("the console in headless Chromium", { skip: missing ? `skipped: ${missi
       assert.ok(widths[0] <= widths[1], `scroll width ${widths[0]} within ${widths[1]}`);
       await shot("narrow.png");
       await hash("#/");
-      await page.getByRole("link", { name: "order-8892" }).waitFor();
+      await page.getByRole("link", { name: "order-8892", exact: true }).waitFor();
       const list = await page.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth]);
       assert.ok(list[0] <= list[1], `scroll width ${list[0]} within ${list[1]}`);
     } finally {

@@ -65,16 +65,22 @@ export class World {
     const keyFile = join(world.dir, "admin.key");
     writeFileSync(keyFile, world.adminKey, { mode: 0o600 });
     await world.startServer(keyFile);
-    world.tenant = `console-${randomBytes(4).toString("hex")}`;
-    await world.admin("POST", "/v1/admin/tenants", { name: world.tenant });
-    world.keys = {};
-    world.keyIds = {};
-    for (const role of ["writer", "reader", "auditor"]) {
-      const created = await world.admin("POST", "/v1/admin/keys", { tenant: world.tenant, role, label: `console-${role}` });
-      world.keys[role] = created.key;
-      world.keyIds[role] = created.id;
-    }
+    Object.assign(world, await world.tenantWithKeys());
     return world;
+  }
+
+  /** A fresh tenant with one key per role: `{tenant, keys, keyIds}`. */
+  async tenantWithKeys() {
+    const tenant = `console-${randomBytes(4).toString("hex")}`;
+    await this.admin("POST", "/v1/admin/tenants", { name: tenant });
+    const keys = {};
+    const keyIds = {};
+    for (const role of ["writer", "reader", "auditor"]) {
+      const created = await this.admin("POST", "/v1/admin/keys", { tenant, role, label: `console-${role}` });
+      keys[role] = created.key;
+      keyIds[role] = created.id;
+    }
+    return { tenant, keys, keyIds };
   }
 
   async startServer(keyFile) {
@@ -141,11 +147,11 @@ export class World {
   }
 
   /** Appends `messages` (objects, or [role, content] pairs) as the writer, 100 at a time. */
-  async append(session, messages) {
+  async append(session, messages, writer = this.keys.writer) {
     const batch = messages.map((m) => (Array.isArray(m) ? { role: m[0], content: m[1] } : m));
     let last = null;
     for (let at = 0; at < batch.length; at += 100) {
-      last = await this.expect("POST", `/v1/sessions/${session}/messages`, this.keys.writer, { messages: batch.slice(at, at + 100) }, 201);
+      last = await this.expect("POST", `/v1/sessions/${session}/messages`, writer, { messages: batch.slice(at, at + 100) }, 201);
     }
     return last;
   }
@@ -175,15 +181,18 @@ export class World {
     return `(SELECT s.id FROM sessions s JOIN tenants t ON t.id = s.tenant_id WHERE t.name = '${this.tenant}' AND s.session_id = '${session}')`;
   }
 
-  /** Takes the database away from the server (a real outage), and gives it back. */
+  /**
+   * Takes the database away from the server (a real outage: its connections are cut and new
+   * ones refused with "too many connections"), and gives it back.
+   */
   databaseDown() {
     psql(this.superuserUrl.replace(`/${this.name}`, "/postgres"),
-      `ALTER DATABASE ${this.name} ALLOW_CONNECTIONS false`,
+      `ALTER DATABASE ${this.name} CONNECTION LIMIT 0`,
       `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '${this.name}' AND pid <> pg_backend_pid()`);
   }
 
   databaseUp() {
-    psql(this.superuserUrl.replace(`/${this.name}`, "/postgres"), `ALTER DATABASE ${this.name} ALLOW_CONNECTIONS true`);
+    psql(this.superuserUrl.replace(`/${this.name}`, "/postgres"), `ALTER DATABASE ${this.name} CONNECTION LIMIT -1`);
   }
 
   async stop() {

@@ -29,7 +29,12 @@ describe("the console in headless Chromium", { skip: missing ? `skipped: ${missi
   const dialogs = [];
   const pageErrors = [];
 
-  const hash = (route) => page.evaluate((to) => { location.hash = to; }, route);
+  // Setting the hash it already has fires no hashchange: then fire one, so the page reloads.
+  const hash = (route) =>
+    page.evaluate((to) => {
+      if (location.hash === to) window.dispatchEvent(new HashChangeEvent("hashchange"));
+      else location.hash = to;
+    }, route);
   const openSession = async (id, seq) => {
     await hash(`#/sessions/${encodeURIComponent(id)}${seq ? `?seq=${seq}` : ""}`);
     await page.locator(".range", { hasText: /^Entries|no entries|Nothing/ }).waitFor();
@@ -187,6 +192,7 @@ describe("the console in headless Chromium", { skip: missing ? `skipped: ${missi
     assert.match(await verifyText(), /Intact through seq 6/);
     world.tamper(`UPDATE entries SET content = '"edited"' WHERE session_pk = ${world.sessionRow("tamper-1")} AND seq = 3`);
     await openSession("tamper-1");
+    assert.equal(await page.locator('.transcript > li[data-seq="3"] .content').innerText(), "edited", "the page shows what is stored now");
     const text = await verifyText();
     assert.match(text, /first bad entry is seq 3/);
     assert.match(text, /payload_digest_mismatch/);
@@ -420,5 +426,22 @@ describe("the console in headless Chromium", { skip: missing ? `skipped: ${missi
     assert.equal(await page.getByRole("link", { name: "order-8892" }).count(), 0);
     await page.reload();
     await page.getByLabel("Auditor key").waitFor();
+  });
+
+  test("a key revoked while signed in sends the officer back to sign-in", async () => {
+    await page.getByLabel("Auditor key").fill(world.keys.auditor);
+    await page.getByRole("button", { name: "Sign in" }).click();
+    await page.getByRole("link", { name: "order-8892", exact: true }).click();
+    await page.locator(".range", { hasText: /^Entries/ }).waitFor();
+    const revoked = await world.request("DELETE", `/v1/admin/keys/${world.keyIds.auditor}`, world.adminKey);
+    assert.equal(revoked.status, 204);
+    // Revocation reaches this server's key cache at once, but asynchronously: poll, with a deadline.
+    const deadline = Date.now() + 10000;
+    while (!(await page.getByLabel("Auditor key").count())) {
+      assert.ok(Date.now() < deadline, "the console signs out once the key is refused");
+      await page.getByRole("button", { name: "Verify", exact: true }).click();
+      await page.locator(".verdict, .error, #signin-title").first().waitFor();
+    }
+    await page.getByText("no longer accepted").waitFor();
   });
 });

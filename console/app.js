@@ -78,7 +78,7 @@ function signInPage(message) {
     h(
       "p",
       {},
-      "Use an auditor key of your tenant. The key stays in this page's memory only: it is sent in the Authorization header of each request, never stored, and forgotten when you sign out, reload or close the tab.",
+      "Use an auditor key of your tenant. The key stays in this page's memory only: it is sent in the Authorization header of each request, never stored, and forgotten when you sign out, reload or close the tab, or after 15 minutes without activity.",
     ),
     field("Auditor key", key),
     button,

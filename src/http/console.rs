@@ -89,7 +89,7 @@ pub async fn index(headers: HeaderMap) -> Response {
 /// `GET /console/{path}`: a script, style sheet or picture of the console.
 #[utoipa::path(
     get, path = "/console/{path}", tag = "console",
-    params(("path" = String, Path, description = "A file of the console, such as `app.js`")),
+    params(("path" = String, Path, description = "A file of the console, such as `app.js`", example = "app.js")),
     responses(
         (status = 200, description = "The file: JavaScript, CSS or SVG",
          content((String = "text/javascript"), (String = "text/css"), (String = "image/svg+xml"))),

@@ -454,7 +454,8 @@ export function sessionPage({ api, session, seq, errorBox, announce }) {
       );
       if (done) reason.value = "";
     });
-    replace(eraseBox, summary.closed ? h("p", { class: "notice" }, "This session has been erased in full and is closed.") : null, form);
+    // A session erased in full is closed: no message is left to erase, none can come.
+    replace(eraseBox, summary.closed ? h("p", { class: "notice" }, "This session has been erased in full and is closed to new entries.") : form);
   }
 
   /** A modal confirmation; resolves true only for the confirm button. */

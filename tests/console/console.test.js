@@ -62,6 +62,9 @@ describe("the console in headless Chromium", { skip: missing ? `skipped: ${missi
     ]);
     await world.reset("order-8892");
     await world.append("order-8892", [["user", "Danke. Is there anything else I need to do?"], ["assistant", "No, that is all."]]);
+    const refunds = [];
+    for (let i = 1; i <= 30; i += 1) refunds.push([i % 3 ? "user" : "assistant", `Refund request number ${i.toString(36)}`]);
+    await world.append("refunds", refunds);
     await world.append("tamper-1", [["user", "one"], ["assistant", "two"], ["user", "three"], ["assistant", "four"], ["user", "five"], ["assistant", "six"]]);
     await world.append("gdpr-1", [["user", "My name is Erika Mustermann"], ["assistant", "Hello Erika"], ["user", "My IBAN is DE02 1203 0000 0000 2020 51"], ["assistant", "Noted."], ["user", "Please delete my data."]]);
     await world.append("xss-chat", [
@@ -152,6 +155,38 @@ describe("the console in headless Chromium", { skip: missing ? `skipped: ${missi
     await target.waitFor();
     assert.equal(await target.getAttribute("data-seq"), "4");
     assert.match(await target.innerText(), /我想退货/);
+  });
+
+  test("search filters narrow the hits, and More results pages on without repeats, newest first", async () => {
+    await hash("#/");
+    const q = page.getByLabel(/Words or/);
+    await q.fill("refund request");
+    await page.getByText("Filters", { exact: true }).click();
+    await page.getByLabel("Role").selectOption("assistant");
+    await page.getByLabel("From (your local time)").fill("2020-01-01T00:00:00");
+    await q.press("Enter");
+    await page.getByRole("button", { name: "More results" }).or(page.locator(".hits .hit").nth(9)).first().waitFor();
+    const roles = await page.locator(".hits .hit").evaluateAll((items) => items.map((li) => li.className));
+    assert.equal(roles.length, 10, "every third of 30 is the assistant's");
+    assert.ok(roles.every((c) => c.includes("role-assistant")), String(roles));
+    assert.equal(await page.getByRole("button", { name: "More results" }).count(), 0);
+
+    await page.getByLabel("Role").selectOption("");
+    await page.getByLabel("Session id (exact)").fill("refunds");
+    await q.press("Enter");
+    await page.getByRole("button", { name: "More results" }).waitFor();
+    assert.equal(await page.locator(".hits .hit").count(), 25);
+    await page.getByRole("button", { name: "More results" }).click();
+    await page.locator(".hits .hit").nth(29).waitFor();
+    const seqs = (await page.locator(".hits .hit-head a").allTextContents()).map((s) => Number(/seq (\d+)/.exec(s)[1]));
+    assert.deepEqual(seqs, Array.from({ length: 30 }, (_, i) => 30 - i), "all 30, newest first, none twice");
+    assert.equal(await page.getByRole("button", { name: "More results" }).count(), 0);
+
+    await page.getByLabel("Metadata contains (JSON object)").fill("[1]");
+    await q.press("Enter");
+    await page.getByRole("alert").filter({ hasText: "must be a JSON object" }).waitFor();
+    await page.getByRole("button", { name: "Clear" }).click();
+    assert.equal(await page.locator(".hits .hit").count(), 0);
   });
 
   test("the transcript shows every entry in order with seq, time, role, author and short hash", async () => {

@@ -393,5 +393,10 @@ function hitItem(hit) {
   );
 }
 
+// The skip link moves focus without touching the hash, which names the page.
+document.querySelector(".skip").addEventListener("click", (event) => {
+  event.preventDefault();
+  main.focus();
+});
 window.addEventListener("hashchange", route);
 signInPage(null);

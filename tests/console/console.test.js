@@ -398,6 +398,17 @@ describe("the console in headless Chromium", { skip: missing ? `skipped: ${missi
         .map((el) => el.outerHTML),
     );
     assert.deepEqual(unlabelled, []);
+    // Focus the document's start, as a fresh page load would.
+    await page.evaluate(() => {
+      document.body.tabIndex = -1;
+      document.body.focus();
+      document.body.removeAttribute("tabindex");
+    });
+    await page.keyboard.press("Tab");
+    assert.equal(await page.evaluate(() => document.activeElement.className), "skip", "the first stop is the skip link");
+    await page.keyboard.press("Enter");
+    assert.equal(await page.evaluate(() => document.activeElement.id), "main");
+    assert.equal(await page.evaluate(() => location.hash), "#/", "skipping does not leave the page");
     await page.getByLabel(/Words or/).fill("");
     await page.keyboard.press("Shift+Tab");
     await page.keyboard.press("Tab");

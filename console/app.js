@@ -124,7 +124,8 @@ function signedIn(api) {
   document.body.classList.add("signed-in");
   replace(
     nav,
-    link("/", "Sessions"),
+    // The link to the page already shown reloads it (the hash does not change, so no event).
+    h("a", { href: "#/", onclick: () => location.hash === "#/" && queueMicrotask(route) }, "Sessions"),
     h("button", { type: "button", class: "link-button", onclick: () => signOut("Signed out.") }, "Sign out"),
   );
   route();

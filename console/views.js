@@ -31,7 +31,7 @@ export function sessionPage({ api, session, seq, errorBox, announce }) {
 
   const verifyButton = h("button", { type: "button", onclick: verify }, "Verify");
   const exportButton = h("button", { type: "button", onclick: download }, "Download export");
-  const liveButton = h("button", { type: "button", "aria-pressed": "false", onclick: toggleLive }, "Follow live");
+  const liveButton = h("button", { type: "button", onclick: toggleLive }, "Follow live");
   const accessButton = h("button", { type: "button", onclick: () => loadAccess(null) }, "Show who accessed this session");
 
   let pageAfter = seq ? pageStart(seq, PAGE) : 0;
@@ -490,7 +490,6 @@ export function sessionPage({ api, session, seq, errorBox, announce }) {
       return;
     }
     live = new AbortController();
-    liveButton.setAttribute("aria-pressed", "true");
     replace(liveButton, "Stop following");
     // Follow from the head: show the last page, then append what arrives.
     const last = pageStart(summary.last_seq, PAGE);
@@ -537,7 +536,6 @@ export function sessionPage({ api, session, seq, errorBox, announce }) {
   function stopLive(message) {
     if (live) live.abort();
     live = null;
-    liveButton.setAttribute("aria-pressed", "false");
     replace(liveButton, "Follow live");
     replace(liveStatus, message || "");
     delete liveStatus.dataset.state;

@@ -4,10 +4,11 @@
 
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 
-import { World, launchBrowser, missingPrerequisite, screenshotDir } from "./harness.js";
+import { World, binary, launchBrowser, missingPrerequisite, screenshotDir } from "./harness.js";
 
 const missing = missingPrerequisite();
 /** Entries of the long session: enough to prove paging, overridable to save time. */
@@ -298,6 +299,8 @@ describe("the console in headless Chromium", { skip: missing ? `skipped: ${missi
     assert.deepEqual(lines.slice(0, -1).map((e) => e.seq), [1, 2, 3, 4, 5, 6, 7, 8, 9]);
     assert.equal(lines.at(-1).export_trailer.last_seq, 9);
     assert.equal(lines.at(-1).export_trailer.session_id, "order-8892");
+    const offline = spawnSync(binary(), ["verify-export", await download.path()], { encoding: "utf8" });
+    assert.equal(offline.status, 0, `chatledger verify-export: ${offline.stdout}${offline.stderr}`);
   });
 
   test("XSS payloads in messages, metadata, snippets and hold names stay inert text", async () => {

@@ -28,7 +28,7 @@ export const chromiumArgs = [
   "--disable-dev-shm-usage",
 ];
 
-function binary() {
+export function binary() {
   return process.env.CHATLEDGER_BIN || join(repo, "target", "debug", "chatledger");
 }
 

@@ -58,8 +58,7 @@ const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; i
      connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'; \
      object-src 'none'; require-trusted-types-for 'script'; trusted-types 'none'";
 
-/// Strong validators of the files, so that a browser revalidates instead of refetching, and
-/// sees a new binary's files at once.
+/// Strong validators of the files, `INDEX` first, then `ASSETS` in order.
 static ETAGS: LazyLock<Vec<String>> = LazyLock::new(|| {
     std::iter::once(&INDEX)
         .chain(ASSETS)
@@ -83,7 +82,7 @@ pub fn router() -> Router<AppState> {
     responses((status = 200, description = "The web console's page", body = String, content_type = "text/html"))
 )]
 pub async fn index(headers: HeaderMap) -> Response {
-    serve(&INDEX, &ETAGS[0], &headers, "no-cache")
+    serve(&INDEX, &ETAGS[0], &headers)
 }
 
 /// `GET /console/{path}`: a script, style sheet or picture of the console.
@@ -99,12 +98,14 @@ pub async fn index(headers: HeaderMap) -> Response {
 )]
 pub async fn file(Path(path): Path<String>, headers: HeaderMap) -> Response {
     match ASSETS.iter().position(|asset| asset.name == path) {
-        Some(at) => serve(&ASSETS[at], &ETAGS[at + 1], &headers, "no-cache"),
+        Some(at) => serve(&ASSETS[at], &ETAGS[at + 1], &headers),
         None => ApiError::NotFound.into_response(),
     }
 }
 
-fn serve(asset: &Asset, etag: &str, headers: &HeaderMap, cache: &'static str) -> Response {
+/// The file, or 304 when the browser's copy is current; always revalidated, so that a new
+/// binary's files are seen at once.
+fn serve(asset: &Asset, etag: &str, headers: &HeaderMap) -> Response {
     let fresh = headers
         .get_all(IF_NONE_MATCH)
         .iter()
@@ -120,7 +121,7 @@ fn serve(asset: &Asset, etag: &str, headers: &HeaderMap, cache: &'static str) ->
         ([(CONTENT_TYPE, asset.content_type)], asset.body).into_response()
     };
     let response_headers = response.headers_mut();
-    response_headers.insert(CACHE_CONTROL, HeaderValue::from_static(cache));
+    response_headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     if let Ok(etag) = HeaderValue::from_str(etag) {
         response_headers.insert(ETAG, etag);
     }

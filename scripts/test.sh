@@ -55,6 +55,9 @@ export CHATLEDGER_BIN
 step "Python client tests (clients/python/run-tests.sh)"
 clients/python/run-tests.sh
 
+step "Console tests in headless Chromium (scripts/console-tests.sh)"
+scripts/console-tests.sh
+
 step "schemathesis against /openapi.json (scripts/schemathesis.sh)"
 scripts/schemathesis.sh
 

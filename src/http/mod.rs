@@ -4,6 +4,7 @@
 
 mod admin;
 mod audit;
+mod console;
 mod extract;
 mod holds;
 mod observe;
@@ -307,6 +308,7 @@ pub fn router(mut state: AppState, settings: &HttpSettings) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/openapi.json", get(openapi_document))
         .route("/metrics", get(observe::metrics))
+        .merge(console::router())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))

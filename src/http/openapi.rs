@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, audit, holds, ops, problem, sessions};
+use super::{admin, audit, console, holds, ops, problem, sessions};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -33,6 +33,8 @@ use super::{admin, audit, holds, ops, problem, sessions};
         ops::healthz,
         ops::readyz,
         super::observe::metrics,
+        console::index,
+        console::file,
     ),
     components(schemas(problem::Problem)),
     modifiers(&BearerAuth)

@@ -14,6 +14,7 @@ mod audit;
 mod binary;
 mod compliance;
 mod concurrency;
+mod console;
 mod database;
 mod erasure;
 mod hardening;

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +25,15 @@ from conftest import Ledger
 
 APP_DIR = Path(__file__).resolve().parent / "app"
 WORKERS = 3
+
+
+def _accepts(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+        return True
 
 
 class Gunicorn:
@@ -43,11 +53,15 @@ class Gunicorn:
         while True:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("gunicorn did not start:\n" + self.logs())
-            try:
-                if self.socket.exists() and self.http.get("/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
+            # Only once the socket accepts does httpx connect: its failed connects to a socket
+            # file nobody listens on yet leave a socket for the garbage collector, which pytest
+            # reports as an error of this test.
+            if self.socket.exists() and _accepts(self.socket):
+                try:
+                    if self.http.get("/healthz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
             time.sleep(0.1)  # bounded polling for readiness, not a race fix
 
     def logs(self) -> str:

@@ -57,17 +57,24 @@ async fn serve_on(database: &Database, args: &ServeArgs) -> CommandResult {
     let pool = db::runtime_pool(database.owner(), &args.pool_settings()).await?;
     let state = http::AppState::new(pool.clone(), args.limits(), admin_key)
         .trusting(args.trusted_proxy.clone())
-        .bounded(args.max_concurrent_audits, args.max_body_bytes_in_flight);
+        .bounded(args.max_concurrent_audits, args.max_body_bytes_in_flight)
+        .streams_per_key(args.max_streams_per_key);
     let sweeper = tokio::spawn(sweep_periodically(
         pool.clone(),
         Duration::from_secs(args.retention_interval_secs.max(1)),
     ));
     let listener = TcpListener::bind(args.listen).await?;
     tracing::info!(address = %listener.local_addr()?, embedded = database.is_embedded(), "chatledger listening");
+    let streams = state.clone();
+    let shutdown = async move {
+        shutdown_signal().await;
+        // A live tail never finishes by itself: end them all, so that draining can.
+        streams.close_streams();
+    };
     http::serve_with(
         listener,
         http::router(state, &args.http_settings()),
-        shutdown_signal(),
+        shutdown,
         args.serve_settings(),
     )
     .await?;

@@ -79,3 +79,8 @@ pub fn swept(report: &SweepReport) {
     metrics::gauge!("chatledger_retention_last_sweep_timestamp_seconds")
         .set(chrono::Utc::now().timestamp() as f64);
 }
+
+/// Live-tail streams open on this server.
+pub fn tail_streams(open: usize) {
+    metrics::gauge!("chatledger_tail_streams").set(open as f64);
+}

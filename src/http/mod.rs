@@ -12,6 +12,7 @@ mod ops;
 pub mod problem;
 mod server;
 mod sessions;
+mod tail;
 mod views;
 
 use std::future::Future;
@@ -35,6 +36,7 @@ use crate::db::listen::{Listener, Subscriber};
 use crate::error::Error;
 use crate::ledger::{Appended, Limits, PageLimit};
 use crate::metrics;
+use crate::tail::Hub;
 use problem::ApiError;
 
 /// Everything a handler needs; cheap to clone.
@@ -54,6 +56,8 @@ pub struct AppState {
     body_budget: Arc<Semaphore>,
     body_budget_kib: usize,
     openapi: Arc<serde_json::Value>,
+    /// The live tails of this server and what wakes them.
+    tail: Arc<Hub>,
     _listener: Arc<Listener>,
 }
 
@@ -86,8 +90,11 @@ impl AppState {
         let openapi = serde_json::to_value(openapi::ApiDoc::openapi()).unwrap_or_default();
         metrics::prometheus();
         let keys = Arc::new(KeyCache::default());
-        let subscribers: Vec<std::sync::Weak<dyn Subscriber>> =
-            vec![Arc::downgrade(&keys) as std::sync::Weak<dyn Subscriber>];
+        let tail = Arc::new(Hub::default());
+        let subscribers: Vec<std::sync::Weak<dyn Subscriber>> = vec![
+            Arc::downgrade(&keys) as std::sync::Weak<dyn Subscriber>,
+            Arc::downgrade(&tail) as std::sync::Weak<dyn Subscriber>,
+        ];
         let listener = Listener::spawn((*pool.connect_options()).clone(), subscribers);
         Self {
             pool,
@@ -100,8 +107,26 @@ impl AppState {
             body_budget_kib: DEFAULT_BODY_BUDGET_KIB,
             max_body_bytes: HttpSettings::default().max_body_bytes,
             openapi: Arc::new(openapi),
+            tail,
             _listener: Arc::new(listener),
         }
+    }
+
+    /// At most `streams` live tails open per key on this server.
+    pub fn streams_per_key(self, streams: usize) -> Self {
+        self.tail.set_max_per_key(streams);
+        self
+    }
+
+    /// Ends every live tail (the stream's body ends cleanly), now and from now on: the first
+    /// step of a graceful shutdown, since a stream would otherwise never finish.
+    pub fn close_streams(&self) {
+        self.tail.close();
+    }
+
+    /// Live tails open now.
+    pub fn open_streams(&self) -> usize {
+        self.tail.open_streams()
     }
 
     /// At most `audits` verifies and exports at once, and `body_bytes` of request bodies in
@@ -219,6 +244,7 @@ pub fn router(mut state: AppState, settings: &HttpSettings) -> Router {
         )
         .route("/sessions/{session_id}/reset", post(sessions::reset))
         .route("/sessions/{session_id}/context", get(sessions::context))
+        .route("/sessions/{session_id}/events", get(tail::events))
         .route("/sessions/{session_id}/verify", get(audit::verify))
         .route("/sessions/{session_id}/export", get(audit::export))
         .route("/sessions/{session_id}/erasure", post(holds::erase))

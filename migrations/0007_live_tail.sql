@@ -1,0 +1,54 @@
+-- Live tail (issue 16): every advance of a session's head is announced on channel
+-- `chatledger_tail`, after commit, to every server's listener, which wakes the streams following
+-- that session; each stream then reads the new entries itself under its key's tenant binding.
+--
+-- Any role that may connect to the database may LISTEN on any channel, so a notification
+-- carries no content and nothing from which a session's name can be recovered: the tenant's id,
+-- a session key (the first 8 bytes of SHA-256 over a per-database secret, the tenant id and the
+-- session id, as 16 hex digits) and the new last seq, "<tenant> <key> <last_seq>", well under
+-- the 8000 bytes a payload may have. A stream on a session that does not exist yet computes
+-- the same key, so it waits for exactly that session, and a stream of another tenant on the
+-- same session id never shares one.
+--
+-- A trigger rather than a change of chatledger_extend: it covers every writer of entries
+-- (appends, resets, erasure records) and stays in place whichever later migration redefines
+-- chatledger_extend, in whichever order migrations numbered around it are applied.
+
+CREATE TABLE tail_secret (
+    only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+    secret   bytea NOT NULL CHECK (length(secret) = 32)
+);
+-- gen_random_uuid draws from the server's strong random source: 244 random bits.
+INSERT INTO tail_secret (secret)
+VALUES (pg_catalog.sha256(pg_catalog.convert_to(
+            gen_random_uuid()::text || gen_random_uuid()::text, 'UTF8')));
+CREATE TRIGGER tail_secret_no_change BEFORE UPDATE OR DELETE ON tail_secret
+    FOR EACH ROW EXECUTE FUNCTION chatledger_refuse_change();
+CREATE TRIGGER tail_secret_no_truncate BEFORE TRUNCATE ON tail_secret
+    FOR EACH STATEMENT EXECUTE FUNCTION chatledger_refuse_change();
+GRANT SELECT ON tail_secret TO chatledger_app;
+
+-- The session key of API.md "Live tail" notifications, as 16 lower-case hex digits.
+CREATE FUNCTION chatledger_tail_key(p_tenant_id bigint, p_session_id text) RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN (SELECT pg_catalog.encode(pg_catalog.substr(pg_catalog.sha256(
+            s.secret || pg_catalog.int8send(p_tenant_id)
+                     || pg_catalog.convert_to(p_session_id, 'UTF8')), 1, 8), 'hex')
+          FROM tail_secret s);
+
+CREATE FUNCTION chatledger_tail_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_catalog.pg_notify('chatledger_tail',
+        NEW.tenant_id::text || ' ' || chatledger_tail_key(NEW.tenant_id, NEW.session_id)
+                        || ' ' || NEW.last_seq::text);
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER sessions_tail_notify AFTER UPDATE OF last_seq ON sessions
+    FOR EACH ROW WHEN (NEW.last_seq > OLD.last_seq) EXECUTE FUNCTION chatledger_tail_notify();
+
+REVOKE ALL ON FUNCTION chatledger_tail_key FROM PUBLIC;
+REVOKE ALL ON FUNCTION chatledger_tail_notify FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION chatledger_tail_key TO chatledger_app;
+GRANT EXECUTE ON FUNCTION chatledger_tail_notify TO chatledger_app;
+CALL chatledger_pin_search_path();

@@ -20,4 +20,5 @@ mod hardening;
 mod hash_vectors;
 mod helpers;
 mod reading;
+mod tail;
 mod validation;

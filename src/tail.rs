@@ -7,10 +7,12 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use tokio::sync::watch;
 
 use crate::db::listen::Subscriber;
+use crate::ledger::Page;
 
 /// Channel on which the database announces every new entry (migration 0007).
 pub const TAIL_CHANNEL: &str = "chatledger_tail";
@@ -25,8 +27,8 @@ pub type SessionKey = (i64, u64);
 /// Every stream of this server, and what wakes them.
 #[derive(Debug)]
 pub struct Hub {
-    /// The highest last seq heard of, per followed session.
-    sessions: Mutex<HashMap<SessionKey, watch::Sender<i64>>>,
+    /// Per followed session: the highest last seq heard of, and the latest read of it.
+    sessions: Mutex<HashMap<SessionKey, Followed>>,
     /// Bumped whenever notifications may have been missed.
     epoch: watch::Sender<u64>,
     /// True once the server is shutting down: every stream ends.
@@ -42,6 +44,26 @@ impl Default for Hub {
     }
 }
 
+/// One followed session.
+#[derive(Debug)]
+struct Followed {
+    head: watch::Sender<i64>,
+    shared: Arc<tokio::sync::Mutex<Option<SharedRead>>>,
+}
+
+/// The latest read of a session's entries on this server, which its other streams at the same
+/// place take instead of reading the same entries again: one read per new entry and server,
+/// not one per stream. Whoever reads holds the lock, so the others wait for its page.
+#[derive(Debug)]
+pub struct SharedRead {
+    /// The session read (the session key alone might, however unlikely, name two).
+    pub session_id: String,
+    /// The page holds the entries after this seq.
+    pub after_seq: i64,
+    pub read_at: Instant,
+    pub page: Arc<Page>,
+}
+
 /// What a stream listens to; dropping it gives its slot back and forgets a session that no
 /// one follows any more.
 #[derive(Debug)]
@@ -50,6 +72,7 @@ pub struct Follow {
     key: SessionKey,
     key_id: Arc<str>,
     head: watch::Receiver<i64>,
+    shared: Arc<tokio::sync::Mutex<Option<SharedRead>>>,
     epoch: watch::Receiver<u64>,
     closing: watch::Receiver<bool>,
 }
@@ -97,10 +120,14 @@ impl Hub {
     /// Starts following `key` with the slot reserved for it. Follow before reading, so that
     /// nothing committed in between goes unnoticed.
     pub fn follow(self: &Arc<Self>, mut slot: Slot, key: SessionKey) -> Follow {
-        let head = lock(&self.sessions)
-            .entry(key)
-            .or_insert_with(|| watch::Sender::new(0))
-            .subscribe();
+        let (head, shared) = {
+            let mut sessions = lock(&self.sessions);
+            let followed = sessions.entry(key).or_insert_with(|| Followed {
+                head: watch::Sender::new(0),
+                shared: Arc::default(),
+            });
+            (followed.head.subscribe(), followed.shared.clone())
+        };
         // The slot's release moves to the Follow.
         slot.hub = None;
         Follow {
@@ -108,6 +135,7 @@ impl Hub {
             key,
             key_id: slot.key_id.clone(),
             head,
+            shared,
             epoch: self.epoch.subscribe(),
             closing: self.closing.subscribe(),
         }
@@ -166,8 +194,8 @@ impl Subscriber for Hub {
             tracing::warn!(payload, "a tail notification that does not parse");
             return;
         };
-        if let Some(head) = lock(&self.sessions).get(&key) {
-            head.send_if_modified(|seen| {
+        if let Some(followed) = lock(&self.sessions).get(&key) {
+            followed.head.send_if_modified(|seen| {
                 let newer = last_seq > *seen;
                 *seen = (*seen).max(last_seq);
                 newer
@@ -214,6 +242,16 @@ impl Follow {
         }
     }
 
+    /// The highest last seq of the session heard of so far.
+    pub fn heard(&self) -> i64 {
+        *self.head.borrow()
+    }
+
+    /// The session's latest read on this server, shared by its streams.
+    pub fn shared(&self) -> &tokio::sync::Mutex<Option<SharedRead>> {
+        &self.shared
+    }
+
     /// Whether the server is shutting down.
     pub fn closing(&self) -> bool {
         *self.closing.borrow()
@@ -227,7 +265,7 @@ impl Drop for Follow {
             // This receiver is the last: nobody follows the session any more.
             if sessions
                 .get(&self.key)
-                .is_some_and(|head| head.receiver_count() <= 1)
+                .is_some_and(|followed| followed.head.receiver_count() <= 1)
             {
                 sessions.remove(&self.key);
             }

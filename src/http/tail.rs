@@ -5,7 +5,8 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -22,16 +23,20 @@ use super::extract::{Query, Reader, SessionPath, bounded};
 use super::problem::{ApiError, TailProblems};
 use super::views::{EntryView, View};
 use crate::access::{Action, Outcome, Recorded};
-use crate::auth::{Caller, Scope};
+use crate::auth::{Caller, Credential, Scope};
 use crate::error::{Error, Invalid};
 use crate::ledger::{self, Entry, Page, PageLimit, Range, SessionId};
-use crate::tail::{Follow, Wake};
+use crate::tail::{Follow, SharedRead, Wake};
 
 /// A comment line at least this often, so that proxies and clients see a live connection.
 const HEARTBEAT: Duration = Duration::from_secs(10);
 
 /// Entries one read of a stream takes at most.
 const PAGE_ENTRIES: i64 = 100;
+
+/// Another stream's read of the same entries is taken while younger than this and while no newer
+/// head has been heard of (an erasure, say, appends an entry and so moves the head).
+const SHARED_FRESH: Duration = Duration::from_secs(1);
 
 /// How long a stream keeps trying to read before it ends (the client then resumes with
 /// `Last-Event-ID`).
@@ -87,6 +92,7 @@ pub async fn events(
         ))
     })?;
     let accessor = authed.accessor();
+    let authed_credential = authed.credential;
     let caller = authed.caller;
     let open = OpenTail {
         session_id: session_id.clone(),
@@ -102,6 +108,7 @@ pub async fn events(
         last_seq: after_seq,
         pending: VecDeque::new(),
         behind: false,
+        credential: authed_credential,
     };
     // The first page is read before answering, so that a database in trouble is a 503.
     let page = tail.read().await?;
@@ -163,6 +170,10 @@ struct Tail {
     pending: VecDeque<Entry>,
     /// The last read stopped before the head: read on without waiting.
     behind: bool,
+    /// The stream's key, checked before each shared read (against the key cache, which every
+    /// revocation empties), so that a revoked key's stream ends rather than living on other
+    /// streams' reads.
+    credential: Credential,
 }
 
 impl Tail {
@@ -220,8 +231,37 @@ impl Tail {
         }
     }
 
-    /// The next page after `last_seq`; None while the session does not exist (for this tenant).
+    /// The next page after `last_seq`, from another stream's read of the same entries when
+    /// there is a fresh one; None while the session does not exist (for this tenant).
     async fn read(&self) -> Result<Option<Page>, ApiError> {
+        let follow_shared = self.follow.shared();
+        let mut shared = follow_shared.lock().await;
+        if let Some(read) = shared.as_ref().filter(|read| {
+            read.after_seq == self.last_seq
+                && read.session_id == self.session_id.as_str()
+                && read.read_at.elapsed() < SHARED_FRESH
+                && read.page.last_seq >= self.follow.heard()
+        }) {
+            let page = Page::clone(&read.page);
+            drop(shared);
+            self.state.authenticate(&self.credential).await?;
+            return Ok(Some(page));
+        }
+        let read_at = Instant::now();
+        let page = self.read_own().await?;
+        if let Some(page) = &page {
+            *shared = Some(SharedRead {
+                session_id: self.session_id.as_str().to_owned(),
+                after_seq: self.last_seq,
+                read_at,
+                page: Arc::new(page.clone()),
+            });
+        }
+        Ok(page)
+    }
+
+    /// The next page after `last_seq`, read under this stream's key.
+    async fn read_own(&self) -> Result<Option<Page>, ApiError> {
         let caller = self.caller.clone();
         let session_id = self.session_id.clone();
         let range = Range::After(self.last_seq);

@@ -524,3 +524,34 @@ async fn on_sigterm_open_streams_end_cleanly_and_the_server_exits() {
     }
     assert!(exited.await.expect("exit status").success());
 }
+
+#[tokio::test]
+async fn a_revoked_keys_stream_ends_while_another_keys_stream_on_the_session_goes_on() {
+    let app = TestApp::spawn().await;
+    append_n(&app, "t-rev", 1, "m").await;
+    let mut revoked =
+        EventStream::open(&app.address, &app.database.auditor_key, "t-rev", "", None).await;
+    let mut kept =
+        EventStream::open(&app.address, &app.database.reader_key, "t-rev", "", None).await;
+    assert_eq!(revoked.next_within(WAIT).await.seq(), 1);
+    assert_eq!(kept.next_within(WAIT).await.seq(), 1);
+    let response = app
+        .request_as(
+            reqwest::Method::DELETE,
+            &format!("/v1/admin/keys/{}", app.database.auditor_key_id),
+            Some(ADMIN_KEY),
+        )
+        .send()
+        .await
+        .expect("revoke");
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    append_n(&app, "t-rev", 1, "after the revocation").await;
+    assert_eq!(kept.next_within(WAIT).await.seq(), 2);
+    let end = tokio::time::timeout(WAIT, revoked.next())
+        .await
+        .expect("the revoked key's stream ends");
+    assert!(
+        end.is_none(),
+        "a revoked key receives nothing more: {end:?}"
+    );
+}

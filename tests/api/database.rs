@@ -170,6 +170,7 @@ async fn probes_and_the_openapi_document_need_no_key_and_cover_every_route() {
         ("/v1/sessions/{session_id}/messages", &["get", "post"]),
         ("/v1/sessions/{session_id}/reset", &["post"]),
         ("/v1/sessions/{session_id}/context", &["get"]),
+        ("/v1/sessions/{session_id}/events", &["get"]),
         ("/healthz", &["get"]),
         ("/readyz", &["get"]),
     ] {

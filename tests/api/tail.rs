@@ -69,7 +69,7 @@ impl EventStream {
                     data: String::new(),
                 };
                 let mut fields = 0;
-                for line in block.lines() {
+                for line in block.lines().filter(|line| !line.is_empty()) {
                     if line.starts_with(':') {
                         self.comments += 1;
                         continue;
@@ -553,5 +553,35 @@ async fn a_revoked_keys_stream_ends_while_another_keys_stream_on_the_session_goe
     assert!(
         end.is_none(),
         "a revoked key receives nothing more: {end:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_quiet_stream_gets_a_comment_line_within_15_seconds_and_outlives_the_request_timeout() {
+    let database = TestDatabase::new().await;
+    let pool = database.runtime_pool().await;
+    let settings = chatledger::http::HttpSettings {
+        request_timeout: Duration::from_millis(500),
+        ..Default::default()
+    };
+    let app = TestApp::spawn_configured(
+        database,
+        pool,
+        chatledger::ledger::Limits::default(),
+        settings,
+        |state| state,
+    )
+    .await;
+    let mut stream =
+        EventStream::open(&app.address, &app.database.reader_key, "t-quiet", "", None).await;
+    // Nothing to send for 15 s: the stream stays open, with a comment line meanwhile.
+    let quiet = tokio::time::timeout(Duration::from_secs(15), stream.next()).await;
+    assert!(quiet.is_err(), "no event on a quiet session: {quiet:?}");
+    assert!(stream.comments >= 1, "a comment line within 15 s");
+    append_n(&app, "t-quiet", 1, "late").await;
+    assert_eq!(
+        stream.next_within(WAIT).await.seq(),
+        1,
+        "well past the request timeout"
     );
 }

@@ -585,3 +585,30 @@ async fn a_quiet_stream_gets_a_comment_line_within_15_seconds_and_outlives_the_r
         "well past the request timeout"
     );
 }
+
+#[tokio::test]
+async fn waiting_streams_hold_no_database_connection() {
+    let database = TestDatabase::new().await;
+    let settings = chatledger::db::PoolSettings {
+        max_connections: 2,
+        ..Default::default()
+    };
+    let pool = chatledger::db::runtime_pool(&database.owner, &settings)
+        .await
+        .expect("a pool of two");
+    let app = TestApp::spawn_with(database, pool, chatledger::ledger::Limits::default()).await;
+    append_n(&app, "t-pool", 1, "m").await;
+    let mut streams = Vec::new();
+    for _ in 0..20 {
+        let mut stream =
+            EventStream::open(&app.address, &app.database.reader_key, "t-pool", "", None).await;
+        assert_eq!(stream.next_within(WAIT).await.seq(), 1);
+        streams.push(stream);
+    }
+    // Twenty streams wait on a pool of two, and the pool still serves.
+    append_n(&app, "t-pool", 1, "still served").await;
+    json_ok(app.get("/v1/sessions/t-pool").await).await;
+    for stream in &mut streams {
+        assert_eq!(stream.next_within(WAIT).await.seq(), 2);
+    }
+}

@@ -28,13 +28,20 @@ CREATE TRIGGER tail_secret_no_truncate BEFORE TRUNCATE ON tail_secret
     FOR EACH STATEMENT EXECUTE FUNCTION chatledger_refuse_change();
 GRANT SELECT ON tail_secret TO chatledger_app;
 
--- The session key of API.md "Live tail" notifications, as 16 lower-case hex digits.
+-- The session key of API.md "Live tail" notifications, as 16 lower-case hex digits. PL/pgSQL
+-- rather than SQL: its plan is cached per connection, where a SQL function called from the
+-- trigger would be planned again on every append.
 CREATE FUNCTION chatledger_tail_key(p_tenant_id bigint, p_session_id text) RETURNS text
-LANGUAGE sql STABLE PARALLEL SAFE
-RETURN (SELECT pg_catalog.encode(pg_catalog.substr(pg_catalog.sha256(
-            s.secret || pg_catalog.int8send(p_tenant_id)
-                     || pg_catalog.convert_to(p_session_id, 'UTF8')), 1, 8), 'hex')
-          FROM tail_secret s);
+LANGUAGE plpgsql STABLE PARALLEL SAFE AS $$
+DECLARE
+    v_secret bytea;
+BEGIN
+    SELECT secret INTO STRICT v_secret FROM tail_secret;
+    RETURN pg_catalog.encode(pg_catalog.substr(pg_catalog.sha256(
+               v_secret || pg_catalog.int8send(p_tenant_id)
+                        || pg_catalog.convert_to(p_session_id, 'UTF8')), 1, 8), 'hex');
+END
+$$;
 
 CREATE FUNCTION chatledger_tail_notify() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN

@@ -22,6 +22,7 @@ use crate::ledger::retention;
 use crate::ledger::search::{self, Search, SearchQuery};
 use crate::ledger::{MessageRole, SessionId};
 use crate::metrics;
+use crate::tail;
 
 pub type BoxError = Box<dyn StdError + Send + Sync>;
 pub type CommandResult = Result<(), BoxError>;
@@ -57,7 +58,8 @@ async fn serve_on(database: &Database, args: &ServeArgs) -> CommandResult {
     let pool = database.runtime_pool(&args.pool_settings()).await?;
     let mut state = http::AppState::new(pool.clone(), args.limits(), admin_key)
         .trusting(args.trusted_proxy.clone())
-        .bounded(args.max_concurrent_audits, args.max_body_bytes_in_flight);
+        .bounded(args.max_concurrent_audits, args.max_body_bytes_in_flight)
+        .streams_per_key(args.max_streams_per_key);
     let replica = match &args.replica_url {
         Some(url) => Some(db::replica_pool(url, &args.pool_settings()).await?),
         None => None,
@@ -71,10 +73,16 @@ async fn serve_on(database: &Database, args: &ServeArgs) -> CommandResult {
     ));
     let listener = TcpListener::bind(args.listen).await?;
     tracing::info!(address = %listener.local_addr()?, embedded = database.is_embedded(), "chatledger listening");
+    let streams = state.clone();
+    let shutdown = async move {
+        shutdown_signal().await;
+        // A live tail never finishes by itself: end them all, so that draining can.
+        streams.close_streams();
+    };
     http::serve_with(
         listener,
         http::router(state, &args.http_settings()),
-        shutdown_signal(),
+        shutdown,
         args.serve_settings(),
     )
     .await?;
@@ -364,6 +372,14 @@ pub async fn erase(
         };
         let erased =
             access::run_recorded(&pool, Scope::operator(&tenant), true, &accessor, work).await?;
+        let advance = tail::Advance {
+            tenant_id: tenant.id,
+            session_id: erased.appended.session_id.as_str().to_owned(),
+            last_seq: erased.appended.last_seq,
+        };
+        if let Err(error) = tail::announce(&pool, &[advance]).await {
+            tracing::warn!(%error, "erased, but could not tell live tails");
+        }
         println!(
             "erased {} entries of {}/{session} through seq {}; erasure entry seq {}",
             erased.erased_count, tenant.name, erased.erased_through_seq, erased.appended.first_seq

@@ -324,6 +324,10 @@ pub struct ServeArgs {
     /// Verifies and exports running at once; beyond, 429 with Retry-After.
     #[arg(long, env = "CHATLEDGER_MAX_CONCURRENT_AUDITS", default_value_t = 4)]
     pub max_concurrent_audits: usize,
+    /// Live tails (`GET /v1/sessions/{id}/events`) open at once per key on this server; beyond,
+    /// 429 with Retry-After.
+    #[arg(long, env = "CHATLEDGER_MAX_STREAMS_PER_KEY", default_value_t = crate::tail::DEFAULT_STREAMS_PER_KEY)]
+    pub max_streams_per_key: usize,
     /// Largest page of entries a read returns, serialized (bytes; at least one entry).
     #[arg(long, env = "CHATLEDGER_MAX_PAGE_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_page_bytes: usize,

@@ -24,6 +24,8 @@ pub mod http;
 pub mod ledger;
 /// The metrics every part of chatledger reports, counted in one place.
 pub mod metrics;
+/// The live tail's fan-out of notifications to the streams following a session.
+pub mod tail;
 /// The one timestamp format of the API.
 pub mod time;
 /// The transparency log's pure core: Merkle proofs, signed notes, checkpoints, cosignatures.

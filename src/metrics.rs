@@ -85,3 +85,14 @@ pub fn swept(report: &SweepReport) {
     metrics::gauge!("chatledger_retention_last_sweep_timestamp_seconds")
         .set(chrono::Utc::now().timestamp() as f64);
 }
+
+/// Live-tail streams open on this server.
+pub fn tail_streams(open: usize) {
+    metrics::gauge!("chatledger_tail_streams").set(open as f64);
+}
+
+/// An advance of a session's head that live tails were not told of (the queue was full or the
+/// database refused the notification); their next wake-up catches up.
+pub fn tail_announcement_dropped() {
+    metrics::counter!("chatledger_tail_announcements_dropped_total").increment(1);
+}

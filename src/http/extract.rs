@@ -64,6 +64,8 @@ impl RequiredRole for AuditorRole {
 /// from.
 pub struct Authed<R: RequiredRole> {
     pub caller: Caller,
+    /// The key as presented, to check again later that it is still live (a live tail).
+    pub credential: Credential,
     pub origin: Origin,
     role: PhantomData<R>,
 }
@@ -97,6 +99,7 @@ impl<R: RequiredRole> FromRequestParts<AppState> for Authed<R> {
         }
         Ok(Authed {
             caller,
+            credential,
             origin: origin(parts, state),
             role: PhantomData,
         })

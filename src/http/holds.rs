@@ -178,6 +178,7 @@ pub async fn erase(
         author: authed.caller.key_id.to_string(),
     };
     let accessor = authed.accessor();
+    let tenant_id = authed.caller.tenant.id;
     let erased = state.recorded(authed.caller, accessor, work).await?;
-    Ok(state.created(erased.appended))
+    Ok(state.created(tenant_id, erased.appended))
 }

@@ -13,6 +13,7 @@ mod ops;
 pub mod problem;
 mod server;
 mod sessions;
+mod tail;
 mod views;
 
 use std::future::Future;
@@ -36,6 +37,7 @@ use crate::db::listen::{Listener, Subscriber};
 use crate::error::Error;
 use crate::ledger::{Appended, Limits, PageLimit};
 use crate::metrics;
+use crate::tail::{Advance, Announcer, Hub};
 use problem::ApiError;
 
 /// Everything a handler needs; cheap to clone.
@@ -57,6 +59,10 @@ pub struct AppState {
     body_budget: Arc<Semaphore>,
     body_budget_kib: usize,
     openapi: Arc<serde_json::Value>,
+    /// The live tails of this server and what wakes them.
+    tail: Arc<Hub>,
+    /// Tells every server's tails of this server's committed appends.
+    announcer: Announcer,
     _listener: Arc<Listener>,
 }
 
@@ -89,10 +95,15 @@ impl AppState {
         let openapi = serde_json::to_value(openapi::ApiDoc::openapi()).unwrap_or_default();
         metrics::prometheus();
         let keys = Arc::new(KeyCache::default());
-        let subscribers: Vec<std::sync::Weak<dyn Subscriber>> =
-            vec![Arc::downgrade(&keys) as std::sync::Weak<dyn Subscriber>];
+        let tail = Arc::new(Hub::default());
+        let subscribers: Vec<std::sync::Weak<dyn Subscriber>> = vec![
+            Arc::downgrade(&keys) as std::sync::Weak<dyn Subscriber>,
+            Arc::downgrade(&tail) as std::sync::Weak<dyn Subscriber>,
+        ];
         let listener = Listener::spawn(pool.clone(), subscribers);
+        let announcer = Announcer::spawn(pool.clone());
         Self {
+            announcer,
             pool,
             replica: None,
             limits,
@@ -104,8 +115,26 @@ impl AppState {
             body_budget_kib: DEFAULT_BODY_BUDGET_KIB,
             max_body_bytes: HttpSettings::default().max_body_bytes,
             openapi: Arc::new(openapi),
+            tail,
             _listener: Arc::new(listener),
         }
+    }
+
+    /// At most `streams` live tails open per key on this server.
+    pub fn streams_per_key(self, streams: usize) -> Self {
+        self.tail.set_max_per_key(streams);
+        self
+    }
+
+    /// Ends every live tail (the stream's body ends cleanly), now and from now on: the first
+    /// step of a graceful shutdown, since a stream would otherwise never finish.
+    pub fn close_streams(&self) {
+        self.tail.close();
+    }
+
+    /// Live tails open now.
+    pub fn open_streams(&self) -> usize {
+        self.tail.open_streams()
     }
 
     /// At most `audits` verifies and exports at once, and `body_bytes` of request bodies in
@@ -269,8 +298,16 @@ impl AppState {
     }
 
     /// The 201 of an append, counted.
-    fn created(&self, appended: Appended) -> views::Created {
+    /// The answer to a committed append of `tenant_id`'s, announced to the live tails.
+    fn created(&self, tenant_id: i64, appended: Appended) -> views::Created {
         metrics::appended(&appended);
+        if !appended.replayed {
+            self.announcer.announce(Advance {
+                tenant_id,
+                session_id: appended.session_id.as_str().to_owned(),
+                last_seq: appended.last_seq,
+            });
+        }
         views::Created(appended)
     }
 }
@@ -287,6 +324,7 @@ pub fn router(mut state: AppState, settings: &HttpSettings) -> Router {
         )
         .route("/sessions/{session_id}/reset", post(sessions::reset))
         .route("/sessions/{session_id}/context", get(sessions::context))
+        .route("/sessions/{session_id}/events", get(tail::events))
         .route("/sessions/{session_id}/verify", get(audit::verify))
         .route("/sessions/{session_id}/export", get(audit::export))
         .route("/sessions/{session_id}/erasure", post(holds::erase))

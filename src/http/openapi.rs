@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, audit, console, holds, ops, problem, sessions};
+use super::{admin, audit, console, holds, ops, problem, sessions, tail};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -15,6 +15,7 @@ use super::{admin, audit, console, holds, ops, problem, sessions};
         sessions::list_messages,
         sessions::context,
         sessions::list_sessions,
+        tail::events,
         audit::verify,
         audit::export,
         holds::erase,

@@ -339,6 +339,42 @@ pub enum ReadProblems {
     Unavailable(#[to_schema] Problem),
 }
 
+/// The problems of a live tail: no session to miss (it waits), a key's streams all open.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub enum TailProblems {
+    #[response(
+        status = 400,
+        description = "Malformed session id, parameter or Last-Event-ID",
+        content_type = "application/problem+json"
+    )]
+    BadRequest(#[to_schema] Problem),
+    #[response(
+        status = 401,
+        description = "Missing, unknown or revoked key",
+        content_type = "application/problem+json"
+    )]
+    Unauthenticated(#[to_schema] Problem),
+    #[response(
+        status = 403,
+        description = "The key's role may not do this",
+        content_type = "application/problem+json"
+    )]
+    Forbidden(#[to_schema] Problem),
+    #[response(
+        status = 429,
+        description = "The key has its maximum of open streams on this server; retry after Retry-After",
+        content_type = "application/problem+json"
+    )]
+    TooMany(#[to_schema] Problem),
+    #[response(
+        status = 503,
+        description = "The database is unavailable; retry after Retry-After",
+        content_type = "application/problem+json"
+    )]
+    Unavailable(#[to_schema] Problem),
+}
+
 /// The problems of a listing: no session to miss.
 #[derive(IntoResponses)]
 #[allow(dead_code)]

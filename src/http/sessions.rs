@@ -135,13 +135,14 @@ pub async fn append_messages(
     let request = body
         .value
         .into_request(session_id, idempotency, &state.limits)?;
+    let tenant_id = caller.tenant.id;
     let appended =
         state
             .run(|pool| async move {
                 ledger::append(&mut *pool.acquire().await?, &caller, request).await
             })
             .await?;
-    Ok(state.created(appended))
+    Ok(state.created(tenant_id, appended))
 }
 
 /// Append a context reset: the next context window starts after it. Erases nothing.
@@ -169,13 +170,14 @@ pub async fn reset(
     let request = body
         .value
         .into_request(session_id, idempotency, &state.limits)?;
+    let tenant_id = caller.tenant.id;
     let appended =
         state
             .run(|pool| async move {
                 ledger::append(&mut *pool.acquire().await?, &caller, request).await
             })
             .await?;
-    Ok(state.created(appended))
+    Ok(state.created(tenant_id, appended))
 }
 
 /// A session's summary.

@@ -17,6 +17,6 @@ pub mod verify;
 pub use append::{AppendRequest, Appended, AppendedEntry, Idempotency, append};
 pub use hash::Timestamp;
 pub use read::{
-    Entry, Page, PageLimit, Range, RawJson, SessionSummary, entries, session, sessions,
+    Entry, Page, PageLimit, Range, RawJson, SessionSummary, entries, session, sessions, tail_key,
 };
 pub use types::{EntryKind, IdempotencyKey, Limits, MessageRole, NewEntry, SessionId};

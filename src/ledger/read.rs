@@ -212,3 +212,20 @@ fn stored_time(at: Option<DateTime<Utc>>) -> Result<Timestamp, Error> {
     at.map(Timestamp)
         .ok_or(Error::Corrupt("an entry without created_at"))
 }
+
+/// The key under which notifications name `session_id` of the scope's tenant (migration 0007),
+/// whether or not the session exists.
+pub async fn tail_key(
+    db: &mut PgConnection,
+    scope: Scope<'_>,
+    session_id: &SessionId,
+) -> Result<u64, Error> {
+    let key = sqlx::query_scalar!(
+        r#"SELECT chatledger_tail_key($1, $2) AS "key!""#,
+        scope.tenant.id,
+        session_id.as_str(),
+    )
+    .fetch_one(&mut *db)
+    .await?;
+    u64::from_str_radix(&key, 16).map_err(|_| Error::Corrupt("a tail key that is not hex"))
+}

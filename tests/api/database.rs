@@ -170,6 +170,7 @@ async fn probes_and_the_openapi_document_need_no_key_and_cover_every_route() {
         ("/v1/sessions/{session_id}/messages", &["get", "post"]),
         ("/v1/sessions/{session_id}/reset", &["post"]),
         ("/v1/sessions/{session_id}/context", &["get"]),
+        ("/v1/sessions/{session_id}/events", &["get"]),
         ("/healthz", &["get"]),
         ("/readyz", &["get"]),
     ] {
@@ -184,7 +185,7 @@ async fn probes_and_the_openapi_document_need_no_key_and_cover_every_route() {
 
 /// Tables without `tenant_id` that hold no tenant's rows of their own, or global tables that a
 /// sharded deployment would replicate to every node (Citus reference tables): docs/scaling.md.
-const GLOBAL_TABLES: &[&str] = &["_sqlx_migrations", "tenants", "api_keys"];
+const GLOBAL_TABLES: &[&str] = &["_sqlx_migrations", "tenants", "api_keys", "tail_secret"];
 
 #[tokio::test]
 async fn every_tenant_scoped_table_keys_on_tenant_id_so_that_it_can_be_sharded_by_tenant() {

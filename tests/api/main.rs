@@ -22,4 +22,5 @@ mod hash_vectors;
 mod helpers;
 mod hostile;
 mod reading;
+mod tail;
 mod validation;

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import anyio
 import pytest
 
 import chatledger
@@ -111,4 +112,20 @@ def test_live_tail(ledger: Ledger, session_id: str) -> None:
     if errors and isinstance(errors[0], chatledger.NotFound):
         pytest.skip(f"this server has no live tail route yet ({errors[0]})")
     assert not errors, errors
+    assert [(e.seq, e.content) for e in seen] == [(1, "first"), (2, "second")]
+
+
+@pytest.mark.anyio
+async def test_live_tail_async(ledger: Ledger, session_id: str) -> None:
+    with ledger.client() as writer:
+        writer.append(session_id, [{"role": "user", "content": "first"}])
+    seen: list[Any] = []
+    async with ledger.async_client(ledger.reader_key) as reader:
+        stream = reader.tail(session_id, after_seq=0)
+        seen.append(await anext(stream))
+        with ledger.client() as writer:
+            writer.append(session_id, [{"role": "assistant", "content": "second"}])
+        with anyio.fail_after(30):
+            seen.append(await anext(stream))
+        await stream.aclose()
     assert [(e.seq, e.content) for e in seen] == [(1, "first"), (2, "second")]

@@ -38,9 +38,24 @@ async fn main() -> ExitCode {
         }) => finish(commands::erase(&tenant, &session, reason, through_seq, &database).await),
         Some(Command::Retention(command)) => finish(commands::retention(command).await),
         Some(Command::Verify(args)) => verdict(commands::verify(args).await),
-        Some(Command::VerifyExport { file, expect_head }) => {
-            verdict(commands::verify_export(&file, expect_head.as_deref()))
-        }
+        Some(Command::VerifyExport {
+            file,
+            expect_head,
+            log_key,
+        }) => verdict(commands::verify_export(
+            &file,
+            expect_head.as_deref(),
+            log_key.as_deref(),
+        )),
+        Some(Command::CheckpointKey {
+            generate,
+            name,
+            key_file,
+        }) => finish(commands::checkpoint_key(
+            generate.as_deref(),
+            name.as_deref(),
+            key_file.as_deref(),
+        )),
     }
 }
 

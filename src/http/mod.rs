@@ -4,6 +4,7 @@
 
 mod admin;
 mod audit;
+mod checkpoints;
 mod extract;
 mod holds;
 mod observe;
@@ -54,6 +55,8 @@ pub struct AppState {
     body_budget: Arc<Semaphore>,
     body_budget_kib: usize,
     openapi: Arc<serde_json::Value>,
+    /// The checkpoint log's verifier key (`GET /v1/checkpoint/key`).
+    log_key: Option<Arc<str>>,
     _listener: Arc<Listener>,
 }
 
@@ -100,6 +103,7 @@ impl AppState {
             body_budget_kib: DEFAULT_BODY_BUDGET_KIB,
             max_body_bytes: HttpSettings::default().max_body_bytes,
             openapi: Arc::new(openapi),
+            log_key: None,
             _listener: Arc::new(listener),
         }
     }
@@ -147,6 +151,12 @@ impl AppState {
             entries,
             bytes: self.limits.max_page_bytes as i64,
         }
+    }
+
+    /// Serves this verifier key as the checkpoint log's.
+    pub fn logging(mut self, verifier_key: String) -> Self {
+        self.log_key = Some(verifier_key.into());
+        self
     }
 
     /// Trusts `X-Forwarded-For` from these peers.
@@ -222,6 +232,10 @@ pub fn router(mut state: AppState, settings: &HttpSettings) -> Router {
         .route("/sessions/{session_id}/verify", get(audit::verify))
         .route("/sessions/{session_id}/export", get(audit::export))
         .route("/sessions/{session_id}/erasure", post(holds::erase))
+        .route("/sessions/{session_id}/proof", get(checkpoints::proof))
+        .route("/checkpoint", get(checkpoints::latest))
+        .route("/checkpoint/key", get(checkpoints::key))
+        .route("/checkpoint/consistency", get(checkpoints::consistency))
         .route("/holds", post(holds::place).get(holds::list))
         .route("/holds/{id}", delete(holds::release))
         .route("/holds/{id}/sessions", post(holds::add_sessions))

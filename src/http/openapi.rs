@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, audit, holds, ops, problem, sessions};
+use super::{admin, audit, checkpoints, holds, ops, problem, sessions};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -17,6 +17,10 @@ use super::{admin, audit, holds, ops, problem, sessions};
         sessions::list_sessions,
         audit::verify,
         audit::export,
+        checkpoints::proof,
+        checkpoints::latest,
+        checkpoints::key,
+        checkpoints::consistency,
         holds::erase,
         holds::place,
         holds::add_sessions,

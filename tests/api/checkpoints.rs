@@ -1,0 +1,427 @@
+//! The transparency log (API.md "Checkpoints") end to end, on real server processes: leaves for
+//! every acknowledged append covered by signed checkpoints within 10 s across several servers,
+//! checkpoints that are all consistent, and the strongest attack (a superuser rewriting a chain
+//! whole, head included), which `verify` cannot see and the log catches.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chatledger::tlog::{self, Hash, SignedCheckpoint, VerifierKey};
+use serde_json::{Value, json};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::helpers::{ADMIN_KEY, TestDatabase};
+use crate::testbin::{Logs, Server, Store, TempDir, run_cli};
+
+/// API.md: every acknowledged append is covered by a signed checkpoint within 10 s.
+const COVERAGE: Duration = Duration::from_secs(10);
+
+struct Deployment {
+    database: TestDatabase,
+    dir: TempDir,
+    servers: Vec<Server>,
+    client: reqwest::Client,
+    logs: Arc<Logs>,
+}
+
+impl Deployment {
+    /// `count` servers on one fresh database, sharing one checkpoint key; server `i` writes its
+    /// checkpoints to `<dir>/checkpoints-i`.
+    async fn start(count: usize) -> Self {
+        let database = TestDatabase::new().await;
+        let dir = TempDir::new("tlog");
+        let logs = Arc::new(Logs::default());
+        let store = Store::External {
+            url: database.owner_url.clone(),
+            admin_key_file: dir.admin_key_file(ADMIN_KEY),
+        };
+        let mut servers = Vec::new();
+        for i in 0..count {
+            let checkpoints = dir.path().join(format!("checkpoints-{i}"));
+            std::fs::create_dir(&checkpoints).expect("checkpoint dir");
+            let checkpoints = checkpoints.to_str().expect("utf-8 path").to_owned();
+            let server = Server::start(
+                &store,
+                0,
+                &["--checkpoint-dir", &checkpoints, "--log-name", "test"],
+                &logs,
+            )
+            .await
+            .expect("chatledger starts");
+            servers.push(server);
+        }
+        Self {
+            database,
+            dir,
+            servers,
+            client: reqwest::Client::new(),
+            logs,
+        }
+    }
+
+    fn url(&self, server: usize, path: &str) -> String {
+        format!(
+            "{}{path}",
+            self.servers[server % self.servers.len()].address
+        )
+    }
+
+    fn checkpoint_dir(&self, server: usize) -> PathBuf {
+        self.dir.path().join(format!("checkpoints-{server}"))
+    }
+
+    async fn log_key(&self) -> String {
+        let response = self
+            .client
+            .get(self.url(0, "/v1/checkpoint/key"))
+            .bearer_auth(&self.database.reader_key)
+            .send()
+            .await
+            .expect("key");
+        assert_eq!(response.status(), 200);
+        response.text().await.expect("text").trim().to_owned()
+    }
+
+    /// Appends `count` messages to `session` through server `server`: (last_seq, head_hash).
+    async fn append(&self, server: usize, session: &str, count: usize) -> (i64, String) {
+        let messages: Vec<Value> = (0..count)
+            .map(|i| json!({"role": "user", "content": format!("message {i} of {session}")}))
+            .collect();
+        let response = self
+            .client
+            .post(self.url(server, &format!("/v1/sessions/{session}/messages")))
+            .bearer_auth(&self.database.writer_key)
+            .json(&json!({ "messages": messages }))
+            .send()
+            .await
+            .expect("append");
+        assert_eq!(response.status(), 201);
+        let body: Value = response.json().await.expect("json");
+        (
+            body["last_seq"].as_i64().expect("last_seq"),
+            body["head_hash"].as_str().expect("head_hash").to_owned(),
+        )
+    }
+
+    /// The proof of `seq`, polled until the append is integrated (at most [`COVERAGE`]).
+    async fn proof(&self, server: usize, session: &str, seq: i64) -> Value {
+        let deadline = Instant::now() + COVERAGE;
+        loop {
+            let response = self
+                .client
+                .get(self.url(server, &format!("/v1/sessions/{session}/proof?seq={seq}")))
+                .bearer_auth(&self.database.auditor_key)
+                .send()
+                .await
+                .expect("proof");
+            match response.status().as_u16() {
+                200 => return response.json().await.expect("json"),
+                404 if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                other => panic!("proof of {session} seq {seq}: {other}"),
+            }
+        }
+    }
+
+    async fn export(&self, session: &str) -> String {
+        let response = self
+            .client
+            .get(self.url(0, &format!("/v1/sessions/{session}/export")))
+            .bearer_auth(&self.database.auditor_key)
+            .send()
+            .await
+            .expect("export");
+        assert_eq!(response.status(), 200);
+        response.text().await.expect("ndjson")
+    }
+
+    /// `chatledger verify --checkpoints` on this database: exit code and output.
+    fn verify_checkpoints(&self, log_key: &str) -> (i32, String) {
+        let dir = self.checkpoint_dir(0);
+        run_cli(
+            &[
+                "verify",
+                "--checkpoints",
+                "--checkpoint-dir",
+                dir.to_str().expect("utf-8"),
+                "--log-key",
+                log_key,
+            ],
+            None,
+            Some(&self.database.owner_url),
+        )
+    }
+}
+
+fn verify_export(dir: &Path, name: &str, export: &str, log_key: &str) -> (i32, String) {
+    let path = dir.join(name);
+    std::fs::write(&path, export).expect("write export");
+    run_cli(
+        &[
+            "verify-export",
+            path.to_str().expect("utf-8"),
+            "--log-key",
+            log_key,
+        ],
+        None,
+        None,
+    )
+}
+
+fn trailer(export: &str) -> Value {
+    let last = export.lines().last().expect("a trailer line");
+    serde_json::from_str::<Value>(last).expect("json")["export_trailer"].clone()
+}
+
+/// Checks a proof answer completely, as a client that trusts only the log key would.
+fn check_proof(proof: &Value, key: &VerifierKey, session: &str, last_seq: i64, head: &str) {
+    let signed = SignedCheckpoint::open(proof["checkpoint"].as_str().expect("note"), key)
+        .expect("the proof's checkpoint is signed by the log key");
+    let checkpoint = signed.checkpoint();
+    assert_eq!(proof["tree_size"].as_u64(), Some(checkpoint.size));
+    let leaf = &proof["leaf"];
+    assert_eq!(leaf["type"], "append");
+    assert_eq!(leaf["tenant"], "acme");
+    assert_eq!(leaf["session_id"], session);
+    assert_eq!(leaf["last_seq"].as_i64(), Some(last_seq));
+    assert_eq!(leaf["head_hash"].as_str(), Some(head));
+    let bytes = serde_json_canonicalizer::to_vec(leaf).expect("JCS");
+    let path: Vec<Hash> = proof["inclusion_path"]
+        .as_array()
+        .expect("path")
+        .iter()
+        .map(|h| Hash::from_base64(h.as_str().expect("string")).expect("base64 hash"))
+        .collect();
+    tlog::verify_inclusion(
+        &tlog::leaf_hash(&bytes),
+        proof["leaf_index"].as_u64().expect("index"),
+        checkpoint.size,
+        &path,
+        &checkpoint.root,
+    )
+    .expect("the leaf is in the signed tree");
+}
+
+#[tokio::test]
+async fn every_acknowledged_append_across_servers_is_covered_within_10s_by_consistent_checkpoints()
+{
+    let deployment = Arc::new(Deployment::start(3).await);
+    let key = VerifierKey::parse(&deployment.log_key().await).expect("verifier key");
+
+    // 12 clients, each appending to its own session through the three servers in turn.
+    let mut clients = Vec::new();
+    for client in 0..12 {
+        let deployment = deployment.clone();
+        clients.push(tokio::spawn(async move {
+            let session = format!("load-{client}");
+            let mut acks = Vec::new();
+            for round in 0..20 {
+                let (last_seq, head) = deployment
+                    .append(client + round, &session, 1 + round % 3)
+                    .await;
+                acks.push((session.clone(), last_seq, head, Instant::now()));
+            }
+            acks
+        }));
+    }
+    let mut acks = Vec::new();
+    for client in clients {
+        acks.extend(client.await.expect("client"));
+    }
+    assert_eq!(acks.len(), 240);
+
+    for (i, (session, last_seq, head, _)) in acks.iter().enumerate() {
+        let proof = deployment.proof(i, session, *last_seq).await;
+        check_proof(&proof, &key, session, *last_seq, head);
+    }
+
+    // From the database's own clocks: the longest time from a leaf's queueing (inside the
+    // append's transaction, before its acknowledgement) to the first checkpoint covering it.
+    let owner = deployment.database.owner_pool().await;
+    let worst: f64 = sqlx::query_scalar(
+        "SELECT coalesce(max(extract(epoch FROM (SELECT min(c.signed_at) FROM tlog_checkpoints c
+                                                  WHERE c.tree_size > l.leaf_index) - l.queued_at)), 0)::float8
+           FROM tlog_leaves l",
+    )
+    .fetch_one(&owner)
+    .await
+    .expect("coverage");
+    assert!(
+        worst <= COVERAGE.as_secs_f64(),
+        "a leaf waited {worst:.3} s for a checkpoint"
+    );
+    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM tlog_pending")
+        .fetch_one(&owner)
+        .await
+        .expect("pending");
+    assert_eq!(pending, 0, "the queue is drained");
+
+    // Every pair of successive checkpoints is consistent, by proofs the servers serve.
+    let notes: Vec<String> =
+        sqlx::query_scalar("SELECT note FROM tlog_checkpoints ORDER BY tree_size")
+            .fetch_all(&owner)
+            .await
+            .expect("checkpoints");
+    assert!(notes.len() > 2, "several checkpoints were signed");
+    let checkpoints: Vec<_> = notes
+        .iter()
+        .map(|note| {
+            SignedCheckpoint::open(note, &key)
+                .expect("signed by the log key")
+                .checkpoint()
+                .clone()
+        })
+        .collect();
+    for (i, pair) in checkpoints.windows(2).enumerate() {
+        let (old, new) = (&pair[0], &pair[1]);
+        assert!(new.size > old.size, "sizes only grow");
+        if old.size == 0 {
+            continue;
+        }
+        let response = deployment
+            .client
+            .get(deployment.url(
+                i,
+                &format!(
+                    "/v1/checkpoint/consistency?from={}&to={}",
+                    old.size, new.size
+                ),
+            ))
+            .bearer_auth(&deployment.database.writer_key)
+            .send()
+            .await
+            .expect("consistency");
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.expect("json");
+        let path: Vec<Hash> = body["path"]
+            .as_array()
+            .expect("path")
+            .iter()
+            .map(|h| Hash::from_base64(h.as_str().expect("string")).expect("hash"))
+            .collect();
+        tlog::verify_consistency(old.size, new.size, &path, &old.root, &new.root)
+            .expect("successive checkpoints are consistent");
+    }
+    // Each server's checkpoint directory holds notes of this log only.
+    for server in 0..3 {
+        for entry in std::fs::read_dir(deployment.checkpoint_dir(server)).expect("dir") {
+            let note = std::fs::read_to_string(entry.expect("entry").path()).expect("note");
+            SignedCheckpoint::open(&note, &key).expect("a signed checkpoint");
+        }
+    }
+
+    // The tree matches its recomputation from the sessions, and the files match the tree.
+    let (code, output) = deployment.verify_checkpoints(&key.to_string());
+    assert_eq!(code, 0, "{output}");
+    assert!(output.contains("intact"), "{output}");
+    assert_eq!(deployment.logs.errors(), 0, "{}", deployment.logs.tail());
+}
+
+#[tokio::test]
+async fn the_strongest_attack_passes_verify_but_not_the_log() {
+    let deployment = Deployment::start(1).await;
+    let log_key = deployment.log_key().await;
+    let key = VerifierKey::parse(&log_key).expect("verifier key");
+    for _ in 0..3 {
+        deployment.append(0, "victim", 2).await;
+    }
+    let (bystander_seq, _) = deployment.append(0, "bystander", 2).await;
+    let (_, original_head) = deployment.append(0, "victim", 1).await;
+    deployment.proof(0, "victim", 7).await;
+    deployment.proof(0, "bystander", bystander_seq).await;
+
+    let before = deployment.export("victim").await;
+    let (code, output) = verify_export(deployment.dir.path(), "before.ndjson", &before, &log_key);
+    assert_eq!(code, 0, "{output}");
+    let (code, output) = deployment.verify_checkpoints(&log_key);
+    assert_eq!(code, 0, "{output}");
+
+    // The attack: as the superuser, triggers off, rewrite seq 2's content, recompute its digest,
+    // every later hash and the session head.
+    let url = std::env::var("CHATLEDGER_TEST_SUPERUSER_URL")
+        .expect("CHATLEDGER_TEST_SUPERUSER_URL is not set: run ./scripts/test.sh");
+    let options: PgConnectOptions = url.parse().expect("superuser URL");
+    let superuser = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(
+            options
+                .database(deployment.database.name())
+                .options([("session_replication_role", "replica")]),
+        )
+        .await
+        .expect("superuser connects");
+    sqlx::query(REWRITE_CHAIN)
+        .execute(&superuser)
+        .await
+        .expect("the superuser rewrites the chain");
+
+    // What this issue is about: the chain alone says all is well.
+    let verified: Value = deployment
+        .client
+        .get(deployment.url(0, "/v1/sessions/victim/verify"))
+        .bearer_auth(&deployment.database.auditor_key)
+        .send()
+        .await
+        .expect("verify")
+        .json()
+        .await
+        .expect("json");
+    println!("GET /v1/sessions/victim/verify after the attack: {verified}");
+    assert_eq!(verified["ok"], true, "{verified}");
+    assert_ne!(verified["head_hash"].as_str(), Some(original_head.as_str()));
+
+    // The log does not.
+    let (code, output) = deployment.verify_checkpoints(&log_key);
+    println!("chatledger verify --checkpoints after the attack (exit {code}):\n{output}");
+    assert_eq!(code, 1, "{output}");
+    assert!(output.contains("acme/victim: NOT AS LOGGED"), "{output}");
+    assert!(!output.contains("bystander"), "{output}");
+
+    // An export made before the attack still proves itself, and no longer matches a fresh one:
+    // the fresh one's head is not the one in the signed tree.
+    let after = deployment.export("victim").await;
+    let (old, new) = (trailer(&before), trailer(&after));
+    assert_eq!(old["last_seq"], new["last_seq"]);
+    assert_ne!(old["head_hash"], new["head_hash"]);
+    assert_ne!(before.lines().nth(1), after.lines().nth(1));
+    let (code, output) = verify_export(deployment.dir.path(), "before.ndjson", &before, &log_key);
+    assert_eq!(code, 0, "{output}");
+    let (code, output) = verify_export(deployment.dir.path(), "after.ndjson", &after, &log_key);
+    println!("chatledger verify-export --log-key on a fresh export (exit {code}): {output}");
+    assert_eq!(code, 1, "{output}");
+    assert!(output.contains("not the append of this head"), "{output}");
+    // The logged leaf still names the original head, signed.
+    let proof = deployment.proof(0, "victim", 7).await;
+    check_proof(&proof, &key, "victim", 7, &original_head);
+}
+
+/// The superuser's rewrite of session `victim` (triggers are off in its session).
+const REWRITE_CHAIN: &str = r#"
+DO $$
+DECLARE
+    r record;
+    v_prev bytea;
+    v_next bytea;
+    v_tenant text;
+    v_sess sessions%ROWTYPE;
+BEGIN
+    SELECT * INTO STRICT v_sess FROM sessions WHERE session_id = 'victim';
+    SELECT name INTO STRICT v_tenant FROM tenants WHERE id = v_sess.tenant_id;
+    UPDATE entries
+       SET content = '"evil"'::jsonb,
+           payload_digest = sha256(salt || convert_to('{"content":"evil","metadata":{}}', 'UTF8'))
+     WHERE session_pk = v_sess.id AND seq = 2;
+    SELECT hash INTO STRICT v_prev FROM entries WHERE session_pk = v_sess.id AND seq = 1;
+    FOR r IN SELECT * FROM entries WHERE session_pk = v_sess.id AND seq >= 2 ORDER BY seq LOOP
+        v_next := chatledger_entry_hash(v_prev, v_tenant, v_sess.session_id, r.seq, r.kind, r.role,
+            to_char(r.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+            r.idempotency_key, r.author, r.payload_digest);
+        UPDATE entries SET prev_hash = v_prev, hash = v_next
+         WHERE session_pk = v_sess.id AND seq = r.seq;
+        v_prev := v_next;
+    END LOOP;
+    UPDATE sessions SET head_hash = v_prev WHERE id = v_sess.id;
+END
+$$"#;

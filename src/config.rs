@@ -87,6 +87,31 @@ pub enum Command {
         #[arg(long)]
         log_key: Option<String>,
     },
+    /// Follow a chatledger log as a witness: check and cosign each checkpoint, and exit
+    /// non-zero on a bad signature, another key or an inconsistent log.
+    Witness {
+        /// The server, e.g. http://127.0.0.1:8080.
+        #[arg(long)]
+        url: String,
+        /// The witness's own signer key file (same format as a checkpoint key).
+        #[arg(long)]
+        key_file: PathBuf,
+        /// Where the witness keeps the checkpoints it accepted (survives restarts).
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// The log's verifier key; required on the first run, then recorded in the state dir.
+        #[arg(long)]
+        log_key: Option<String>,
+        /// A tenant API key of any role, to read the checkpoint routes.
+        #[arg(long, env = "CHATLEDGER_API_KEY", hide_env_values = true)]
+        api_key: String,
+        /// Seconds between fetches.
+        #[arg(long, default_value_t = 5)]
+        interval: u64,
+        /// Check once and exit.
+        #[arg(long)]
+        once: bool,
+    },
     /// Create a checkpoint signer key file, or print a key file's verifier key.
     CheckpointKey {
         /// Write a new signer key to this file (mode 0600; never over an existing file).

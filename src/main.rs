@@ -47,6 +47,33 @@ async fn main() -> ExitCode {
             expect_head.as_deref(),
             log_key.as_deref(),
         )),
+        Some(Command::Witness {
+            url,
+            key_file,
+            state_dir,
+            log_key,
+            api_key,
+            interval,
+            once,
+        }) => {
+            let config = chatledger::witness::WitnessConfig {
+                url,
+                key_file,
+                state_dir,
+                log_key,
+                api_key,
+                interval: std::time::Duration::from_secs(interval.max(1)),
+                once,
+            };
+            match chatledger::witness::run(config).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    tracing::error!("{error}");
+                    eprintln!("chatledger witness: {error}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Some(Command::CheckpointKey {
             generate,
             name,

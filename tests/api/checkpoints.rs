@@ -55,7 +55,12 @@ impl Deployment {
             database,
             dir,
             servers,
-            client: reqwest::Client::new(),
+            // No kept-alive connections: a server closing an idle one as a request is sent
+            // would fail the request, which is no part of what these tests check.
+            client: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .expect("client"),
             logs,
         }
     }
@@ -170,6 +175,63 @@ fn verify_export(dir: &Path, name: &str, export: &str, log_key: &str) -> (i32, S
     )
 }
 
+/// The independent Python verifier (tests/independent/verify_export.py) with the log key.
+fn independent_verifier(dir: &Path, name: &str, export: &str, log_key: &str) -> (i32, String) {
+    let python = std::env::var("CHATLEDGER_TEST_PYTHON")
+        .expect("CHATLEDGER_TEST_PYTHON is not set: run ./scripts/test.sh, which prepares it");
+    let path = dir.join(name);
+    std::fs::write(&path, export).expect("write export");
+    let output = std::process::Command::new(python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/independent/verify_export.py"
+        ))
+        .arg(&path)
+        .args(["--log-key", log_key])
+        .output()
+        .expect("python runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+/// One round of `chatledger witness` (a fresh process each time: its state is in `state`).
+fn witness(deployment: &Deployment, state: &Path, log_key: Option<&str>) -> (i32, String) {
+    let key_file = deployment.dir.path().join("witness.key");
+    if !key_file.exists() {
+        let (code, _) = run_cli(
+            &[
+                "checkpoint-key",
+                "--generate",
+                key_file.to_str().expect("utf-8"),
+                "--name",
+                "witness.test",
+            ],
+            None,
+            None,
+        );
+        assert_eq!(code, 0);
+    }
+    let mut args = vec![
+        "witness".to_owned(),
+        "--url".to_owned(),
+        deployment.servers[0].address.clone(),
+        "--key-file".to_owned(),
+        key_file.to_str().expect("utf-8").to_owned(),
+        "--state-dir".to_owned(),
+        state.to_str().expect("utf-8").to_owned(),
+        "--api-key".to_owned(),
+        deployment.database.reader_key.clone(),
+        "--once".to_owned(),
+    ];
+    if let Some(key) = log_key {
+        args.extend(["--log-key".to_owned(), key.to_owned()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run_cli(&args, None, None)
+}
+
 fn trailer(export: &str) -> Value {
     let last = export.lines().last().expect("a trailer line");
     serde_json::from_str::<Value>(last).expect("json")["export_trailer"].clone()
@@ -252,11 +314,14 @@ async fn every_acknowledged_append_across_servers_is_covered_within_10s_by_consi
         worst <= COVERAGE.as_secs_f64(),
         "a leaf waited {worst:.3} s for a checkpoint"
     );
-    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM tlog_pending")
-        .fetch_one(&owner)
-        .await
-        .expect("pending");
-    assert_eq!(pending, 0, "the queue is drained");
+    // Proofs are recorded reads, so leaves keep coming; none waits beyond the bound.
+    let late: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM tlog_pending WHERE queued_at < clock_timestamp() - interval '10 s'",
+    )
+    .fetch_one(&owner)
+    .await
+    .expect("pending");
+    assert_eq!(late, 0, "no queued leaf waits beyond 10 s");
 
     // Every pair of successive checkpoints is consistent, by proofs the servers serve.
     let notes: Vec<String> =
@@ -335,8 +400,43 @@ async fn the_strongest_attack_passes_verify_but_not_the_log() {
     let before = deployment.export("victim").await;
     let (code, output) = verify_export(deployment.dir.path(), "before.ndjson", &before, &log_key);
     assert_eq!(code, 0, "{output}");
+    let (code, output) =
+        independent_verifier(deployment.dir.path(), "before.ndjson", &before, &log_key);
+    assert_eq!(code, 0, "{output}");
     let (code, output) = deployment.verify_checkpoints(&log_key);
     assert_eq!(code, 0, "{output}");
+
+    // A witness follows the log: its first run records the key, a later one (a new process)
+    // checks consistency with what the first accepted.
+    let state = deployment.dir.path().join("witness-state");
+    let (code, output) = witness(&deployment, &state, Some(&log_key));
+    assert_eq!(code, 0, "{output}");
+    assert!(output.starts_with("accepted "), "{output}");
+    deployment.append(0, "bystander", 1).await;
+    deployment.proof(0, "bystander", bystander_seq + 1).await;
+    let (code, output) = witness(&deployment, &state, None);
+    assert_eq!(code, 0, "{output}");
+    let accepted = std::fs::read_dir(state.join("accepted"))
+        .expect("state")
+        .count();
+    assert!(accepted >= 2, "both rounds kept their checkpoint");
+    let cosigned = std::fs::read_to_string(state.join("latest.note")).expect("latest");
+    assert!(cosigned.contains("\n\u{2014} witness.test "), "{cosigned}");
+    // Another key is refused.
+    let other = deployment.dir.path().join("other.key");
+    let (_, other_key) = run_cli(
+        &[
+            "checkpoint-key",
+            "--generate",
+            other.to_str().expect("utf-8"),
+            "--name",
+            "chatledger/test",
+        ],
+        None,
+        None,
+    );
+    let (code, _) = witness(&deployment, &state, Some(other_key.trim()));
+    assert_ne!(code, 0, "a witness refuses another log key");
 
     // The attack: as the superuser, triggers off, rewrite seq 2's content, recompute its digest,
     // every later hash and the session head.
@@ -392,9 +492,114 @@ async fn the_strongest_attack_passes_verify_but_not_the_log() {
     println!("chatledger verify-export --log-key on a fresh export (exit {code}): {output}");
     assert_eq!(code, 1, "{output}");
     assert!(output.contains("not the append of this head"), "{output}");
+    let (code, output) =
+        independent_verifier(deployment.dir.path(), "before.ndjson", &before, &log_key);
+    assert_eq!(code, 0, "{output}");
+    let (code, output) =
+        independent_verifier(deployment.dir.path(), "after.ndjson", &after, &log_key);
+    println!("independent verifier on the fresh export (exit {code}): {output}");
+    assert_eq!(code, 1, "{output}");
+    assert!(output.contains("not the append of this head"), "{output}");
     // The logged leaf still names the original head, signed.
     let proof = deployment.proof(0, "victim", 7).await;
     check_proof(&proof, &key, "victim", 7, &original_head);
+
+    // The attacker also stole the signing key: they rewrite the log itself to match the new
+    // chain and re-sign it. Fresh exports now prove themselves, and the database agrees with
+    // itself; what they cannot rewrite is what left the database: the checkpoint directory
+    // and the witness, which has accepted an earlier tree of the true log.
+    let stolen = std::fs::read_to_string(deployment.dir.path().join("checkpoint.key"))
+        .expect("the checkpoint key file");
+    let stolen = tlog::SignerKey::from_key_file(&stolen).expect("signer key");
+    rewrite_log(&superuser, &stolen).await;
+    let forged = deployment.export("victim").await;
+    let (code, output) = verify_export(deployment.dir.path(), "forged.ndjson", &forged, &log_key);
+    assert_eq!(
+        code, 0,
+        "with the key stolen, a forged export proves itself: {output}"
+    );
+    let (code, output) = deployment.verify_checkpoints(&log_key);
+    println!("chatledger verify --checkpoints after the log's rewrite (exit {code}):\n{output}");
+    assert_eq!(code, 1, "{output}");
+    assert!(
+        output.contains("its root is not that of the stored log"),
+        "{output}"
+    );
+    let (code, output) = witness(&deployment, &state, None);
+    println!("chatledger witness after the log's rewrite: exit {code} {output}");
+    assert_ne!(code, 0, "the witness refuses the rewritten log");
+    assert!(!output.contains("accepted"), "{output}");
+}
+
+/// The stolen-key attacker's rewrite of the log: every append leaf of `victim` made to name
+/// the rewritten chain, every stored hash recomputed, the checkpoints replaced by one signed
+/// with `stolen`. Holds the sequencer's lock meanwhile, as a sequencer would.
+async fn rewrite_log(superuser: &sqlx::PgPool, stolen: &tlog::SignerKey) {
+    let mut tx = superuser.begin().await.expect("begin");
+    sqlx::query("SELECT pg_advisory_xact_lock(x'636c746c6f67'::bigint)")
+        .execute(&mut *tx)
+        .await
+        .expect("lock");
+    let leaves: Vec<(i64, Vec<u8>)> =
+        sqlx::query_as("SELECT leaf_index, leaf FROM tlog_leaves ORDER BY leaf_index")
+            .fetch_all(&mut *tx)
+            .await
+            .expect("leaves");
+    let heads: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+        "SELECT e.seq, e.hash FROM entries e JOIN sessions s ON s.id = e.session_pk
+          WHERE s.session_id = 'victim'",
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .expect("entries");
+    let mut range = tlog::CompactRange::new();
+    let mut hashes = Vec::new();
+    for (index, bytes) in leaves {
+        let mut leaf: Value = serde_json::from_slice(&bytes).expect("leaf");
+        let mut bytes = bytes;
+        if leaf["type"] == "append" && leaf["session_id"] == "victim" {
+            let last = leaf["last_seq"].as_i64().expect("last_seq");
+            let head = heads.iter().find(|(seq, _)| *seq == last).expect("entry");
+            leaf["head_hash"] = Value::String(hex::encode(&head.1));
+            bytes = serde_json_canonicalizer::to_vec(&leaf).expect("JCS");
+            sqlx::query("UPDATE tlog_leaves SET leaf = $1 WHERE leaf_index = $2")
+                .bind(&bytes)
+                .bind(index)
+                .execute(&mut *tx)
+                .await
+                .expect("rewrite leaf");
+        }
+        range
+            .append_leaf(&tlog::leaf_hash(&bytes), &mut hashes)
+            .expect("append");
+    }
+    for statement in ["DELETE FROM tlog_hashes", "DELETE FROM tlog_checkpoints"] {
+        sqlx::query(statement)
+            .execute(&mut *tx)
+            .await
+            .expect("delete");
+    }
+    let (idx, hash): (Vec<i64>, Vec<Vec<u8>>) = hashes
+        .iter()
+        .map(|h| (h.index as i64, h.hash.0.to_vec()))
+        .unzip();
+    sqlx::query("INSERT INTO tlog_hashes SELECT * FROM unnest($1::bigint[], $2::bytea[])")
+        .bind(&idx)
+        .bind(&hash)
+        .execute(&mut *tx)
+        .await
+        .expect("hashes");
+    let signed = tlog::Checkpoint::new("chatledger/test", range.size(), range.root())
+        .sign(stolen)
+        .expect("sign");
+    sqlx::query("INSERT INTO tlog_checkpoints (tree_size, root, note) VALUES ($1, $2, $3)")
+        .bind(range.size() as i64)
+        .bind(&range.root().0[..])
+        .bind(signed.to_note_string())
+        .execute(&mut *tx)
+        .await
+        .expect("checkpoint");
+    tx.commit().await.expect("commit");
 }
 
 /// The superuser's rewrite of session `victim` (triggers are off in its session).

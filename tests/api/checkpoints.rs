@@ -630,3 +630,197 @@ BEGIN
     UPDATE sessions SET head_hash = v_prev WHERE id = v_sess.id;
 END
 $$"#;
+
+#[tokio::test]
+async fn the_checkpoint_routes_answer_as_the_contract_says_and_the_log_is_append_only() {
+    let deployment = Deployment::start(1).await;
+    let (last_seq, head) = deployment.append(0, "routes", 3).await;
+    let proof = deployment.proof(0, "routes", 2).await;
+    let key = VerifierKey::parse(&deployment.log_key().await).expect("key");
+    check_proof(&proof, &key, "routes", last_seq, &head);
+    let db = &deployment.database;
+    let get = |path: &str, key: Option<&str>| {
+        let request = deployment.client.get(deployment.url(0, path));
+        match key {
+            Some(key) => request.bearer_auth(key.to_owned()),
+            None => request,
+        }
+        .send()
+    };
+
+    // Any tenant key reads the checkpoint and the key; none is 401.
+    for role_key in [&db.reader_key, &db.writer_key, &db.auditor_key] {
+        let response = get("/v1/checkpoint", Some(role_key)).await.expect("get");
+        assert_eq!(response.status(), 200);
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .expect("ascii")
+                .starts_with("text/plain")
+        );
+        let max_age: u64 = response.headers()["cache-control"]
+            .to_str()
+            .expect("ascii")
+            .trim_start_matches("max-age=")
+            .parse()
+            .expect("max-age");
+        assert!(max_age <= 5);
+        let note = response.text().await.expect("text");
+        SignedCheckpoint::open(&note, &key).expect("signed by the served key");
+    }
+    let response = get("/v1/checkpoint", None).await.expect("get");
+    assert_eq!(response.status(), 401);
+    let (_, printed) = run_cli(
+        &[
+            "checkpoint-key",
+            "--key-file",
+            deployment
+                .dir
+                .path()
+                .join("checkpoint.key")
+                .to_str()
+                .expect("utf-8"),
+        ],
+        None,
+        None,
+    );
+    assert_eq!(printed.trim(), key.to_string());
+
+    // Consistency: bad ranges are 400 invalid_parameter; from 0 or equal sizes is empty.
+    let size = proof["tree_size"].as_u64().expect("size");
+    for query in [
+        format!("from={}&to={}", size, size - 1),
+        format!("from=1&to={}", size + 1000),
+        "from=1".to_owned(),
+        "from=x&to=1".to_owned(),
+        "from=1&from=1&to=2".to_owned(),
+    ] {
+        let response = get(
+            &format!("/v1/checkpoint/consistency?{query}"),
+            Some(&db.reader_key),
+        )
+        .await
+        .expect("get");
+        assert_eq!(response.status(), 400, "{query}");
+        let problem: Value = response.json().await.expect("problem");
+        assert_eq!(problem["code"], "invalid_parameter", "{query}");
+    }
+    for query in [
+        format!("from=0&to={size}"),
+        format!("from={size}&to={size}"),
+    ] {
+        let response = get(
+            &format!("/v1/checkpoint/consistency?{query}"),
+            Some(&db.writer_key),
+        )
+        .await
+        .expect("get");
+        assert_eq!(response.status(), 200, "{query}");
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(body["path"], json!([]), "{query}");
+    }
+
+    // Proofs: auditors only; a seq not yet appended, an unknown session and another tenant's
+    // session are 404 not_found; seq 0 is 400.
+    let response = get("/v1/sessions/routes/proof?seq=1", Some(&db.reader_key))
+        .await
+        .expect("get");
+    assert_eq!(response.status(), 403);
+    let other_auditor = db
+        .tenant_with_key("globex", chatledger::auth::KeyRole::Auditor)
+        .await;
+    for (path, key, status, code) in [
+        (
+            "/v1/sessions/routes/proof?seq=0",
+            &db.auditor_key,
+            400,
+            "invalid_parameter",
+        ),
+        (
+            "/v1/sessions/routes/proof",
+            &db.auditor_key,
+            400,
+            "invalid_parameter",
+        ),
+        (
+            "/v1/sessions/routes/proof?seq=4",
+            &db.auditor_key,
+            404,
+            "not_found",
+        ),
+        (
+            "/v1/sessions/nobody/proof?seq=1",
+            &db.auditor_key,
+            404,
+            "not_found",
+        ),
+        (
+            "/v1/sessions/routes/proof?seq=1",
+            &other_auditor,
+            404,
+            "not_found",
+        ),
+    ] {
+        let response = get(path, Some(key)).await.expect("get");
+        assert_eq!(response.status(), status, "{path}");
+        let problem: Value = response.json().await.expect("problem");
+        assert_eq!(problem["code"], code, "{path}");
+    }
+    // A proof is a recorded read.
+    let records: Value = get(
+        "/v1/audit/access?action=proof&session_id=routes",
+        Some(&db.auditor_key),
+    )
+    .await
+    .expect("get")
+    .json()
+    .await
+    .expect("json");
+    assert!(!records["records"].as_array().expect("records").is_empty());
+    let openapi: Value = get("/openapi.json", None)
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    for path in [
+        "/v1/checkpoint",
+        "/v1/checkpoint/key",
+        "/v1/checkpoint/consistency",
+        "/v1/sessions/{session_id}/proof",
+    ] {
+        assert!(openapi["paths"][path]["get"].is_object(), "{path}");
+    }
+
+    // The runtime role reads the log and writes none of it; nobody rewrites it with the
+    // triggers on, the owner included.
+    let runtime = db.runtime_pool().await;
+    for statement in [
+        "INSERT INTO tlog_pending (tenant_id, access_id) VALUES (1, 1)",
+        "DELETE FROM tlog_pending",
+        "SELECT count(*) FROM tlog_pending",
+        "INSERT INTO tlog_hashes VALUES (1000000, sha256(''))",
+        "UPDATE tlog_hashes SET hash = sha256('x')",
+        "INSERT INTO tlog_checkpoints (tree_size, root, note) VALUES (1000000, sha256(''), 'x')",
+        "DELETE FROM tlog_checkpoints",
+        "UPDATE tlog_leaves SET leaf = 'x'",
+    ] {
+        let refused = sqlx::query(statement).execute(&runtime).await;
+        assert!(refused.is_err(), "the runtime role may not: {statement}");
+    }
+    let owner = db.owner_pool().await;
+    for statement in [
+        "UPDATE tlog_hashes SET hash = sha256('x')",
+        "DELETE FROM tlog_hashes",
+        "TRUNCATE tlog_hashes",
+        "UPDATE tlog_leaves SET leaf = 'x'",
+        "DELETE FROM tlog_leaves",
+        "UPDATE tlog_checkpoints SET note = 'x'",
+        "DELETE FROM tlog_checkpoints",
+        "TRUNCATE tlog_checkpoints",
+    ] {
+        let refused = sqlx::query(statement).execute(&owner).await;
+        assert!(refused.is_err(), "the owner may not: {statement}");
+    }
+    assert_eq!(deployment.logs.errors(), 0, "{}", deployment.logs.tail());
+}

@@ -148,7 +148,7 @@ pub struct VerifyArgs {
     #[arg(long)]
     pub checkpoints: bool,
     /// Checkpoints kept outside the database (`serve --checkpoint-dir`).
-    #[arg(long, env = "CHATLEDGER_CHECKPOINT_DIR", requires = "checkpoints")]
+    #[arg(long, requires = "checkpoints")]
     pub checkpoint_dir: Option<PathBuf>,
     /// The log's verifier key: also check every checkpoint's signature.
     #[arg(long, requires = "checkpoints")]

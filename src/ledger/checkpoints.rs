@@ -36,6 +36,8 @@ pub enum SequencerError {
     Tlog(#[from] tlog::Error),
     #[error("checkpoint file {path}: {problem}")]
     File { path: String, problem: String },
+    #[error("the stored log is corrupt: {0}")]
+    Corrupt(String),
 }
 
 /// Who signs: the log's key and origin line, and where checkpoints are also written.
@@ -286,7 +288,7 @@ fn internal(error: Error) -> SequencerError {
         Error::Database(error) | Error::Unavailable(error) | Error::RecordNotWritten(error) => {
             SequencerError::Database(error)
         }
-        other => SequencerError::NotAnExtension(other.to_string()),
+        other => SequencerError::Corrupt(other.to_string()),
     }
 }
 
@@ -446,8 +448,9 @@ pub struct InclusionProof {
 }
 
 /// The proof that the append leaf covering `seq` of `session_id` is in the latest checkpoint;
-/// `NotFound` while it is not integrated (or the session has no such seq), `SessionNotFound`
-/// when the tenant has no leaf of that session at all.
+/// `NotFound` while it is not integrated, and for a seq or session the tenant does not have
+/// (a tenant's leaves are all it can see). Runs in the caller's transaction (the tenant
+/// binding is transaction-local).
 pub async fn inclusion(
     db: &mut PgConnection,
     scope: Scope<'_>,
@@ -522,41 +525,6 @@ pub async fn consistency(db: &mut PgConnection, from: u64, to: u64) -> Result<Ve
     let stored = stored_hashes(db, &needs).await?;
     tlog::consistency_proof(from, to, &stored)
         .map_err(|_| Error::Corrupt("a stored hash of the log is missing"))
-}
-
-/// The head leaf of a session as of `last_seq`, with its proof against the latest checkpoint,
-/// for an export's trailer; `None` while that append is not integrated.
-pub async fn head_inclusion(
-    db: &mut PgConnection,
-    scope: Scope<'_>,
-    session_id: &str,
-    last_seq: i64,
-) -> Result<Option<(SignedNote, Vec<Hash>)>, Error> {
-    match inclusion(db, scope, session_id, last_seq).await {
-        Ok(proof) if proof.leaf.get("last_seq").and_then(Value::as_i64) == Some(last_seq) => {
-            let path = proof
-                .inclusion_path
-                .iter()
-                .map(|h| Hash::from_base64(h).map_err(|_| Error::Corrupt("a stored hash")))
-                .collect::<Result<_, _>>()?;
-            Ok(Some((SignedNote(proof.checkpoint), path)))
-        }
-        Ok(_) => Err(Error::Corrupt("the head's leaf does not end at the head")),
-        Err(Error::NotFound) => Ok(None),
-        Err(other) => Err(other),
-    }
-}
-
-/// A checkpoint's signed note, as served.
-#[derive(Debug, Clone)]
-pub struct SignedNote(pub String);
-
-/// Opens a signed checkpoint note with the log's verifier key.
-pub fn open_checkpoint(
-    note: &str,
-    key: &tlog::VerifierKey,
-) -> Result<SignedCheckpoint, tlog::Error> {
-    SignedCheckpoint::open(note, key)
 }
 
 /// What `chatledger verify --checkpoints` found: every problem, in leaf order.

@@ -553,7 +553,7 @@ const AUDIT_PAGE: i64 = 5000;
 
 /// Recomputes the log from the database as its owner: each append leaf from the stored
 /// session (the entry at its `last_seq` must have its `head_hash`, and every session's head
-/// must be logged or queued), the tree from the leaves (each stored hash and each checkpoint's
+/// must be logged or queued), each access leaf from its record, the tree from the leaves (each stored hash and each checkpoint's
 /// root), and the checkpoints in `checkpoint_dir` against that tree (and, with `log_key`, their
 /// signatures). A chain rewritten whole, head included, passes `verify` but not this.
 pub async fn audit_log(
@@ -654,9 +654,48 @@ pub async fn audit_log(
                 heads.insert(row.leaf_index, row.hash);
             }
         }
+        // Each access leaf recomputed from its record, as the sequencer made it.
+        let access: Vec<Pending> = page
+            .iter()
+            .filter_map(|row| {
+                row.access_id.map(|id| Pending {
+                    id: row.leaf_index,
+                    tenant_id: row.tenant_id,
+                    tenant: row.tenant.clone(),
+                    session_id: None,
+                    first_seq: None,
+                    last_seq: None,
+                    head_hash: None,
+                    access_id: Some(id),
+                    queued_at: Utc::now(),
+                })
+            })
+            .collect();
+        let recomputed: BTreeMap<i64, Vec<u8>> = match leaf_bytes(&mut tx, &access).await {
+            Ok(bytes) => access.iter().map(|p| p.id).zip(bytes).collect(),
+            Err(Error::Corrupt(why)) => {
+                audit.log.push(format!(
+                    "the access records of leaves {}..={}: {why}",
+                    page.first().map_or(0, |row| row.leaf_index),
+                    after
+                ));
+                BTreeMap::new()
+            }
+            Err(other) => return Err(other),
+        };
         tx.commit().await?;
         for row in page {
             let index = to_u64(row.leaf_index)?;
+            if row.access_id.is_some()
+                && let Some(bytes) = recomputed.get(&row.leaf_index)
+                && *bytes != row.leaf
+            {
+                audit.log.push(format!(
+                    "leaf {index}: access record {} of {} is not the one logged (rewritten)",
+                    row.access_id.unwrap_or_default(),
+                    row.tenant
+                ));
+            }
             if index != tree.size() {
                 audit.log.push(format!("leaf {} is missing", tree.size()));
                 return Ok(audit);

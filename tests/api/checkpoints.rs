@@ -841,5 +841,41 @@ async fn the_checkpoint_routes_answer_as_the_contract_says_and_the_log_is_append
         let refused = sqlx::query(statement).execute(&owner).await;
         assert!(refused.is_err(), "the owner may not: {statement}");
     }
+
+    // Access records are leaves too: one rewritten by the superuser after it was logged is
+    // reported by `verify --checkpoints`.
+    let log_key = key.to_string();
+    let (code, output) = deployment.verify_checkpoints(&log_key);
+    assert_eq!(code, 0, "{output}");
+    let first_proof: i64 =
+        sqlx::query_scalar("SELECT min(access_id) FROM tlog_leaves l WHERE access_id IS NOT NULL")
+            .fetch_one(&owner)
+            .await
+            .expect("a logged access record");
+    let url = std::env::var("CHATLEDGER_TEST_SUPERUSER_URL")
+        .expect("CHATLEDGER_TEST_SUPERUSER_URL is not set: run ./scripts/test.sh");
+    let options: PgConnectOptions = url.parse().expect("superuser URL");
+    let superuser = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(
+            options
+                .database(db.name())
+                .options([("session_replication_role", "replica")]),
+        )
+        .await
+        .expect("superuser connects");
+    sqlx::query("UPDATE access_records SET client_addr = '10.6.6.6' WHERE id = $1")
+        .bind(first_proof)
+        .execute(&superuser)
+        .await
+        .expect("rewrite a record");
+    let (code, output) = deployment.verify_checkpoints(&log_key);
+    assert_eq!(code, 1, "{output}");
+    assert!(
+        output.contains(&format!(
+            "access record {first_proof} of acme is not the one logged"
+        )),
+        "{output}"
+    );
     assert_eq!(deployment.logs.errors(), 0, "{}", deployment.logs.tail());
 }

@@ -879,3 +879,73 @@ async fn the_checkpoint_routes_answer_as_the_contract_says_and_the_log_is_append
     );
     assert_eq!(deployment.logs.errors(), 0, "{}", deployment.logs.tail());
 }
+
+#[tokio::test]
+async fn the_sequencer_refuses_to_sign_a_tree_that_does_not_extend_the_last_checkpoint() {
+    let deployment = Deployment::start(1).await;
+    let (seq, _) = deployment.append(0, "forked", 2).await;
+    deployment.proof(0, "forked", seq).await;
+    let owner = deployment.database.owner_pool().await;
+
+    // A superuser forges the right-most stored hash: the stored tree no longer has the root
+    // that was signed.
+    let url = std::env::var("CHATLEDGER_TEST_SUPERUSER_URL")
+        .expect("CHATLEDGER_TEST_SUPERUSER_URL is not set: run ./scripts/test.sh");
+    let options: PgConnectOptions = url.parse().expect("superuser URL");
+    let superuser = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(
+            options
+                .database(deployment.database.name())
+                .options([("session_replication_role", "replica")]),
+        )
+        .await
+        .expect("superuser connects");
+    sqlx::query(
+        "UPDATE tlog_hashes SET hash = sha256('forged') WHERE idx = (SELECT max(idx) FROM tlog_hashes)",
+    )
+    .execute(&superuser)
+    .await
+    .expect("forge");
+    deployment.append(0, "forked", 1).await;
+
+    // A round that read the tree before the forgery may still have signed; none after the
+    // first refusal may.
+    let refusals = |at_least: usize| {
+        let logs = deployment.logs.clone();
+        async move {
+            let deadline = Instant::now() + COVERAGE;
+            while logs.errors() < at_least {
+                assert!(Instant::now() < deadline, "no refusal was logged");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    refusals(1).await;
+    assert!(
+        deployment
+            .logs
+            .tail()
+            .contains("the sequencer refuses to sign"),
+        "{}",
+        deployment.logs.tail()
+    );
+    let size = || async {
+        sqlx::query_scalar::<_, i64>("SELECT max(tree_size) FROM tlog_checkpoints")
+            .fetch_one(&owner)
+            .await
+            .expect("size")
+    };
+    let signed = size().await;
+    refusals(deployment.logs.errors() + 2).await;
+    assert_eq!(
+        size().await,
+        signed,
+        "nothing is signed over the forged tree"
+    );
+    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM tlog_pending")
+        .fetch_one(&owner)
+        .await
+        .expect("pending");
+    assert!(pending > 0, "the new leaf waits in the queue");
+}

@@ -92,11 +92,17 @@ bench_prepare_database() {
 # Starts `chatledger serve` on a free loopback port; sets SERVER_PID and BENCH_URL.
 bench_start_server() {
     local pool="${BENCH_POOL_SIZE:-16}" port attempt
+    # The checkpoint signing key every server of the deployment shares.
+    if [[ ! -f "$BENCH_TMP/checkpoint.key" ]]; then
+        "$CHATLEDGER_BIN" checkpoint-key --generate "$BENCH_TMP/checkpoint.key" \
+            --name chatledger/bench >/dev/null
+    fi
     for attempt in 1 2 3 4 5; do
         port=$((20000 + RANDOM % 20000))
         SERVER_LOG="$BENCH_TMP/server.$port.log"
         RUST_LOG="${RUST_LOG:-warn}" "$CHATLEDGER_BIN" serve --database-url "$DATABASE_URL" \
             --admin-key-file "$BENCH_TMP/admin.key" --listen "127.0.0.1:$port" \
+            --checkpoint-key-file "$BENCH_TMP/checkpoint.key" \
             --pool-size "$pool" >"$SERVER_LOG" 2>&1 &
         SERVER_PID=$!
         BENCH_URL="http://127.0.0.1:$port"

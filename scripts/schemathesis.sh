@@ -35,7 +35,9 @@ head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$WORK/admin.key"
 writer="$("$BIN" keys create --tenant "$tenant" --role writer 2>/dev/null)"
 auditor="$("$BIN" keys create --tenant "$tenant" --role auditor 2>/dev/null)"
 
+"$BIN" checkpoint-key --generate "$WORK/checkpoint.key" --name chatledger/schemathesis >/dev/null
 "$BIN" serve --listen 127.0.0.1:0 --log-format json --admin-key-file "$WORK/admin.key" \
+    --checkpoint-key-file "$WORK/checkpoint.key" \
     2>"$WORK/server.log" &
 SERVER_PID=$!
 address=""

@@ -34,13 +34,15 @@ else
     PREPARE_DATABASE_URL="$(cluster_url chatledger_owner chatledger_prepare)"
 fi
 
-# An independent verifier of exports (tests/independent/verify_export.py) needs only Python and
-# the rfc8785 package; the Rust tests run it through CHATLEDGER_TEST_PYTHON.
+# An independent verifier of exports (tests/independent/verify_export.py) needs only Python, the
+# rfc8785 package and, for checkpoint signatures (Ed25519), the cryptography package; the Rust
+# tests run it through CHATLEDGER_TEST_PYTHON.
 step "Preparing the independent Python verifier"
 VERIFIER_VENV="${CHATLEDGER_VERIFIER_VENV:-target/verifier-venv}"
-if [[ ! -x "$VERIFIER_VENV/bin/python" ]] || ! "$VERIFIER_VENV/bin/python" -c 'import rfc8785' 2>/dev/null; then
+if [[ ! -x "$VERIFIER_VENV/bin/python" ]] || ! "$VERIFIER_VENV/bin/python" -c 'import rfc8785, cryptography' 2>/dev/null; then
     python3 -m venv "$VERIFIER_VENV"
-    "$VERIFIER_VENV/bin/python" -m pip install --quiet --disable-pip-version-check 'rfc8785>=0.1.4,<0.2'
+    "$VERIFIER_VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+        'rfc8785>=0.1.4,<0.2' 'cryptography>=42'
 fi
 export CHATLEDGER_TEST_PYTHON="$PWD/$VERIFIER_VENV/bin/python"
 

@@ -7,14 +7,17 @@ use tokio::net::TcpListener;
 
 use crate::access::{self, Accessor, ListAccess};
 use crate::admin;
-use crate::auth::{AdminKey, KeyRole, Scope};
+use crate::auth::{
+    AdminKey, KeyRole, Scope, generate_key_file, load_checkpoint_key, read_key_file,
+};
 use crate::config::{
-    AuditCommand, DatabaseArgs, HoldsCommand, KeysCommand, RetentionCommand, ServeArgs,
+    AuditCommand, DatabaseArgs, HoldsCommand, KeysCommand, LogArgs, RetentionCommand, ServeArgs,
     TenantsCommand, VerifyArgs,
 };
 use crate::db::{self, Database, PoolSettings};
 use crate::http;
 use crate::ledger::audit::{self, Verification};
+use crate::ledger::checkpoints::{self, LogSigner, Round, SequencerError};
 use crate::ledger::erase::{Erasure, ErasureRequest};
 use crate::ledger::export::{self, ExportVerdict};
 use crate::ledger::holds::{self, AddToHold, PlaceHold, ReleaseHold};
@@ -54,12 +57,14 @@ async fn serve_on(database: &Database, args: &ServeArgs) -> CommandResult {
     if let Some(path) = generated {
         tracing::info!(path = %path.display(), "generated the admin key; read it from this file (mode 0600)");
     }
+    let signer = log_signer(&args.log, embedded_dir)?;
     db::migrate(database.owner()).await?;
     let pool = database.runtime_pool(&args.pool_settings()).await?;
     let mut state = http::AppState::new(pool.clone(), args.limits(), admin_key)
         .trusting(args.trusted_proxy.clone())
         .bounded(args.max_concurrent_audits, args.max_body_bytes_in_flight)
-        .streams_per_key(args.max_streams_per_key);
+        .streams_per_key(args.max_streams_per_key)
+        .logging(signer.key.verifier_key().to_string());
     let replica = match &args.replica_url {
         Some(url) => Some(db::replica_pool(url, &args.pool_settings()).await?),
         None => None,
@@ -71,6 +76,7 @@ async fn serve_on(database: &Database, args: &ServeArgs) -> CommandResult {
         pool.clone(),
         Duration::from_secs(args.retention_interval_secs.max(1)),
     ));
+    let sequencer = tokio::spawn(sequence_periodically(database.owner().clone(), signer));
     let listener = TcpListener::bind(args.listen).await?;
     tracing::info!(address = %listener.local_addr()?, embedded = database.is_embedded(), "chatledger listening");
     let streams = state.clone();
@@ -87,6 +93,7 @@ async fn serve_on(database: &Database, args: &ServeArgs) -> CommandResult {
     )
     .await?;
     sweeper.abort();
+    sequencer.abort();
     pool.close().await;
     if let Some(replica) = replica {
         replica.close().await;
@@ -111,6 +118,119 @@ async fn sweep_periodically(pool: sqlx::PgPool, interval: Duration) {
             }
         }
     }
+}
+
+/// The checkpoint signer of `serve`: its key (generated into the embedded default's data dir),
+/// origin line and checkpoint directory, which must exist.
+fn log_signer(
+    args: &LogArgs,
+    embedded_dir: Option<&std::path::Path>,
+) -> Result<LogSigner, BoxError> {
+    let origin = crate::tlog::log_origin(&args.log_name)
+        .map_err(|error| format!("--log-name {:?}: {error}", args.log_name))?;
+    let (key, generated) =
+        load_checkpoint_key(args.checkpoint_key_file.as_deref(), embedded_dir, &origin)?;
+    if let Some(path) = generated {
+        tracing::info!(path = %path.display(), verifier_key = %key.verifier_key(), "generated the checkpoint signing key (mode 0600)");
+    }
+    if let Some(dir) = &args.checkpoint_dir
+        && !dir.is_dir()
+    {
+        return Err(format!("--checkpoint-dir {} is not a directory", dir.display()).into());
+    }
+    Ok(LogSigner {
+        key,
+        origin,
+        checkpoint_dir: args.checkpoint_dir.clone(),
+    })
+}
+
+/// How often the sequencer looks for pending leaves: well within API.md's "at least once a
+/// second while leaves are pending".
+const SEQUENCER_TICK: Duration = Duration::from_millis(200);
+
+/// The sequencer: on its own owner connection, every tick, drains the queue into signed
+/// checkpoints (one server at a time holds the lock per round) and copies new checkpoints to
+/// the checkpoint directory. A tree that is not an extension of the last signed one is never
+/// signed; that is logged as an error at every tick until an operator looks.
+async fn sequence_periodically(owner: sqlx::postgres::PgConnectOptions, signer: LogSigner) {
+    use sqlx::ConnectOptions;
+    let owner = owner
+        .application_name("chatledger-sequencer")
+        .options([("statement_timeout", "30000")]);
+    let mut written = signer.checkpoint_dir.as_deref().and_then(|dir| {
+        checkpoints::largest_note_file(dir)
+            .inspect_err(|error| tracing::warn!(%error, "cannot read the checkpoint directory"))
+            .ok()
+            .flatten()
+    });
+    let mut connection: Option<sqlx::PgConnection> = None;
+    let mut ticks = tokio::time::interval(SEQUENCER_TICK);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let db = match &mut connection {
+            Some(db) => db,
+            None => match owner.connect().await {
+                Ok(db) => connection.insert(db),
+                Err(error) => {
+                    tracing::warn!(%error, "the sequencer cannot connect; retrying");
+                    continue;
+                }
+            },
+        };
+        let mut broken = false;
+        loop {
+            match checkpoints::sequence_once(db, &signer, checkpoints::MAX_LEAVES_PER_ROUND).await {
+                Ok(Round::Signed { size, leaves }) => {
+                    metrics::checkpoint_signed(size, leaves);
+                    if (leaves as i64) < checkpoints::MAX_LEAVES_PER_ROUND {
+                        break;
+                    }
+                }
+                Ok(Round::Idle | Round::NotSequencer) => break,
+                Err(SequencerError::Database(error)) => {
+                    tracing::warn!(%error, "sequencer round failed; retrying");
+                    broken = true;
+                    break;
+                }
+                Err(error) => {
+                    tracing::error!(%error, "the sequencer refuses to sign");
+                    break;
+                }
+            }
+        }
+        if !broken && let Some(dir) = &signer.checkpoint_dir {
+            match checkpoints::write_checkpoint_files(db, dir, written).await {
+                Ok(now) => written = now,
+                Err(SequencerError::Database(error)) => {
+                    tracing::warn!(%error, "cannot read checkpoints to write; retrying");
+                    broken = true;
+                }
+                Err(error) => tracing::error!(%error, "cannot write a checkpoint file"),
+            }
+        }
+        if broken {
+            connection = None;
+        }
+    }
+}
+
+/// `chatledger checkpoint-key`: writes a new signer key file, or prints a key file's verifier key.
+pub fn checkpoint_key(
+    generate: Option<&std::path::Path>,
+    name: Option<&str>,
+    key_file: Option<&std::path::Path>,
+) -> CommandResult {
+    if let (Some(path), Some(name)) = (generate, name) {
+        generate_key_file(path, name)?;
+        let key = read_key_file(path)?;
+        println!("{}", key.verifier_key());
+        return Ok(());
+    }
+    let path = key_file.ok_or("give --generate FILE --name NAME, or --key-file FILE")?;
+    println!("{}", read_key_file(path)?.verifier_key());
+    Ok(())
 }
 
 /// `chatledger migrate`.
@@ -415,6 +535,67 @@ pub async fn retention(command: RetentionCommand) -> CommandResult {
 /// `chatledger verify`: true when every chain checked is intact. Broken sessions are listed
 /// with their first bad seq as they are found; sessions are streamed, never all loaded.
 pub async fn verify(args: VerifyArgs) -> Result<bool, BoxError> {
+    let log_intact = if args.checkpoints {
+        verify_log(&args).await?
+    } else {
+        true
+    };
+    if args.session.is_none() && !args.all {
+        return Ok(log_intact);
+    }
+    Ok(verify_chains(args).await? && log_intact)
+}
+
+/// `chatledger verify --checkpoints`: the log against the sessions and the checkpoints.
+async fn verify_log(args: &VerifyArgs) -> Result<bool, BoxError> {
+    use sqlx::ConnectOptions;
+    let log_key = args
+        .log_key
+        .as_deref()
+        .map(|key| crate::tlog::VerifierKey::parse(key.trim()))
+        .transpose()
+        .map_err(|error| format!("--log-key: {error}"))?;
+    let database = Database::open(
+        args.database.database_url.as_deref(),
+        &args.database.data_dir,
+    )
+    .await?;
+    let result = async {
+        db::migrate(database.owner()).await?;
+        let mut owner = database.owner().connect().await?;
+        let audit =
+            checkpoints::audit_log(&mut owner, args.checkpoint_dir.as_deref(), log_key.as_ref())
+                .await?;
+        Ok::<_, BoxError>(audit)
+    }
+    .await;
+    database.close().await?;
+    let audit = result?;
+    for (session, why) in &audit.sessions {
+        println!("{session}: NOT AS LOGGED: {why}");
+    }
+    for problem in &audit.log {
+        println!("log: {problem}");
+    }
+    println!(
+        "checked the log: {} leaves, {} stored checkpoints, {} checkpoint files: {}",
+        audit.leaves,
+        audit.checkpoints_checked,
+        audit.files_checked,
+        if audit.intact() {
+            "intact".to_owned()
+        } else {
+            format!(
+                "{} sessions not as logged, {} log problems",
+                audit.sessions.len(),
+                audit.log.len()
+            )
+        }
+    );
+    Ok(audit.intact())
+}
+
+async fn verify_chains(args: VerifyArgs) -> Result<bool, BoxError> {
     with_database(&args.database, |pool| async move {
         let mut tally = Tally::default();
         if let (Some(session), Some(tenant)) = (&args.session, &args.tenant) {
@@ -514,13 +695,22 @@ impl Tally {
 }
 
 /// `chatledger verify-export`: true when the export is intact.
-pub fn verify_export(file: &std::path::Path, expect_head: Option<&str>) -> Result<bool, BoxError> {
+pub fn verify_export(
+    file: &std::path::Path,
+    expect_head: Option<&str>,
+    log_key: Option<&str>,
+) -> Result<bool, BoxError> {
+    let log_key = log_key
+        .map(|key| crate::tlog::VerifierKey::parse(key.trim()))
+        .transpose()
+        .map_err(|error| format!("--log-key: {error}"))?;
+    let log_key = log_key.as_ref();
     let verdict = if file.as_os_str() == "-" {
-        export::verify_export(std::io::stdin().lock(), expect_head)?
+        export::verify_export(std::io::stdin().lock(), expect_head, log_key)?
     } else {
         let opened = std::fs::File::open(file)
             .map_err(|error| format!("cannot open {}: {error}", file.display()))?;
-        export::verify_export(std::io::BufReader::new(opened), expect_head)?
+        export::verify_export(std::io::BufReader::new(opened), expect_head, log_key)?
     };
     Ok(match verdict {
         ExportVerdict::Intact {

@@ -82,6 +82,47 @@ pub enum Command {
         /// A receipt: a head_hash from a 201 response, which the chain must reach.
         #[arg(long)]
         expect_head: Option<String>,
+        /// The log's verifier key (`GET /v1/checkpoint/key`): also check the trailer's signed
+        /// checkpoint and the head's inclusion in it.
+        #[arg(long)]
+        log_key: Option<String>,
+    },
+    /// Follow a chatledger log as a witness: check and cosign each checkpoint, and exit
+    /// non-zero on a bad signature, another key or an inconsistent log.
+    Witness {
+        /// The server, e.g. http://127.0.0.1:8080.
+        #[arg(long)]
+        url: String,
+        /// The witness's own signer key file (same format as a checkpoint key).
+        #[arg(long)]
+        key_file: PathBuf,
+        /// Where the witness keeps the checkpoints it accepted (survives restarts).
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// The log's verifier key; required on the first run, then recorded in the state dir.
+        #[arg(long)]
+        log_key: Option<String>,
+        /// A tenant API key of any role, to read the checkpoint routes.
+        #[arg(long, env = "CHATLEDGER_API_KEY", hide_env_values = true)]
+        api_key: String,
+        /// Seconds between fetches.
+        #[arg(long, default_value_t = 5)]
+        interval: u64,
+        /// Check once and exit.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Create a checkpoint signer key file, or print a key file's verifier key.
+    CheckpointKey {
+        /// Write a new signer key to this file (mode 0600; never over an existing file).
+        #[arg(long, requires = "name", conflicts_with = "key_file")]
+        generate: Option<PathBuf>,
+        /// The key's name (with --generate), e.g. chatledger/<log name>.
+        #[arg(long)]
+        name: Option<String>,
+        /// Print the verifier key of this signer key file.
+        #[arg(long, required_unless_present = "generate")]
+        key_file: Option<PathBuf>,
     },
 }
 
@@ -92,7 +133,7 @@ pub struct VerifyArgs {
         long,
         requires = "tenant",
         conflicts_with = "all",
-        required_unless_present = "all"
+        required_unless_present_any = ["all", "checkpoints"]
     )]
     pub session: Option<String>,
     /// The session's tenant; with --all, only this tenant's sessions.
@@ -101,6 +142,17 @@ pub struct VerifyArgs {
     /// Every session (of every tenant, or of --tenant), streamed.
     #[arg(long)]
     pub all: bool,
+    /// Check the transparency log: recompute every append leaf from the stored sessions,
+    /// rebuild the tree, and check it against the stored checkpoints and those in
+    /// --checkpoint-dir.
+    #[arg(long)]
+    pub checkpoints: bool,
+    /// Checkpoints kept outside the database (`serve --checkpoint-dir`).
+    #[arg(long, requires = "checkpoints")]
+    pub checkpoint_dir: Option<PathBuf>,
+    /// The log's verifier key: also check every checkpoint's signature.
+    #[arg(long, requires = "checkpoints")]
+    pub log_key: Option<String>,
     #[command(flatten)]
     pub database: DatabaseArgs,
 }
@@ -341,6 +393,23 @@ pub struct ServeArgs {
     /// Peers whose X-Forwarded-For names the client, comma-separated IP addresses.
     #[arg(long, env = "CHATLEDGER_TRUSTED_PROXY", value_delimiter = ',')]
     pub trusted_proxy: Vec<std::net::IpAddr>,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// The transparency log's signing (API.md "Checkpoints").
+#[derive(Debug, Clone, Args)]
+pub struct LogArgs {
+    /// The checkpoint signer key file (`chatledger checkpoint-key --generate`); the embedded
+    /// default generates `<data-dir>/checkpoint.key`.
+    #[arg(long, env = "CHATLEDGER_CHECKPOINT_KEY_FILE")]
+    pub checkpoint_key_file: Option<PathBuf>,
+    /// The log's name: its checkpoints' origin line is `chatledger/<name>`.
+    #[arg(long, env = "CHATLEDGER_LOG_NAME", default_value = "default")]
+    pub log_name: String,
+    /// Also write each signed checkpoint here as `<tree size>.note` (never overwritten).
+    #[arg(long, env = "CHATLEDGER_CHECKPOINT_DIR")]
+    pub checkpoint_dir: Option<PathBuf>,
 }
 
 // The admin key must never reach a log.

@@ -30,3 +30,5 @@ pub mod tail;
 pub mod time;
 /// The transparency log's pure core: Merkle proofs, signed notes, checkpoints, cosignatures.
 pub mod tlog;
+/// `chatledger witness`: follows, checks and cosigns a log's checkpoints.
+pub mod witness;

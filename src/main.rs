@@ -43,9 +43,51 @@ async fn main() -> ExitCode {
         }) => finish(commands::erase(&tenant, &session, reason, through_seq, &database).await),
         Some(Command::Retention(command)) => finish(commands::retention(command).await),
         Some(Command::Verify(args)) => verdict(commands::verify(args).await),
-        Some(Command::VerifyExport { file, expect_head }) => {
-            verdict(commands::verify_export(&file, expect_head.as_deref()))
+        Some(Command::VerifyExport {
+            file,
+            expect_head,
+            log_key,
+        }) => verdict(commands::verify_export(
+            &file,
+            expect_head.as_deref(),
+            log_key.as_deref(),
+        )),
+        Some(Command::Witness {
+            url,
+            key_file,
+            state_dir,
+            log_key,
+            api_key,
+            interval,
+            once,
+        }) => {
+            let config = chatledger::witness::WitnessConfig {
+                url,
+                key_file,
+                state_dir,
+                log_key,
+                api_key,
+                interval: std::time::Duration::from_secs(interval.max(1)),
+                once,
+            };
+            match chatledger::witness::run(config).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    tracing::error!("{error}");
+                    eprintln!("chatledger witness: {error}");
+                    ExitCode::from(1)
+                }
+            }
         }
+        Some(Command::CheckpointKey {
+            generate,
+            name,
+            key_file,
+        }) => finish(commands::checkpoint_key(
+            generate.as_deref(),
+            name.as_deref(),
+            key_file.as_deref(),
+        )),
     }
 }
 

@@ -74,6 +74,13 @@ pub fn appended(appended: &Appended) {
     }
 }
 
+/// Counts a checkpoint this server signed, and the size of the tree it signed.
+pub fn checkpoint_signed(size: u64, leaves: usize) {
+    metrics::counter!("chatledger_checkpoints_signed_total").increment(1);
+    metrics::counter!("chatledger_log_leaves_integrated_total").increment(leaves as u64);
+    metrics::gauge!("chatledger_log_tree_size").set(size as f64);
+}
+
 /// Counts a retention sweep this server made, and when.
 pub fn swept(report: &SweepReport) {
     if !report.ran {

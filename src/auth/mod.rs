@@ -5,6 +5,7 @@
 
 mod admin_key;
 mod cache;
+mod checkpoint_key;
 
 use std::sync::Arc;
 
@@ -13,6 +14,9 @@ use sqlx::PgPool;
 
 pub use admin_key::{AdminKey, AdminKeyError, MIN_ADMIN_KEY_LEN, check_secret_file};
 pub use cache::KeyCache;
+pub use checkpoint_key::{
+    CheckpointKeyError, generate_key_file, load_checkpoint_key, read_key_file,
+};
 
 use crate::error::Error;
 

@@ -24,6 +24,7 @@ use crate::access::{self, AccessRecord, Action, ListAccess, Outcome, Recorded};
 use crate::auth::{Caller, Scope};
 use crate::error::{Error, Invalid};
 use crate::ledger::audit::{self, AuditHead};
+use crate::ledger::checkpoints::{self, InclusionProof};
 use crate::ledger::export::{self, Trailer};
 use crate::ledger::search::{self, Cursor, Search, SearchQuery};
 use crate::ledger::{MessageRole, PageLimit};
@@ -32,6 +33,11 @@ use crate::ledger::{SessionId, Timestamp};
 /// Entries per export page (pages are bounded by bytes too): bounds the server's memory
 /// whatever the session's length.
 const EXPORT_PAGE: i64 = 100;
+
+/// How long an export waits for its head to be integrated into the log: beyond API.md's 10 s
+/// coverage bound, the log is not keeping up and the export ends without a trailer.
+const HEAD_PROOF_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+const HEAD_PROOF_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The result of a verification: either `ok` with the verified head, or the first break.
 #[derive(Serialize, ToSchema)]
@@ -204,15 +210,82 @@ struct Export {
 }
 
 impl Export {
+    /// The head leaf's inclusion proof against the latest checkpoint, waiting (bounded) for
+    /// the sequencer while the head is not integrated; `None` on a server without a log.
+    async fn head_proof(&self) -> Result<Option<InclusionProof>, ApiError> {
+        if self.state.log_key.is_none() {
+            return Ok(None);
+        }
+        let deadline = tokio::time::Instant::now() + HEAD_PROOF_WAIT;
+        loop {
+            let (caller, session_id, last_seq) = (
+                self.caller.clone(),
+                self.session_id.clone(),
+                self.head.last_seq,
+            );
+            let proof = self
+                .state
+                .run(move |pool| async move {
+                    let mut tx = pool.begin().await?;
+                    let proof = checkpoints::inclusion(
+                        &mut tx,
+                        caller.scope(),
+                        session_id.as_str(),
+                        last_seq,
+                    )
+                    .await;
+                    tx.commit().await?;
+                    match proof {
+                        Ok(proof) if proof.leaf["last_seq"].as_i64() == Some(last_seq) => {
+                            Ok(Some(proof))
+                        }
+                        Ok(_) => Err(Error::Corrupt("the head's leaf does not end at the head")),
+                        Err(Error::NotFound) => Ok(None),
+                        Err(other) => Err(other),
+                    }
+                })
+                .await?;
+            if proof.is_some() {
+                return Ok(proof);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ApiError::Internal(
+                    "the head was not integrated into the log in time".into(),
+                ));
+            }
+            tokio::time::sleep(HEAD_PROOF_POLL).await;
+        }
+    }
+
     /// The lines after seq `after`, and where to go on (`None`: done).
     async fn chunk_after(&self, after: i64) -> (std::io::Result<Bytes>, Option<i64>) {
         if after >= self.head.last_seq {
+            let proof = match self.head_proof().await {
+                Ok(proof) => proof,
+                Err(error) => {
+                    tracing::error!(%error, "export stopped before its trailer");
+                    return (Err(std::io::Error::other("export stopped early")), None);
+                }
+            };
+            let (leaf_index, leaf, checkpoint, inclusion_path) = match proof {
+                Some(proof) => (
+                    Some(proof.leaf_index),
+                    Some(proof.leaf),
+                    Some(proof.checkpoint),
+                    Some(proof.inclusion_path),
+                ),
+                None => (None, None, None, None),
+            };
             let trailer = Trailer {
                 tenant: self.caller.tenant.name.to_string(),
                 session_id: self.session_id.as_str().to_owned(),
                 last_seq: self.head.last_seq,
                 head_hash: hex::encode(&self.head.head_hash),
                 exported_at: self.exported_at.to_string(),
+                leaf_index,
+                leaf,
+                checkpoint,
+                inclusion_path,
             };
             return (Ok(Bytes::from(export::trailer_line(trailer))), None);
         }

@@ -4,6 +4,7 @@
 
 mod admin;
 mod audit;
+mod checkpoints;
 mod console;
 mod extract;
 mod holds;
@@ -63,6 +64,8 @@ pub struct AppState {
     tail: Arc<Hub>,
     /// Tells every server's tails of this server's committed appends.
     announcer: Announcer,
+    /// The checkpoint log's verifier key (`GET /v1/checkpoint/key`).
+    log_key: Option<Arc<str>>,
     _listener: Arc<Listener>,
 }
 
@@ -116,6 +119,7 @@ impl AppState {
             max_body_bytes: HttpSettings::default().max_body_bytes,
             openapi: Arc::new(openapi),
             tail,
+            log_key: None,
             _listener: Arc::new(listener),
         }
     }
@@ -246,6 +250,12 @@ impl AppState {
         }
     }
 
+    /// Serves this verifier key as the checkpoint log's.
+    pub fn logging(mut self, verifier_key: String) -> Self {
+        self.log_key = Some(verifier_key.into());
+        self
+    }
+
     /// Trusts `X-Forwarded-For` from these peers.
     pub fn trusting(mut self, proxies: Vec<IpAddr>) -> Self {
         self.trusted_proxies = proxies.into();
@@ -328,6 +338,10 @@ pub fn router(mut state: AppState, settings: &HttpSettings) -> Router {
         .route("/sessions/{session_id}/verify", get(audit::verify))
         .route("/sessions/{session_id}/export", get(audit::export))
         .route("/sessions/{session_id}/erasure", post(holds::erase))
+        .route("/sessions/{session_id}/proof", get(checkpoints::proof))
+        .route("/checkpoint", get(checkpoints::latest))
+        .route("/checkpoint/key", get(checkpoints::key))
+        .route("/checkpoint/consistency", get(checkpoints::consistency))
         .route("/holds", post(holds::place).get(holds::list))
         .route("/holds/{id}", delete(holds::release))
         .route("/holds/{id}/sessions", post(holds::add_sessions))

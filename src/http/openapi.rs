@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, audit, console, holds, ops, problem, sessions, tail};
+use super::{admin, audit, checkpoints, console, holds, ops, problem, sessions, tail};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -18,6 +18,10 @@ use super::{admin, audit, console, holds, ops, problem, sessions, tail};
         tail::events,
         audit::verify,
         audit::export,
+        checkpoints::proof,
+        checkpoints::latest,
+        checkpoints::key,
+        checkpoints::consistency,
         holds::erase,
         holds::place,
         holds::add_sessions,

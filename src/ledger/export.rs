@@ -47,6 +47,17 @@ pub struct Trailer {
     pub last_seq: i64,
     pub head_hash: String,
     pub exported_at: String,
+    /// The log's leaf of the session's head append and its index (what `inclusion_path` proves).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leaf_index: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leaf: Option<serde_json::Value>,
+    /// The signed checkpoint whose tree holds the head leaf.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<String>,
+    /// Base64 hashes from the head leaf to the checkpoint's root (RFC 9162 §2.1.3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inclusion_path: Option<Vec<String>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -156,6 +167,7 @@ pub enum UnreadableExport {
 pub fn verify_export(
     input: impl BufRead,
     expect_head: Option<&str>,
+    log_key: Option<&crate::tlog::VerifierKey>,
 ) -> Result<ExportVerdict, UnreadableExport> {
     let broken = |why: String| Ok(ExportVerdict::Broken(why));
     let at_break = |found: Break| {
@@ -248,9 +260,67 @@ pub fn verify_export(
     if !reached_expected {
         return broken("the chain does not reach the expected head hash".to_owned());
     }
+    if let Err(why) = check_head_in_log(&trailer, log_key) {
+        return broken(why);
+    }
     Ok(ExportVerdict::Intact {
         tenant,
         session_id,
         verified,
     })
+}
+
+/// Checks the trailer's log proof: the head leaf is the session's append ending at the head,
+/// and `inclusion_path` leads from it to the checkpoint's root; with the log's key, the
+/// checkpoint's signature too. Without a key, an export without a checkpoint passes (the
+/// chain alone was checked); with one, the checkpoint is required.
+fn check_head_in_log(
+    trailer: &Trailer,
+    log_key: Option<&crate::tlog::VerifierKey>,
+) -> Result<(), String> {
+    use crate::tlog::{self, Checkpoint, Hash, SignedCheckpoint};
+    let (Some(note), Some(path), Some(index), Some(leaf)) = (
+        &trailer.checkpoint,
+        &trailer.inclusion_path,
+        trailer.leaf_index,
+        &trailer.leaf,
+    ) else {
+        if log_key.is_some() {
+            return Err("the trailer carries no checkpoint and inclusion proof".to_owned());
+        }
+        return Ok(());
+    };
+    let checkpoint = match log_key {
+        Some(key) => SignedCheckpoint::open(note, key)
+            .map_err(|error| format!("the trailer's checkpoint: {error}"))?
+            .checkpoint()
+            .clone(),
+        None => {
+            let note = tlog::Note::parse(note)
+                .map_err(|error| format!("the trailer's checkpoint: {error}"))?;
+            Checkpoint::parse(note.text())
+                .map_err(|error| format!("the trailer's checkpoint: {error}"))?
+        }
+    };
+    let expected = super::checkpoints::append_leaf(
+        &trailer.tenant,
+        &trailer.session_id,
+        leaf.get("first_seq")
+            .and_then(serde_json::Value::as_i64)
+            .unwrap_or(0),
+        trailer.last_seq,
+        &hex::decode(&trailer.head_hash).unwrap_or_default(),
+    );
+    let first_seq = expected["first_seq"].as_i64().unwrap_or(0);
+    if *leaf != expected || first_seq < 1 || first_seq > trailer.last_seq {
+        return Err("the trailer's leaf is not the append of this head".to_owned());
+    }
+    let path = path
+        .iter()
+        .map(|hash| Hash::from_base64(hash))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| "the inclusion path holds a malformed hash".to_owned())?;
+    let leaf_hash = tlog::leaf_hash(&super::hash::canonical_json(leaf));
+    tlog::verify_inclusion(&leaf_hash, index, checkpoint.size, &path, &checkpoint.root)
+        .map_err(|error| format!("the head leaf is not in the checkpoint's tree: {error}"))
 }

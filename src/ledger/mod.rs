@@ -3,6 +3,7 @@
 
 mod append;
 pub mod audit;
+pub mod checkpoints;
 pub mod erase;
 pub mod export;
 pub mod hash;

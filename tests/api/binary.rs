@@ -51,6 +51,13 @@ async fn the_embedded_default_keeps_data_across_restarts_and_stops_cleanly() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
+    // So is the checkpoint signing key.
+    let checkpoint_key = data_dir.join("checkpoint.key");
+    let mode = std::fs::metadata(&checkpoint_key)
+        .expect("checkpoint.key generated")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
     let admin_key = std::fs::read_to_string(&admin_key_file)
         .expect("admin key")
         .trim()

@@ -185,7 +185,18 @@ async fn probes_and_the_openapi_document_need_no_key_and_cover_every_route() {
 
 /// Tables without `tenant_id` that hold no tenant's rows of their own, or global tables that a
 /// sharded deployment would replicate to every node (Citus reference tables): docs/scaling.md.
-const GLOBAL_TABLES: &[&str] = &["_sqlx_migrations", "tenants", "api_keys", "tail_secret"];
+/// The checkpoint log is one tree for the whole deployment, ordered across tenants: its tables
+/// are global (a sharded deployment keeps them on the coordinator, fed by every shard).
+const GLOBAL_TABLES: &[&str] = &[
+    "_sqlx_migrations",
+    "tenants",
+    "api_keys",
+    "tail_secret",
+    "tlog_pending",
+    "tlog_leaves",
+    "tlog_hashes",
+    "tlog_checkpoints",
+];
 
 #[tokio::test]
 async fn every_tenant_scoped_table_keys_on_tenant_id_so_that_it_can_be_sharded_by_tenant() {

@@ -12,6 +12,7 @@ mod access;
 mod appending;
 mod audit;
 mod binary;
+mod checkpoints;
 mod compliance;
 mod concurrency;
 mod console;

@@ -315,7 +315,7 @@ fn parse_entries(values: &[Value], source: &str, report: &mut SessionReport) -> 
 
 /// Runs the offline verifier on an export and returns its entries.
 fn check_export(export: &[u8], report: &mut SessionReport) -> Vec<Stored> {
-    match verify_export(export, None) {
+    match verify_export(export, None, None) {
         Ok(ExportVerdict::Intact { .. }) => {}
         Ok(ExportVerdict::Broken(why)) => {
             report.chain_breaks += 1;

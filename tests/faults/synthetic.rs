@@ -156,6 +156,10 @@ impl SyntheticLedger {
                 .last()
                 .map_or_else(|| hex::encode(GENESIS_HASH), |line| line.hash.clone()),
             exported_at: "2026-11-21T10:15:31.000000Z".to_owned(),
+            leaf_index: None,
+            leaf: None,
+            checkpoint: None,
+            inclusion_path: None,
         }));
         ReadBack {
             session: self.session.clone(),

@@ -208,9 +208,24 @@ def server_env() -> dict[str, str]:
     return env
 
 
+def checkpoint_key_beside(admin_key_file: Path) -> Path:
+    """The checkpoint signing key every server of a deployment shares, made on first use."""
+    path = admin_key_file.with_name("checkpoint.key")
+    if not path.exists():
+        subprocess.run(
+            [chatledger_binary(), "checkpoint-key", "--generate", str(path), "--name", "chatledger/pytest"],
+            capture_output=True,
+            check=True,
+        )
+    return path
+
+
 def start_external(database_url: str, admin_key_file: Path, listen: str = "127.0.0.1:0") -> ServerProcess:
+    key = checkpoint_key_beside(admin_key_file)
     return ServerProcess(
-        ["--database-url", database_url, "--admin-key-file", str(admin_key_file)], env=server_env(), listen=listen
+        ["--database-url", database_url, "--admin-key-file", str(admin_key_file), "--checkpoint-key-file", str(key)],
+        env=server_env(),
+        listen=listen,
     )
 
 

@@ -76,7 +76,10 @@ async fn serve_on(database: &Database, args: &ServeArgs) -> CommandResult {
         pool.clone(),
         Duration::from_secs(args.retention_interval_secs.max(1)),
     ));
-    let sequencer = tokio::spawn(sequence_periodically(database.owner().clone(), signer));
+    let sequencer = tokio::spawn(sequence_periodically(
+        database.owner_hosts().to_vec(),
+        signer,
+    ));
     let listener = TcpListener::bind(args.listen).await?;
     tracing::info!(address = %listener.local_addr()?, embedded = database.is_embedded(), "chatledger listening");
     let streams = state.clone();
@@ -153,11 +156,17 @@ const SEQUENCER_TICK: Duration = Duration::from_millis(200);
 /// checkpoints (one server at a time holds the lock per round) and copies new checkpoints to
 /// the checkpoint directory. A tree that is not an extension of the last signed one is never
 /// signed; that is logged as an error at every tick until an operator looks.
-async fn sequence_periodically(owner: sqlx::postgres::PgConnectOptions, signer: LogSigner) {
-    use sqlx::ConnectOptions;
-    let owner = owner
-        .application_name("chatledger-sequencer")
-        .options([("statement_timeout", "30000")]);
+/// With several hosts it connects to the one that accepts writes, and looks again after losing
+/// its connection (a promotion).
+async fn sequence_periodically(hosts: Vec<sqlx::postgres::PgConnectOptions>, signer: LogSigner) {
+    let hosts: Vec<_> = hosts
+        .into_iter()
+        .map(|owner| {
+            owner
+                .application_name("chatledger-sequencer")
+                .options([("statement_timeout", "30000")])
+        })
+        .collect();
     let mut written = signer.checkpoint_dir.as_deref().and_then(|dir| {
         checkpoints::largest_note_file(dir)
             .inspect_err(|error| tracing::warn!(%error, "cannot read the checkpoint directory"))
@@ -171,7 +180,7 @@ async fn sequence_periodically(owner: sqlx::postgres::PgConnectOptions, signer: 
         ticks.tick().await;
         let db = match &mut connection {
             Some(db) => db,
-            None => match owner.connect().await {
+            None => match connect_to_primary(&hosts).await {
                 Ok(db) => connection.insert(db),
                 Err(error) => {
                     tracing::warn!(%error, "the sequencer cannot connect; retrying");
@@ -214,6 +223,17 @@ async fn sequence_periodically(owner: sqlx::postgres::PgConnectOptions, signer: 
             connection = None;
         }
     }
+}
+
+async fn connect_to_primary(
+    hosts: &[sqlx::postgres::PgConnectOptions],
+) -> Result<sqlx::PgConnection, crate::db::DbError> {
+    use sqlx::ConnectOptions;
+    let owner = match hosts {
+        [one] => one.clone(),
+        _ => db::failover::primary_of(hosts).await?,
+    };
+    owner.connect().await.map_err(crate::db::DbError::Connect)
 }
 
 /// `chatledger checkpoint-key`: writes a new signer key file, or prints a key file's verifier key.

@@ -138,6 +138,11 @@ impl Database {
         &self.owner
     }
 
+    /// The owner on every host the URL names, for a connection that must follow the primary.
+    pub fn owner_hosts(&self) -> &[PgConnectOptions] {
+        &self.hosts
+    }
+
     pub fn is_embedded(&self) -> bool {
         self.embedded.is_some()
     }

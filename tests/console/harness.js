@@ -64,6 +64,11 @@ export class World {
     world.adminKey = `console-admin-${randomBytes(24).toString("hex")}`;
     const keyFile = join(world.dir, "admin.key");
     writeFileSync(keyFile, world.adminKey, { mode: 0o600 });
+    // With an external database the server signs checkpoints only with a key it is given.
+    world.checkpointKeyFile = join(world.dir, "checkpoint.key");
+    const generated = spawnSync(binary(), ["checkpoint-key", "--generate", world.checkpointKeyFile,
+      "--name", "chatledger/console-tests"], { encoding: "utf8" });
+    if (generated.status !== 0) throw new Error(`checkpoint-key failed: ${generated.stderr}`);
     await world.startServer(keyFile);
     Object.assign(world, await world.tenantWithKeys());
     return world;
@@ -91,7 +96,8 @@ export class World {
     this.server = spawn(
       binary(),
       ["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--database-url", this.databaseUrl,
-        "--admin-key-file", keyFile, "--acquire-timeout-ms", "1000"],
+        "--admin-key-file", keyFile, "--checkpoint-key-file", this.checkpointKeyFile,
+        "--acquire-timeout-ms", "1000"],
       { env, stdio: ["ignore", "ignore", "pipe"] },
     );
     const lines = createInterface({ input: this.server.stderr });

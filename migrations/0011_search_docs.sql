@@ -87,13 +87,18 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER AS $$
 DECLARE
     v_tenant bigint := chatledger_current_tenant();
     v_session_pk bigint;
-    v_hits text := 'SELECT d.session_pk, d.seq, d.created_at FROM search_docs d WHERE d.tenant_id = $1';
+    v_filters text := '';
+    v_patterns text := '';
+    v_order text := ' ORDER BY d.created_at DESC, d.session_pk DESC, d.seq DESC';
+    v_recent text;
+    v_hits text;
+    v_found bigint;
 BEGIN
     IF v_tenant IS NULL THEN
         RAISE EXCEPTION 'chatledger_search: no tenant is bound' USING ERRCODE = 'CL401';
     END IF;
     FOR i IN 1..coalesce(cardinality(p_patterns), 0) LOOP
-        v_hits := v_hits || format(' AND d.text LIKE $2[%s]', i);
+        v_patterns := v_patterns || format(' AND d.text LIKE $2[%s]', i);
     END LOOP;
     IF p_session_id IS NOT NULL THEN
         SELECT s.id INTO v_session_pk FROM sessions s
@@ -101,17 +106,34 @@ BEGIN
         IF NOT FOUND THEN
             RETURN;
         END IF;
-        v_hits := v_hits || ' AND d.session_pk = $3';
+        v_filters := v_filters || ' AND d.session_pk = $3';
     END IF;
-    IF p_role IS NOT NULL THEN v_hits := v_hits || ' AND d.role = $4'; END IF;
-    IF p_author IS NOT NULL THEN v_hits := v_hits || ' AND d.author = $5'; END IF;
-    IF p_from IS NOT NULL THEN v_hits := v_hits || ' AND d.created_at >= $6'; END IF;
-    IF p_to IS NOT NULL THEN v_hits := v_hits || ' AND d.created_at < $7'; END IF;
-    IF p_metadata IS NOT NULL THEN v_hits := v_hits || ' AND d.metadata @> $8'; END IF;
+    IF p_role IS NOT NULL THEN v_filters := v_filters || ' AND d.role = $4'; END IF;
+    IF p_author IS NOT NULL THEN v_filters := v_filters || ' AND d.author = $5'; END IF;
+    IF p_from IS NOT NULL THEN v_filters := v_filters || ' AND d.created_at >= $6'; END IF;
+    IF p_to IS NOT NULL THEN v_filters := v_filters || ' AND d.created_at < $7'; END IF;
+    IF p_metadata IS NOT NULL THEN v_filters := v_filters || ' AND d.metadata @> $8'; END IF;
     IF p_after_created_at IS NOT NULL THEN
-        v_hits := v_hits || ' AND (d.created_at, d.session_pk, d.seq) < ($9, $10, $11)';
+        v_filters := v_filters || ' AND (d.created_at, d.session_pk, d.seq) < ($9, $10, $11)';
     END IF;
-    v_hits := v_hits || ' ORDER BY d.created_at DESC, d.session_pk DESC, d.seq DESC LIMIT $12';
+    v_hits := 'SELECT d.session_pk, d.seq, d.created_at FROM search_docs d WHERE d.tenant_id = $1'
+              || v_filters || v_patterns || v_order || ' LIMIT $12';
+    -- A common term: its newest matches are among the newest messages, which the time index
+    -- walks in order; the trigram index would return every match to be sorted. So look first in
+    -- the newest 2,000 messages the filters let through: a full page there is the page
+    -- (no newer match lies outside the window); else ask the trigram index.
+    IF v_patterns <> '' THEN
+        v_recent := 'SELECT d.session_pk, d.seq, d.created_at
+                       FROM (SELECT d.* FROM search_docs d WHERE d.tenant_id = $1' || v_filters
+                    || v_order || ' LIMIT 2000) d
+                      WHERE true' || v_patterns || v_order || ' LIMIT $12';
+        EXECUTE 'SELECT count(*) FROM (' || v_recent || ') r' INTO v_found
+            USING v_tenant, p_patterns, v_session_pk, p_role, p_author, p_from, p_to, p_metadata,
+                  p_after_created_at, p_after_session_pk, p_after_seq, p_limit;
+        IF v_found >= p_limit THEN
+            v_hits := v_recent;
+        END IF;
+    END IF;
     -- The page of hits is a subquery with its own LIMIT, planned on its own; its rows are then
     -- read from entries, under their row-level security.
     RETURN QUERY EXECUTE

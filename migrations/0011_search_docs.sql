@@ -90,9 +90,10 @@ DECLARE
     v_filters text := '';
     v_patterns text := '';
     v_order text := ' ORDER BY d.created_at DESC, d.session_pk DESC, d.seq DESC';
-    v_recent text;
     v_hits text;
-    v_found bigint;
+    v_recent_pks bigint[];
+    v_recent_seqs bigint[];
+    v_recent_times timestamptz[];
 BEGIN
     IF v_tenant IS NULL THEN
         RAISE EXCEPTION 'chatledger_search: no tenant is bound' USING ERRCODE = 'CL401';
@@ -123,15 +124,18 @@ BEGIN
     -- the newest 2,000 messages the filters let through: a full page there is the page
     -- (no newer match lies outside the window); else ask the trigram index.
     IF v_patterns <> '' THEN
-        v_recent := 'SELECT d.session_pk, d.seq, d.created_at
-                       FROM (SELECT d.* FROM search_docs d WHERE d.tenant_id = $1' || v_filters
-                    || v_order || ' LIMIT 2000) d
-                      WHERE true' || v_patterns || v_order || ' LIMIT $12';
-        EXECUTE 'SELECT count(*) FROM (' || v_recent || ') r' INTO v_found
+        EXECUTE 'SELECT array_agg(r.session_pk), array_agg(r.seq), array_agg(r.created_at)
+                   FROM (SELECT d.session_pk, d.seq, d.created_at
+                           FROM (SELECT d.* FROM search_docs d WHERE d.tenant_id = $1' || v_filters
+                || v_order || ' LIMIT 2000) d
+                          WHERE true' || v_patterns || v_order || ' LIMIT $12) r'
+            INTO v_recent_pks, v_recent_seqs, v_recent_times
             USING v_tenant, p_patterns, v_session_pk, p_role, p_author, p_from, p_to, p_metadata,
                   p_after_created_at, p_after_session_pk, p_after_seq, p_limit;
-        IF v_found >= p_limit THEN
-            v_hits := v_recent;
+        -- The page found there, as it is: not searched again.
+        IF coalesce(cardinality(v_recent_pks), 0) >= p_limit THEN
+            v_hits := 'SELECT * FROM unnest($13::bigint[], $14::bigint[], $15::timestamptz[])
+                          AS d (session_pk, seq, created_at)';
         END IF;
     END IF;
     -- The page of hits is a subquery with its own LIMIT, planned on its own; its rows are then
@@ -146,7 +150,8 @@ BEGIN
           WHERE e.erased_at IS NULL
           ORDER BY h.created_at DESC, h.session_pk DESC, h.seq DESC'
         USING v_tenant, p_patterns, v_session_pk, p_role, p_author, p_from, p_to, p_metadata,
-              p_after_created_at, p_after_session_pk, p_after_seq, p_limit;
+              p_after_created_at, p_after_session_pk, p_after_seq, p_limit,
+              v_recent_pks, v_recent_seqs, v_recent_times;
 END
 $$;
 

@@ -80,6 +80,7 @@ async fn serve_on(database: &Database, args: &ServeArgs) -> CommandResult {
         database.owner_hosts().to_vec(),
         signer,
     ));
+    let indexer = tokio::spawn(index_periodically(database.owner_hosts().to_vec()));
     let listener = TcpListener::bind(args.listen).await?;
     tracing::info!(address = %listener.local_addr()?, embedded = database.is_embedded(), "chatledger listening");
     let streams = state.clone();
@@ -97,6 +98,7 @@ async fn serve_on(database: &Database, args: &ServeArgs) -> CommandResult {
     .await?;
     sweeper.abort();
     sequencer.abort();
+    indexer.abort();
     pool.close().await;
     if let Some(replica) = replica {
         replica.close().await;
@@ -159,34 +161,19 @@ const SEQUENCER_TICK: Duration = Duration::from_millis(200);
 /// With several hosts it connects to the one that accepts writes, and looks again after losing
 /// its connection (a promotion).
 async fn sequence_periodically(hosts: Vec<sqlx::postgres::PgConnectOptions>, signer: LogSigner) {
-    let hosts: Vec<_> = hosts
-        .into_iter()
-        .map(|owner| {
-            owner
-                .application_name("chatledger-sequencer")
-                .options([("statement_timeout", "30000")])
-        })
-        .collect();
     let mut written = signer.checkpoint_dir.as_deref().and_then(|dir| {
         checkpoints::largest_note_file(dir)
             .inspect_err(|error| tracing::warn!(%error, "cannot read the checkpoint directory"))
             .ok()
             .flatten()
     });
-    let mut connection: Option<sqlx::PgConnection> = None;
+    let mut primary = PrimaryConnection::new(hosts, "chatledger-sequencer");
     let mut ticks = tokio::time::interval(SEQUENCER_TICK);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        let db = match &mut connection {
-            Some(db) => db,
-            None => match connect_to_primary(&hosts).await {
-                Ok(db) => connection.insert(db),
-                Err(error) => {
-                    tracing::warn!(%error, "the sequencer cannot connect; retrying");
-                    continue;
-                }
-            },
+        let Some(db) = primary.get().await else {
+            continue;
         };
         let mut broken = false;
         loop {
@@ -220,8 +207,86 @@ async fn sequence_periodically(hosts: Vec<sqlx::postgres::PgConnectOptions>, sig
             }
         }
         if broken {
-            connection = None;
+            primary.lost();
         }
+    }
+}
+
+/// How often a server indexes the search queue. A search indexes its own tenant's queue first,
+/// so this bounds the work a search may find waiting, not what it finds.
+const INDEXER_TICK: Duration = Duration::from_millis(100);
+
+/// The search indexer: every tick, on its own owner connection, indexes the messages appends
+/// queued (migration 0012) until the queue is empty. Servers share the queue (each round skips
+/// what another server holds).
+async fn index_periodically(hosts: Vec<sqlx::postgres::PgConnectOptions>) {
+    let mut primary = PrimaryConnection::new(hosts, "chatledger-indexer");
+    let mut ticks = tokio::time::interval(INDEXER_TICK);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(db) = primary.get().await else {
+            continue;
+        };
+        loop {
+            match search::index_some(db, search::INDEX_BATCH).await {
+                Ok(taken) => {
+                    metrics::search_indexed(taken);
+                    if taken < i64::from(search::INDEX_BATCH) {
+                        break;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "search indexing failed; retrying");
+                    primary.lost();
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// An owner connection to whichever host accepts writes, for a background task: opened when
+/// first needed and again after it is lost (a promotion elsewhere).
+struct PrimaryConnection {
+    hosts: Vec<sqlx::postgres::PgConnectOptions>,
+    task: &'static str,
+    connection: Option<sqlx::PgConnection>,
+}
+
+impl PrimaryConnection {
+    fn new(hosts: Vec<sqlx::postgres::PgConnectOptions>, task: &'static str) -> Self {
+        let hosts = hosts
+            .into_iter()
+            .map(|owner| {
+                owner
+                    .application_name(task)
+                    .options([("statement_timeout", "30000")])
+            })
+            .collect();
+        PrimaryConnection {
+            hosts,
+            task,
+            connection: None,
+        }
+    }
+
+    /// The connection, or `None` (logged) when no host can be reached this time.
+    async fn get(&mut self) -> Option<&mut sqlx::PgConnection> {
+        if self.connection.is_none() {
+            match connect_to_primary(&self.hosts).await {
+                Ok(db) => self.connection = Some(db),
+                Err(error) => {
+                    tracing::warn!(%error, task = self.task, "cannot connect to the primary; retrying");
+                    return None;
+                }
+            }
+        }
+        self.connection.as_mut()
+    }
+
+    fn lost(&mut self) {
+        self.connection = None;
     }
 }
 

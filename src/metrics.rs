@@ -81,6 +81,11 @@ pub fn checkpoint_signed(size: u64, leaves: usize) {
     metrics::gauge!("chatledger_log_tree_size").set(size as f64);
 }
 
+/// Counts the queued appends the search indexer took.
+pub fn search_indexed(appends: i64) {
+    metrics::counter!("chatledger_search_indexed_appends_total").increment(appends.max(0) as u64);
+}
+
 /// Counts a retention sweep this server made, and when.
 pub fn swept(report: &SweepReport) {
     if !report.ran {

@@ -2,7 +2,8 @@
 //! as a case-insensitive substring, in any script, newest first, with filters. The text is
 //! `chatledger_search_text(content, metadata)` (migration 0004), kept per message in
 //! `search_docs` with a trigram index and read by `chatledger_search` (migration 0011), which
-//! builds its statement per request so that each term is one indexable `LIKE`.
+//! builds its statement per request so that each term is one indexable `LIKE`. Appends queue
+//! their messages for it; servers index the queue in the background (migration 0012).
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -194,6 +195,20 @@ pub async fn search(
         hits,
         next: next.filter(|_| more),
     })
+}
+
+/// Most queued appends one indexing round takes (each is a range of an append's messages).
+pub const INDEX_BATCH: i32 = 500;
+
+/// Indexes up to `limit` queued appends of any tenants (migration 0012), on an owner
+/// connection; returns how many it took. Appends queue their messages for the search index
+/// rather than indexing them themselves; a search indexes its own tenant's queue first, so
+/// this only keeps that queue short.
+pub async fn index_some(db: &mut PgConnection, limit: i32) -> Result<i64, Error> {
+    let taken = sqlx::query_scalar!(r#"SELECT chatledger_index_some($1) AS "taken!""#, limit)
+        .fetch_one(db)
+        .await?;
+    Ok(taken)
 }
 
 fn micros_to_time(micros: i64) -> Result<chrono::DateTime<chrono::Utc>, Invalid> {

@@ -310,3 +310,50 @@ async fn metrics_count_what_happened_and_logs_carry_request_ids_but_never_conten
         assert!(!everything.contains(secret), "the log holds {secret}");
     }
 }
+
+#[tokio::test]
+async fn the_server_indexes_what_appends_queue_for_search_without_being_asked() {
+    let database = TestDatabase::new().await;
+    let dir = TempDir::new("binary");
+    let logs = Arc::new(Logs::keeping_every_line());
+    let server = start_external(&database, &dir, &logs).await;
+    let owner = database.owner_pool().await;
+    let client = reqwest::Client::new();
+    for turn in 0..20 {
+        let appended = client
+            .post(format!(
+                "{}/v1/sessions/queued-{turn}/messages",
+                server.address
+            ))
+            .bearer_auth(&database.writer_key)
+            .json(&json!({"messages": [
+                {"role": "user", "content": format!("question {turn}")},
+                {"role": "assistant", "content": format!("answer {turn}")},
+            ]}))
+            .send()
+            .await
+            .expect("append");
+        assert_eq!(appended.status(), 201);
+    }
+    // No search is made: the server's own indexer must empty the queue (within 10 s; it looks
+    // every 100 ms).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let count = |table: &'static str| {
+        let owner = owner.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(&format!("SELECT count(*) FROM {table}"))
+                .fetch_one(&owner)
+                .await
+                .expect("count")
+        }
+    };
+    while count("search_pending").await > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the indexer left the queue"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(count("search_docs").await, 40, "every message indexed once");
+    assert!(server.terminate().await.success());
+}

@@ -23,5 +23,6 @@ mod hash_vectors;
 mod helpers;
 mod hostile;
 mod reading;
+mod search_index;
 mod tail;
 mod validation;

@@ -64,7 +64,12 @@ DECLARE
     v_claimed tid[];
     v_ranges bigint;
 BEGIN
-    PERFORM pg_catalog.pg_advisory_xact_lock_shared(7263, chatledger_search_lock_key(p_tenant_id));
+    IF p_limit IS NULL THEN
+        PERFORM pg_catalog.pg_advisory_xact_lock_shared(7263, chatledger_search_lock_key(p_tenant_id));
+    ELSIF NOT pg_catalog.pg_try_advisory_xact_lock_shared(7263, chatledger_search_lock_key(p_tenant_id)) THEN
+        -- A background round does not wait for a tenant's erasure; it comes back next time.
+        RETURN 0;
+    END IF;
     PERFORM pg_catalog.set_config('chatledger.tenant_id', p_tenant_id::text, true);
     IF p_limit IS NULL THEN
         -- Waits for an indexer holding some of them: once it commits they are gone, indexed.

@@ -126,7 +126,7 @@ async fn an_erasure_waits_for_an_indexer_holding_the_text_and_then_removes_it() 
 }
 
 #[tokio::test]
-async fn an_indexer_waits_for_an_erasure_in_progress_and_then_leaves_the_text_out() {
+async fn an_erasure_in_progress_keeps_indexers_off_its_tenant_and_a_search_waits_for_it() {
     let app = TestApp::spawn().await;
     app.append(
         "raced",
@@ -134,30 +134,39 @@ async fn an_indexer_waits_for_an_erasure_in_progress_and_then_leaves_the_text_ou
     )
     .await;
     let owner = app.database.owner_pool().await;
+    let queued = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM search_pending")
+            .fetch_one(&owner)
+            .await
+            .expect("queue")
+    };
     let mut erasure = owner.begin().await.expect("begin");
     erase_in(&mut erasure, &app.database.tenant, "raced").await;
 
-    let indexing = tokio::spawn({
-        let owner = owner.clone();
-        async move {
-            sqlx::query_scalar::<_, i64>("SELECT chatledger_index_some(500)")
-                .fetch_one(&owner)
-                .await
-                .expect("index")
-        }
-    });
-    until_one_waits_for_the_index_lock(&owner).await;
-    erasure.commit().await.expect("commit the erasure");
-    assert_eq!(indexing.await.expect("the indexer finished"), 1);
-
-    assert_eq!(indexed_text_of(&app, "raced").await, Vec::<String>::new());
-    let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM search_pending")
+    let taken: i64 = sqlx::query_scalar("SELECT chatledger_index_some(500)")
         .fetch_one(&owner)
         .await
-        .expect("queue");
+        .expect("index");
+    assert_eq!(taken, 0, "a background round leaves the tenant for later");
+    assert_eq!(queued().await, 1);
+
+    let searching = tokio::spawn(
+        app.request_as(
+            reqwest::Method::GET,
+            "/v1/audit/search?q=zx41977",
+            Some(&app.database.auditor_key),
+        )
+        .send(),
+    );
+    until_one_waits_for_the_index_lock(&owner).await;
+    erasure.commit().await.expect("commit the erasure");
+    let found = json_ok(searching.await.expect("joined").expect("search")).await;
+    assert_eq!(found["results"], serde_json::json!([]), "{found}");
+    assert_eq!(indexed_text_of(&app, "raced").await, Vec::<String>::new());
     assert_eq!(
-        queued, 0,
-        "the indexer took the append, and left its text out"
+        queued().await,
+        0,
+        "the search took the append, and left its text out"
     );
 }
 

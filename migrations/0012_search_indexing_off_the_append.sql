@@ -10,8 +10,8 @@
 -- advisory lock before touching search_docs, so that neither acts on a snapshot older than the
 -- other's commit: the indexer takes it shared before it reads entries (a later statement, so a
 -- newer snapshot, which sees an erasure that committed while it waited); an erasure takes it
--- exclusively before it deletes the text (so an indexer that read the message before the
--- erasure committed has committed its copy, which the delete, a later statement, then sees).
+-- exclusively before it changes entries (so an indexer that read a message before the erasure
+-- has committed its copy, which the erasure's delete of the text, a later statement, then sees).
 
 CREATE TABLE search_pending (
     tenant_id  bigint NOT NULL,
@@ -38,21 +38,19 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION chatledger_unindex_erased() RETURNS trigger
+-- An erasure (the only update entries take) locks its tenant's index before it changes a row;
+-- entries' forced row-level security means it runs with its tenant bound.
+CREATE FUNCTION chatledger_lock_index_for_erasure() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER AS $$
-DECLARE
-    v_tenant bigint;
 BEGIN
-    FOR v_tenant IN SELECT DISTINCT n.tenant_id FROM erased_entries n WHERE n.erased_at IS NOT NULL LOOP
-        PERFORM pg_catalog.pg_advisory_xact_lock(7263, chatledger_search_lock_key(v_tenant));
-    END LOOP;
-    DELETE FROM search_docs d
-     USING erased_entries n
-     WHERE d.tenant_id = n.tenant_id AND d.session_pk = n.session_pk AND d.seq = n.seq
-       AND n.erased_at IS NOT NULL;
+    IF chatledger_current_tenant() IS NOT NULL THEN
+        PERFORM pg_catalog.pg_advisory_xact_lock(7263, chatledger_search_lock_key(chatledger_current_tenant()));
+    END IF;
     RETURN NULL;
 END
 $$;
+CREATE TRIGGER entries_erasure_locks_index BEFORE UPDATE ON entries
+    FOR EACH STATEMENT EXECUTE FUNCTION chatledger_lock_index_for_erasure();
 
 -- Indexes up to p_limit queued ranges of p_tenant_id, or all of them (p_limit NULL: a search,
 -- which must also wait for an indexer that has claimed some, to see what it indexed); returns
@@ -138,6 +136,7 @@ $do$;
 ALTER FUNCTION chatledger_search VOLATILE;
 
 REVOKE ALL ON FUNCTION chatledger_search_lock_key FROM PUBLIC;
+REVOKE ALL ON FUNCTION chatledger_lock_index_for_erasure FROM PUBLIC;
 REVOKE ALL ON FUNCTION chatledger_index_pending FROM PUBLIC;
 REVOKE ALL ON FUNCTION chatledger_index_some FROM PUBLIC;
 CALL chatledger_pin_search_path();

@@ -81,8 +81,8 @@ async fn search(app: &TestApp, q: &str) -> Value {
     .await
 }
 
-#[tokio::test]
-async fn an_erasure_waits_for_an_indexer_holding_the_text_and_then_removes_it() {
+/// An app whose session `raced` has one turn, queued for the index; and the owner's pool.
+async fn an_app_with_a_queued_turn() -> (TestApp, PgPool) {
     let app = TestApp::spawn().await;
     app.append(
         "raced",
@@ -90,6 +90,12 @@ async fn an_erasure_waits_for_an_indexer_holding_the_text_and_then_removes_it() 
     )
     .await;
     let owner = app.database.owner_pool().await;
+    (app, owner)
+}
+
+#[tokio::test]
+async fn an_erasure_waits_for_an_indexer_holding_the_text_and_then_removes_it() {
+    let (app, owner) = an_app_with_a_queued_turn().await;
     let mut indexer = owner.begin().await.expect("begin");
     let taken: i64 = sqlx::query_scalar("SELECT chatledger_index_some(500)")
         .fetch_one(&mut *indexer)
@@ -127,13 +133,7 @@ async fn an_erasure_waits_for_an_indexer_holding_the_text_and_then_removes_it() 
 
 #[tokio::test]
 async fn an_erasure_in_progress_keeps_indexers_off_its_tenant_and_a_search_waits_for_it() {
-    let app = TestApp::spawn().await;
-    app.append(
-        "raced",
-        &[("user", "passport zx41977"), ("assistant", "thanks")],
-    )
-    .await;
-    let owner = app.database.owner_pool().await;
+    let (app, owner) = an_app_with_a_queued_turn().await;
     let queued = || async {
         sqlx::query_scalar::<_, i64>("SELECT count(*) FROM search_pending")
             .fetch_one(&owner)

@@ -12,12 +12,15 @@
 #     characters, a common word, a 2-character Chinese term, and a common word within 7 days;
 #   - the size of the searchable copy (search_docs) and its trigram index beside the table;
 #   - append throughput (pgbench, bench/append.sql, the server's one function call, 32 clients)
-#     with the search text and without it (its trigger off for that cell);
+#     with the search text (queued by the append, indexed by the server meanwhile: how much it
+#     had not caught up with at the end of the cell, and how long that took, is reported) and
+#     without it (its queueing trigger off for that cell);
 #   - what the access log costs a context read (chatledger-bench, 8 clients): a writer key with
 #     the tenant's log_writer_reads off (not recorded), on (recorded), and a reader key (always
 #     recorded).
 # The messages are written with SQL as the superuser, not through the API (their chain is not
-# valid: search does not read it; the statement trigger fills search_docs); the trigram index
+# valid: search does not read it; the statement trigger queues them, indexed in one go after the
+# load); the trigram index
 # is built once after the load, as CREATE INDEX, from its definition in the migrated schema.
 #
 # Settings: SEARCH_SESSIONS (10000), SEARCH_PER_SESSION (100), SEARCH_QUERIES (40),

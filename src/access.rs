@@ -245,18 +245,8 @@ pub async fn run_recorded<W: Recorded>(
         tx.commit().await?;
         return result;
     }
-    let outcome = match &result {
-        Ok(output) => work.outcome(output),
-        Err(Error::SessionNotFound) => Outcome {
-            detail: Value::Object(Default::default()),
-            status: 404,
-        },
-        // A refused erasure is worth knowing about.
-        Err(Error::LegalHold { holds }) => Outcome {
-            detail: json!({"holds": holds}),
-            status: 409,
-        },
-        Err(_) => return result,
+    let Some(outcome) = recorded_outcome(&work, &result) else {
+        return result;
     };
     record(
         &mut tx,
@@ -291,13 +281,8 @@ pub async fn run_recorded_on<W: Recorded>(
     if !accessor.records(work.action(), log_writer_reads) {
         return result;
     }
-    let outcome = match &result {
-        Ok(output) => work.outcome(output),
-        Err(Error::SessionNotFound) => Outcome {
-            detail: Value::Object(Default::default()),
-            status: 404,
-        },
-        Err(_) => return result,
+    let Some(outcome) = recorded_outcome(&work, &result) else {
+        return result;
     };
     record_alone(
         primary,
@@ -309,6 +294,23 @@ pub async fn run_recorded_on<W: Recorded>(
     )
     .await?;
     result
+}
+
+/// What the record of `work` says of `result`; `None` for a failure not worth a record.
+fn recorded_outcome<W: Recorded>(work: &W, result: &Result<W::Output, Error>) -> Option<Outcome> {
+    match result {
+        Ok(output) => Some(work.outcome(output)),
+        Err(Error::SessionNotFound) => Some(Outcome {
+            detail: Value::Object(Default::default()),
+            status: 404,
+        }),
+        // A refused erasure is worth knowing about.
+        Err(Error::LegalHold { holds }) => Some(Outcome {
+            detail: json!({"holds": holds}),
+            status: 409,
+        }),
+        Err(_) => None,
+    }
 }
 
 /// Writes one record in a transaction of its own, for work that spans several (a verify).

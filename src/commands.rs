@@ -167,14 +167,9 @@ async fn sequence_periodically(hosts: Vec<sqlx::postgres::PgConnectOptions>, sig
             .ok()
             .flatten()
     });
-    let mut primary = PrimaryConnection::new(hosts, "chatledger-sequencer");
-    let mut ticks = tokio::time::interval(SEQUENCER_TICK);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut primary = PrimaryConnection::new(hosts, "chatledger-sequencer", SEQUENCER_TICK);
     loop {
-        ticks.tick().await;
-        let Some(db) = primary.get().await else {
-            continue;
-        };
+        let db = primary.next().await;
         let mut broken = false;
         loop {
             match checkpoints::sequence_once(db, &signer, checkpoints::MAX_LEAVES_PER_ROUND).await {
@@ -220,14 +215,9 @@ const INDEXER_TICK: Duration = Duration::from_millis(100);
 /// queued (migration 0012) until the queue is empty. Servers share the queue (each round skips
 /// what another server holds).
 async fn index_periodically(hosts: Vec<sqlx::postgres::PgConnectOptions>) {
-    let mut primary = PrimaryConnection::new(hosts, "chatledger-indexer");
-    let mut ticks = tokio::time::interval(INDEXER_TICK);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut primary = PrimaryConnection::new(hosts, "chatledger-indexer", INDEXER_TICK);
     loop {
-        ticks.tick().await;
-        let Some(db) = primary.get().await else {
-            continue;
-        };
+        let db = primary.next().await;
         loop {
             match search::index_some(db, search::INDEX_BATCH).await {
                 Ok(taken) => {
@@ -246,16 +236,21 @@ async fn index_periodically(hosts: Vec<sqlx::postgres::PgConnectOptions>) {
     }
 }
 
-/// An owner connection to whichever host accepts writes, for a background task: opened when
-/// first needed and again after it is lost (a promotion elsewhere).
+/// An owner connection to whichever host accepts writes, for a background task that works every
+/// `period`: opened when first needed and again after it is lost (a promotion elsewhere).
 struct PrimaryConnection {
     hosts: Vec<sqlx::postgres::PgConnectOptions>,
     task: &'static str,
+    ticks: tokio::time::Interval,
     connection: Option<sqlx::PgConnection>,
 }
 
 impl PrimaryConnection {
-    fn new(hosts: Vec<sqlx::postgres::PgConnectOptions>, task: &'static str) -> Self {
+    fn new(
+        hosts: Vec<sqlx::postgres::PgConnectOptions>,
+        task: &'static str,
+        period: Duration,
+    ) -> Self {
         let hosts = hosts
             .into_iter()
             .map(|owner| {
@@ -264,25 +259,33 @@ impl PrimaryConnection {
                     .options([("statement_timeout", "30000")])
             })
             .collect();
+        let mut ticks = tokio::time::interval(period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         PrimaryConnection {
             hosts,
             task,
+            ticks,
             connection: None,
         }
     }
 
-    /// The connection, or `None` (logged) when no host can be reached this time.
-    async fn get(&mut self) -> Option<&mut sqlx::PgConnection> {
-        if self.connection.is_none() {
-            match connect_to_primary(&self.hosts).await {
-                Ok(db) => self.connection = Some(db),
-                Err(error) => {
-                    tracing::warn!(%error, task = self.task, "cannot connect to the primary; retrying");
-                    return None;
-                }
-            }
+    /// The connection at the next tick at which there is one (a failed connect is logged and
+    /// tried again at the tick after).
+    async fn next(&mut self) -> &mut sqlx::PgConnection {
+        loop {
+            self.ticks.tick().await;
+            let db = match self.connection.take() {
+                Some(db) => db,
+                None => match connect_to_primary(&self.hosts).await {
+                    Ok(db) => db,
+                    Err(error) => {
+                        tracing::warn!(%error, task = self.task, "cannot connect to the primary; retrying");
+                        continue;
+                    }
+                },
+            };
+            return self.connection.insert(db);
         }
-        self.connection.as_mut()
     }
 
     fn lost(&mut self) {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use crate::helpers::{ADMIN_KEY, TestDatabase};
-use crate::testbin::{Logs, Server, Store, TempDir, peak_rss, run_cli};
+use crate::testbin::{Logs, Server, Store, TempDir, create_key, create_tenant, peak_rss, run_cli};
 use crate::testpg::ClusterGuard;
 
 /// `chatledger serve` on its embedded cluster in `data_dir`.
@@ -62,25 +62,13 @@ async fn the_embedded_default_keeps_data_across_restarts_and_stops_cleanly() {
         .expect("admin key")
         .trim()
         .to_owned();
-    let tenant = client
-        .post(format!("{}/v1/admin/tenants", server.address))
-        .bearer_auth(&admin_key)
-        .json(&json!({"name": "acme"}))
-        .send()
-        .await
-        .expect("create tenant");
-    assert_eq!(tenant.status(), 201);
-    let key: Value = client
-        .post(format!("{}/v1/admin/keys", server.address))
-        .bearer_auth(&admin_key)
-        .json(&json!({"tenant": "acme", "role": "writer", "label": "support-bot"}))
-        .send()
-        .await
-        .expect("create key")
-        .json()
-        .await
-        .expect("json");
-    let key = key["key"].as_str().expect("key").to_owned();
+    create_tenant(&server.address, &admin_key, "acme").await;
+    let key = create_key(
+        &server.address,
+        &admin_key,
+        json!({"tenant": "acme", "role": "writer", "label": "support-bot"}),
+    )
+    .await;
     let response = client
         .post(format!("{}/v1/sessions/user-42/messages", server.address))
         .bearer_auth(&key)

@@ -11,7 +11,7 @@ use chatledger::tlog::{self, Hash, SignedCheckpoint, VerifierKey};
 use serde_json::{Value, json};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::helpers::{ADMIN_KEY, TestDatabase};
+use crate::helpers::{ADMIN_KEY, TestDatabase, superuser_on};
 use crate::testbin::{Logs, Server, Store, TempDir, run_cli};
 
 /// API.md: every acknowledged append is covered by a signed checkpoint within 10 s.
@@ -455,18 +455,11 @@ async fn the_strongest_attack_passes_verify_but_not_the_log() {
 
     // The attack: as the superuser, triggers off, rewrite seq 2's content, recompute its digest,
     // every later hash and the session head.
-    let url = std::env::var("CHATLEDGER_TEST_SUPERUSER_URL")
-        .expect("CHATLEDGER_TEST_SUPERUSER_URL is not set: run ./scripts/test.sh");
-    let options: PgConnectOptions = url.parse().expect("superuser URL");
-    let superuser = PgPoolOptions::new()
-        .max_connections(1)
-        .connect_with(
-            options
-                .database(deployment.database.name())
-                .options([("session_replication_role", "replica")]),
-        )
-        .await
-        .expect("superuser connects");
+    let superuser = superuser_on(
+        deployment.database.name(),
+        &[("session_replication_role", "replica")],
+    )
+    .await;
     sqlx::query(REWRITE_CHAIN)
         .execute(&superuser)
         .await
@@ -889,18 +882,11 @@ async fn the_sequencer_refuses_to_sign_a_tree_that_does_not_extend_the_last_chec
 
     // A superuser forges the right-most stored hash: the stored tree no longer has the root
     // that was signed.
-    let url = std::env::var("CHATLEDGER_TEST_SUPERUSER_URL")
-        .expect("CHATLEDGER_TEST_SUPERUSER_URL is not set: run ./scripts/test.sh");
-    let options: PgConnectOptions = url.parse().expect("superuser URL");
-    let superuser = PgPoolOptions::new()
-        .max_connections(1)
-        .connect_with(
-            options
-                .database(deployment.database.name())
-                .options([("session_replication_role", "replica")]),
-        )
-        .await
-        .expect("superuser connects");
+    let superuser = superuser_on(
+        deployment.database.name(),
+        &[("session_replication_role", "replica")],
+    )
+    .await;
     sqlx::query(
         "UPDATE tlog_hashes SET hash = sha256('forged') WHERE idx = (SELECT max(idx) FROM tlog_hashes)",
     )

@@ -210,16 +210,20 @@ pub async fn json_ok(response: Response) -> Value {
     response.json().await.expect("json body")
 }
 
-/// Asserts a problem document with `status` and `code`, and returns it.
-pub async fn assert_problem(response: Response, status: u16, code: &str) -> Value {
-    assert_eq!(response.status().as_u16(), status, "status for {code}");
-    let content_type = response
+/// The response's Content-Type, or "" without one.
+pub fn content_type(response: &Response) -> String {
+    response
         .headers()
         .get("content-type")
         .and_then(|value| value.to_str().ok())
         .unwrap_or_default()
-        .to_owned();
-    assert_eq!(content_type, "application/problem+json");
+        .to_owned()
+}
+
+/// Asserts a problem document with `status` and `code`, and returns it.
+pub async fn assert_problem(response: Response, status: u16, code: &str) -> Value {
+    assert_eq!(response.status().as_u16(), status, "status for {code}");
+    assert_eq!(content_type(&response), "application/problem+json");
     let problem: Value = response.json().await.expect("problem body");
     assert_eq!(problem["code"], code, "{problem}");
     assert_eq!(problem["status"], status);
@@ -250,12 +254,17 @@ impl TestApp {
 
 /// The cluster's superuser on the app's database: the strongest attacker there is.
 pub async fn superuser(app: &TestApp) -> sqlx::PgPool {
+    superuser_on(app.database.name(), &[]).await
+}
+
+/// The cluster's superuser on `database`, with these settings for its sessions.
+pub async fn superuser_on(database: &str, settings: &[(&str, &str)]) -> sqlx::PgPool {
     let url = std::env::var("CHATLEDGER_TEST_SUPERUSER_URL")
         .expect("CHATLEDGER_TEST_SUPERUSER_URL is not set: run ./scripts/test.sh");
     let options: sqlx::postgres::PgConnectOptions = url.parse().expect("superuser URL");
     sqlx::postgres::PgPoolOptions::new()
         .max_connections(2)
-        .connect_with(options.database(app.database.name()))
+        .connect_with(options.database(database).options(settings.iter().copied()))
         .await
         .expect("superuser connects")
 }

@@ -15,7 +15,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use crate::helpers::{ADMIN_KEY, TestDatabase};
-use crate::testbin::{BIN, Logs, Server, Store, TempDir, peak_rss};
+use crate::testbin::{BIN, Logs, Server, Store, TempDir, create_key, create_tenant, peak_rss};
 use crate::testpg::ClusterGuard;
 
 /// Longest a test waits for something that should happen within a second or two; generous for
@@ -309,6 +309,33 @@ async fn half_open_connections_are_dropped_and_beyond_the_cap_probes_and_open_re
     assert!(status.success(), "{status}\n{}", logs.tail());
 }
 
+/// Sends `body` to 48 sessions `{prefix}-{n}` at once, each with `key(n)`; returns their
+/// statuses and the server's peak RSS before and how much it grew.
+async fn flood(
+    server: &Server,
+    prefix: &str,
+    body: &Arc<Vec<u8>>,
+    key: impl Fn(usize) -> String,
+) -> (Vec<u16>, u64, u64) {
+    let before = peak_rss(server.id());
+    let sent: Vec<_> = (0..48)
+        .map(|n| {
+            tokio::spawn(send_whole_body(
+                authority(server),
+                format!("/v1/sessions/{prefix}-{n}/messages"),
+                key(n),
+                body.clone(),
+            ))
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for sent in sent {
+        statuses.push(sent.await.expect("joined"));
+    }
+    let growth = peak_rss(server.id()).saturating_sub(before);
+    (statuses, before, growth)
+}
+
 #[tokio::test]
 async fn bodies_sent_with_a_made_up_key_cost_the_server_almost_no_memory() {
     let database = TestDatabase::new().await;
@@ -320,7 +347,6 @@ async fn bodies_sent_with_a_made_up_key_cost_the_server_almost_no_memory() {
     let server = Server::start(&store, 0, &[], &Arc::new(Logs::default()))
         .await
         .expect("chatledger starts");
-    let pid = server.id();
     // A valid append of just under the 4 MiB body limit, so that only the key is wrong.
     let body = Arc::new(
         serde_json::to_vec(
@@ -329,22 +355,10 @@ async fn bodies_sent_with_a_made_up_key_cost_the_server_almost_no_memory() {
         .expect("json"),
     );
     assert!(body.len() < 4 * 1024 * 1024);
-    let before = peak_rss(pid);
-    let sent: Vec<_> = (0..48)
-        .map(|n| {
-            tokio::spawn(send_whole_body(
-                authority(&server),
-                format!("/v1/sessions/flood-{n}/messages"),
-                format!("clk_made_up_{n:04}_0123456789abcdef0123456789abcdef"),
-                body.clone(),
-            ))
-        })
-        .collect();
-    let mut statuses = Vec::new();
-    for sent in sent {
-        statuses.push(sent.await.expect("joined"));
-    }
-    let growth = peak_rss(pid).saturating_sub(before);
+    let (statuses, before, growth) = flood(&server, "flood", &body, |n| {
+        format!("clk_made_up_{n:04}_0123456789abcdef0123456789abcdef")
+    })
+    .await;
     println!(
         "48 bodies of {} bytes with a made-up key: peak RSS {before} -> +{growth} bytes",
         body.len()
@@ -372,27 +386,12 @@ async fn bodies_in_flight_wait_for_their_share_of_the_budget() {
     let server = Server::start(&store, 0, &flags, &Arc::new(Logs::default()))
         .await
         .expect("chatledger starts");
-    let pid = server.id();
     // A real key, so each body is read whole; its first field is unknown, so that reading it,
     // not parsing it, is what costs the server.
     let body =
         Arc::new(serde_json::to_vec(&json!({"unknown": "x".repeat(4_000_000)})).expect("json"));
-    let before = peak_rss(pid);
-    let sent: Vec<_> = (0..48)
-        .map(|n| {
-            tokio::spawn(send_whole_body(
-                authority(&server),
-                format!("/v1/sessions/budget-{n}/messages"),
-                database.writer_key.clone(),
-                body.clone(),
-            ))
-        })
-        .collect();
-    let mut statuses = Vec::new();
-    for sent in sent {
-        statuses.push(sent.await.expect("joined"));
-    }
-    let growth = peak_rss(pid).saturating_sub(before);
+    let (statuses, before, growth) =
+        flood(&server, "budget", &body, |_| database.writer_key.clone()).await;
     println!(
         "48 bodies of {} bytes read with a budget of {budget}: peak RSS {before} -> +{growth} bytes",
         body.len()
@@ -465,25 +464,13 @@ async fn the_embedded_cluster_outlives_a_command_run_logs_no_bad_key_and_stops_w
         .expect("admin key")
         .trim()
         .to_owned();
-    let tenant = client
-        .post(format!("{}/v1/admin/tenants", server.address))
-        .bearer_auth(&admin_key)
-        .json(&json!({"name": "acme"}))
-        .send()
-        .await
-        .expect("create tenant");
-    assert_eq!(tenant.status(), 201);
-    let key: Value = client
-        .post(format!("{}/v1/admin/keys", server.address))
-        .bearer_auth(&admin_key)
-        .json(&json!({"tenant": "acme", "role": "writer"}))
-        .send()
-        .await
-        .expect("create key")
-        .json()
-        .await
-        .expect("json");
-    let key = key["key"].as_str().expect("key").to_owned();
+    create_tenant(&server.address, &admin_key, "acme").await;
+    let key = create_key(
+        &server.address,
+        &admin_key,
+        json!({"tenant": "acme", "role": "writer"}),
+    )
+    .await;
     let messages: Vec<Value> = (0..100)
         .map(|n| json!({"role": "user", "content": format!("needle number {n} in a haystack")}))
         .collect();

@@ -8,7 +8,9 @@ use chatledger::auth::KeyRole;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN_KEY, TestApp, TestDatabase, assert_problem, json_ok, superuser};
+use crate::helpers::{
+    ADMIN_KEY, TestApp, TestDatabase, assert_problem, content_type, json_ok, superuser,
+};
 use crate::testbin::{Logs, Server, Store, TempDir};
 
 /// One server-sent event.
@@ -41,12 +43,7 @@ impl EventStream {
     async fn open(base: &str, key: &str, session: &str, query: &str, last_id: Option<i64>) -> Self {
         let response = request(base, key, session, query, last_id).await;
         assert_eq!(response.status(), StatusCode::OK, "the stream opens");
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
+        let content_type = content_type(&response);
         assert!(
             content_type.starts_with("text/event-stream"),
             "{content_type}"

@@ -349,3 +349,31 @@ pub fn run_cli(args: &[&str], stdin: Option<&str>, database_url: Option<&str>) -
         String::from_utf8_lossy(&output.stdout).into_owned(),
     )
 }
+
+/// Creates tenant `name` through the admin API of the server at `api_base`.
+pub async fn create_tenant(api_base: &str, admin_key: &str, name: &str) {
+    let created = reqwest::Client::new()
+        .post(format!("{api_base}/v1/admin/tenants"))
+        .bearer_auth(admin_key)
+        .json(&serde_json::json!({ "name": name }))
+        .send()
+        .await
+        .expect("create tenant");
+    assert_eq!(created.status(), 201);
+}
+
+/// Creates a key as `body` says (`tenant`, `role`, optionally `label`) through the admin API;
+/// returns its secret.
+pub async fn create_key(api_base: &str, admin_key: &str, body: Value) -> String {
+    let key: Value = reqwest::Client::new()
+        .post(format!("{api_base}/v1/admin/keys"))
+        .bearer_auth(admin_key)
+        .json(&body)
+        .send()
+        .await
+        .expect("create key")
+        .json()
+        .await
+        .expect("key JSON");
+    key["key"].as_str().expect("key").to_owned()
+}

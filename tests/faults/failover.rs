@@ -18,9 +18,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::checker::{SessionReport, check};
-use crate::harness::{
-    ADMIN_KEY, Api, Attempt, Retry, SERIAL, Tally, Turn, Written, millis_between, write_turn,
-};
+use crate::harness::{ADMIN_KEY, Api, Attempt, Retry, SERIAL, Tally, spawn_writers};
 use crate::outage::provision;
 use crate::replication::Pair;
 use crate::testbin::{Logs, Server, Store, TempDir};
@@ -32,20 +30,6 @@ const RETRY: Retry = Retry {
     deadline: Duration::from_secs(30),
     backoff: Duration::from_millis(50),
 };
-
-/// A writer appending turns until `stop`; returns every turn's fate.
-async fn writer(api: Api, session: String, writer: u64, stop: Arc<AtomicBool>) -> Vec<Written> {
-    let mut written = Vec::new();
-    for turn in 0..100_000 {
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
-        let turn = Turn::new(&session, writer, turn, writer.is_multiple_of(2), "");
-        written.push(write_turn(&api, &turn, RETRY).await);
-        tokio::time::sleep(millis_between(5, 20)).await;
-    }
-    written
-}
 
 /// What one failover run found.
 struct Run {
@@ -81,12 +65,7 @@ async fn failover(synchronous: bool, stall: Duration) -> Run {
     let sessions: Vec<String> = (0..SESSIONS).map(|n| format!("failover-{n}")).collect();
 
     let stop = Arc::new(AtomicBool::new(false));
-    let writers: Vec<_> = (0..WRITERS)
-        .map(|id| {
-            let session = sessions[(id % SESSIONS) as usize].clone();
-            tokio::spawn(writer(api.clone(), session, id, stop.clone()))
-        })
-        .collect();
+    let writers = spawn_writers(&api, &sessions, WRITERS, &stop, RETRY, (5, 20));
     tokio::time::sleep(Duration::from_millis(1_500)).await;
 
     // The standby falls behind: the primary's WAL sender is paused, so that nothing more reaches

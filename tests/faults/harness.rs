@@ -4,6 +4,7 @@
 //! port) is `tests/common/binary.rs`, shared with the API suite.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -374,6 +375,52 @@ impl Written {
     pub fn acknowledged(&self) -> bool {
         matches!(self.record.outcome, Outcome::Acknowledged(_))
     }
+}
+
+/// `writers` writers, writer `id` on `sessions[id % len]`, appending turns until `stop`, each
+/// pausing `pause` (a range of milliseconds) between turns; each returns every turn's fate.
+pub fn spawn_writers(
+    api: &Api,
+    sessions: &[String],
+    writers: u64,
+    stop: &Arc<AtomicBool>,
+    retry: Retry,
+    pause: (u64, u64),
+) -> Vec<tokio::task::JoinHandle<Vec<Written>>> {
+    (0..writers)
+        .map(|id| {
+            let session = sessions[(id % sessions.len() as u64) as usize].clone();
+            tokio::spawn(write_until(
+                api.clone(),
+                session,
+                id,
+                stop.clone(),
+                retry,
+                pause,
+            ))
+        })
+        .collect()
+}
+
+/// One writer of [`spawn_writers`]; even writers are optimistic.
+async fn write_until(
+    api: Api,
+    session: String,
+    writer: u64,
+    stop: Arc<AtomicBool>,
+    retry: Retry,
+    pause: (u64, u64),
+) -> Vec<Written> {
+    let mut written = Vec::new();
+    for turn in 0..100_000 {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let turn = Turn::new(&session, writer, turn, writer.is_multiple_of(2), "");
+        written.push(write_turn(&api, &turn, retry).await);
+        tokio::time::sleep(millis_between(pause.0, pause.1)).await;
+    }
+    written
 }
 
 /// Appends `turn` until a 201, retrying with the same key and body after an attempt without a

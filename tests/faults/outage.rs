@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::harness::{
-    Api, Attempt, Keys, Retry, SERIAL, Tally, Turn, Written, assert_clean_history, millis_between,
+    Api, Attempt, Keys, Retry, SERIAL, Tally, Turn, Written, assert_clean_history, spawn_writers,
     write_turn,
 };
-use crate::testbin::{Logs, Server, Store, TempDir};
+use crate::testbin::{Logs, Server, Store, TempDir, create_key, create_tenant};
 use crate::testpg::{ClusterGuard, pg_ctl};
 
 const WRITERS: u64 = 8;
@@ -43,27 +43,11 @@ async fn run(command: std::process::Command) -> std::process::Output {
 
 /// Creates tenant `acme` and a key of each role through the admin API.
 pub(crate) async fn provision(api_base: &str, admin_key: &str) -> Keys {
-    let client = reqwest::Client::new();
-    let admin = |path: &str, body: Value| {
-        client
-            .post(format!("{api_base}{path}"))
-            .bearer_auth(admin_key)
-            .json(&body)
-            .send()
-    };
-    let tenant = admin("/v1/admin/tenants", json!({"name": "acme"}))
-        .await
-        .expect("create tenant");
-    assert_eq!(tenant.status(), 201);
+    create_tenant(api_base, admin_key, "acme").await;
     let mut secrets = Vec::new();
     for role in ["writer", "reader", "auditor"] {
-        let key: Value = admin("/v1/admin/keys", json!({"tenant": "acme", "role": role}))
-            .await
-            .expect("create key")
-            .json()
-            .await
-            .expect("key JSON");
-        secrets.push(key["key"].as_str().expect("key").to_owned());
+        secrets
+            .push(create_key(api_base, admin_key, json!({"tenant": "acme", "role": role})).await);
     }
     let [writer, reader, auditor] = <[String; 3]>::try_from(secrets).expect("three keys");
     Keys {
@@ -71,21 +55,6 @@ pub(crate) async fn provision(api_base: &str, admin_key: &str) -> Keys {
         reader,
         auditor,
     }
-}
-
-/// A writer appending turns until `stop`; returns every turn's fate.
-async fn writer(api: Api, session: String, writer: u64, stop: Arc<AtomicBool>) -> Vec<Written> {
-    let mut written = Vec::new();
-    for turn in 0..100_000 {
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
-        let turn = Turn::new(&session, writer, turn, writer.is_multiple_of(2), "");
-        written.push(write_turn(&api, &turn, RETRY).await);
-        // Load shaping: a steady trickle rather than a flood, so the outage is probed evenly.
-        tokio::time::sleep(millis_between(10, 40)).await;
-    }
-    written
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,12 +77,8 @@ async fn fault_postgres_stopped_mid_load_answers_503_fast_and_recovers_without_a
     let sessions: Vec<String> = (0..SESSIONS).map(|n| format!("outage-{n}")).collect();
 
     let stop = Arc::new(AtomicBool::new(false));
-    let writers: Vec<_> = (0..WRITERS)
-        .map(|id| {
-            let session = sessions[(id % SESSIONS) as usize].clone();
-            tokio::spawn(writer(api.clone(), session, id, stop.clone()))
-        })
-        .collect();
+    // Load shaping: a steady trickle rather than a flood, so the outage is probed evenly.
+    let writers = spawn_writers(&api, &sessions, WRITERS, &stop, RETRY, (10, 40));
     tokio::time::sleep(Duration::from_millis(1_000)).await;
 
     let stopping = Instant::now();

@@ -157,7 +157,8 @@ const SEQUENCER_TICK: Duration = Duration::from_millis(200);
 /// The sequencer: on its own owner connection, every tick, drains the queue into signed
 /// checkpoints (one server at a time holds the lock per round) and copies new checkpoints to
 /// the checkpoint directory. A tree that is not an extension of the last signed one is never
-/// signed; that is logged as an error at every tick until an operator looks.
+/// signed; every such round counts in `chatledger_sequencer_refusals_total`, and is logged as
+/// an error at the first and then once every `REFUSAL_LOG_INTERVAL` until an operator looks.
 /// With several hosts it connects to the one that accepts writes, and looks again after losing
 /// its connection (a promotion).
 async fn sequence_periodically(hosts: Vec<sqlx::postgres::PgConnectOptions>, signer: LogSigner) {
@@ -168,25 +169,31 @@ async fn sequence_periodically(hosts: Vec<sqlx::postgres::PgConnectOptions>, sig
             .flatten()
     });
     let mut primary = PrimaryConnection::new(hosts, "chatledger-sequencer", SEQUENCER_TICK);
+    let mut refusals = Refusals::default();
     loop {
         let db = primary.next().await;
         let mut broken = false;
         loop {
             match checkpoints::sequence_once(db, &signer, checkpoints::MAX_LEAVES_PER_ROUND).await {
                 Ok(Round::Signed { size, leaves }) => {
+                    refusals.ended();
                     metrics::checkpoint_signed(size, leaves);
                     if (leaves as i64) < checkpoints::MAX_LEAVES_PER_ROUND {
                         break;
                     }
                 }
-                Ok(Round::Idle | Round::NotSequencer) => break,
+                Ok(Round::Idle) => {
+                    refusals.ended();
+                    break;
+                }
+                Ok(Round::NotSequencer) => break,
                 Err(SequencerError::Database(error)) => {
                     tracing::warn!(%error, "sequencer round failed; retrying");
                     broken = true;
                     break;
                 }
                 Err(error) => {
-                    tracing::error!(%error, "the sequencer refuses to sign");
+                    refusals.refused(&error);
                     break;
                 }
             }
@@ -204,6 +211,39 @@ async fn sequence_periodically(hosts: Vec<sqlx::postgres::PgConnectOptions>, sig
         if broken {
             primary.lost();
         }
+    }
+}
+
+/// How often a sequencer that keeps refusing to sign says so again in the log.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The sequencer's refusals in a row: the log hears of the first, then of the count every
+/// `REFUSAL_LOG_INTERVAL`, not of every tick.
+#[derive(Default)]
+struct Refusals {
+    rounds: u64,
+    logged_at: Option<tokio::time::Instant>,
+}
+
+impl Refusals {
+    fn refused(&mut self, error: &SequencerError) {
+        metrics::sequencer_refused();
+        self.rounds += 1;
+        if self
+            .logged_at
+            .is_none_or(|at| at.elapsed() >= REFUSAL_LOG_INTERVAL)
+        {
+            tracing::error!(%error, rounds = self.rounds, "the sequencer refuses to sign");
+            self.logged_at = Some(tokio::time::Instant::now());
+        }
+    }
+
+    fn ended(&mut self) {
+        if self.rounds > 0 {
+            tracing::info!(rounds = self.rounds, "the sequencer signs again");
+            *self = Self::default();
+        }
+        metrics::sequencer_accepts();
     }
 }
 

@@ -81,6 +81,18 @@ pub fn checkpoint_signed(size: u64, leaves: usize) {
     metrics::gauge!("chatledger_log_tree_size").set(size as f64);
 }
 
+/// Counts a round in which the sequencer refused to sign (the stored tree does not extend the
+/// last checkpoint), and marks it refusing until it signs again.
+pub fn sequencer_refused() {
+    metrics::counter!("chatledger_sequencer_refusals_total").increment(1);
+    metrics::gauge!("chatledger_sequencer_refusing").set(1.0);
+}
+
+/// The sequencer signs or finds nothing to sign: it no longer refuses.
+pub fn sequencer_accepts() {
+    metrics::gauge!("chatledger_sequencer_refusing").set(0.0);
+}
+
 /// Counts the queued appends the search indexer took.
 pub fn search_indexed(appends: i64) {
     metrics::counter!("chatledger_search_indexed_appends_total").increment(appends.max(0) as u64);

@@ -923,15 +923,51 @@ async fn the_sequencer_refuses_to_sign_a_tree_that_does_not_extend_the_last_chec
             .expect("size")
     };
     let signed = size().await;
-    refusals(deployment.logs.errors() + 2).await;
+    let logged = deployment.logs.errors();
+    let refused_rounds = || async {
+        let metrics = deployment
+            .client
+            .get(deployment.url(0, "/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        let gauge = metric(&metrics, "chatledger_sequencer_refusing");
+        (
+            metric(&metrics, "chatledger_sequencer_refusals_total"),
+            gauge,
+        )
+    };
+    let (first, refusing) = refused_rounds().await;
+    assert_eq!(refusing, 1.0, "the gauge says the sequencer refuses");
+    let deadline = Instant::now() + COVERAGE;
+    while refused_rounds().await.0 < first + 2.0 {
+        assert!(Instant::now() < deadline, "the sequencer stopped trying");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(
         size().await,
         signed,
         "nothing is signed over the forged tree"
+    );
+    assert_eq!(
+        deployment.logs.errors(),
+        logged,
+        "a refusal repeated every round is counted, not logged again within the minute: {}",
+        deployment.logs.tail()
     );
     let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM tlog_pending")
         .fetch_one(&owner)
         .await
         .expect("pending");
     assert!(pending > 0, "the new leaf waits in the queue");
+}
+
+/// The value of an unlabelled metric in Prometheus's text format (0 when it is absent).
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .map_or(0.0, |value| value.trim().parse().expect("a metric value"))
 }

@@ -620,14 +620,15 @@ pub async fn erase(
         };
         let erased =
             access::run_recorded(&pool, Scope::operator(&tenant), true, &accessor, work).await?;
-        let advance = tail::Advance {
-            tenant_id: tenant.id,
-            session_id: erased.appended.session_id.as_str().to_owned(),
-            last_seq: erased.appended.last_seq,
-        };
-        if let Err(error) = tail::announce(&pool, &[advance]).await {
-            tracing::warn!(%error, "erased, but could not tell live tails");
-        }
+        tail::announce_now(
+            &pool,
+            tail::Advance {
+                tenant_id: tenant.id,
+                session_id: erased.appended.session_id.as_str().to_owned(),
+                last_seq: erased.appended.last_seq,
+            },
+        )
+        .await;
         println!(
             "erased {} entries of {}/{session} through seq {}; erasure entry seq {}",
             erased.erased_count, tenant.name, erased.erased_through_seq, erased.appended.first_seq

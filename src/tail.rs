@@ -71,7 +71,7 @@ async fn announce_queued(pool: PgPool, mut waiting: mpsc::Receiver<Advance>) {
     }
 }
 
-/// Announces `advances` now (the command line, whose process may end next).
+/// Announces `advances` now.
 pub async fn announce<'c>(
     db: impl sqlx::PgExecutor<'c>,
     advances: &[Advance],
@@ -95,6 +95,16 @@ pub async fn announce<'c>(
     .execute(db)
     .await?;
     Ok(())
+}
+
+/// Announces one committed advance now (the command line, whose process may end next, and the
+/// retention sweeper), logging rather than failing when it cannot: the change is committed either
+/// way, and a tail that missed it gets it with the session's next announced advance.
+pub async fn announce_now(pool: &PgPool, advance: Advance) {
+    if let Err(error) = announce(pool, std::slice::from_ref(&advance)).await {
+        crate::metrics::tail_announcement_dropped();
+        tracing::warn!(%error, "committed, but could not tell live tails");
+    }
 }
 
 /// Open streams per key by default (`--max-streams-per-key`).

@@ -1,7 +1,8 @@
 //! Retention: erasing the payloads older than a tenant's `retention_days`, exactly as an erasure
 //! with reason `retention` does, except in sessions under a legal hold. One sweeper at a time
 //! across servers (an advisory lock), in bounded batches: each erasure is one short
-//! transaction on one session, so appends wait at most for that one.
+//! transaction on one session, so appends wait at most for that one. Each erasure's entry is
+//! announced to live tails as soon as it commits, as any other erasure's is.
 
 use chrono::{DateTime, Duration, Utc};
 use sqlx::{PgConnection, PgPool};
@@ -187,6 +188,15 @@ async fn sweep_locked(
                     Ok(erased) => {
                         report.erasures += 1;
                         report.erased_entries += erased.erased_count as u64;
+                        crate::tail::announce_now(
+                            pool,
+                            crate::tail::Advance {
+                                tenant_id: tenant.id,
+                                session_id: due.session_id.clone(),
+                                last_seq: erased.appended.last_seq,
+                            },
+                        )
+                        .await;
                     }
                     // A hold placed since the listing: the next round counts it as held.
                     Err(Error::LegalHold { .. }) => {}

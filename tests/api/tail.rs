@@ -195,6 +195,46 @@ async fn a_tail_sends_the_backlog_then_new_entries_resets_and_erasures_as_entrie
 }
 
 #[tokio::test]
+async fn a_retention_erasure_reaches_open_tails_as_an_entry() {
+    let app = TestApp::spawn().await;
+    let last = append_n(&app, "kept-short", 2, "expires").await;
+    let query = format!("?after_seq={last}");
+    let mut stream = EventStream::open(
+        &app.address,
+        &app.database.reader_key,
+        "kept-short",
+        &query,
+        None,
+    )
+    .await;
+    let policy = app
+        .request_as(
+            reqwest::Method::PUT,
+            "/v1/admin/tenants/acme/policy",
+            Some(ADMIN_KEY),
+        )
+        .json(&json!({"retention_days": 1, "log_writer_reads": false}))
+        .send()
+        .await
+        .expect("policy sent");
+    assert_eq!(policy.status(), StatusCode::OK);
+    let later = chrono::Utc::now() + chrono::Duration::days(3);
+    let swept = chatledger::ledger::retention::sweep(&app.pool, later, None, false)
+        .await
+        .expect("sweep");
+    assert_eq!(swept.erased_entries, 2);
+    let erasure = stream.next_within(WAIT).await.entry();
+    assert_eq!(
+        (
+            erasure["seq"].as_i64(),
+            erasure["kind"].as_str(),
+            erasure["author"].as_str()
+        ),
+        (Some(last + 1), Some("erasure"), Some("retention"))
+    );
+}
+
+#[tokio::test]
 async fn last_event_id_wins_over_after_seq_and_must_be_a_seq() {
     let app = TestApp::spawn().await;
     let reader = app.database.reader_key.clone();

@@ -10,9 +10,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::ConnectOptions;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection};
 
 pub use embedded::{EmbeddedCluster, EmbeddedError};
 
@@ -200,6 +200,13 @@ fn runtime_options(owner: &PgConnectOptions, settings: &PoolSettings) -> PgConne
     ])
 }
 
+/// A pooled connection used this recently is handed out without a ping first, as HikariCP does
+/// (its `aliveBypassWindowMs`, also 500 ms; PgBouncer's `server_check_delay` waits 30 s): sqlx
+/// already pings each connection as it comes back to the pool, and one that broke since then
+/// fails its one request with a 503 and is dropped. The ping was one of every request's three
+/// round trips (ping, statement, ping on release).
+const ALIVE_BYPASS: Duration = Duration::from_millis(500);
+
 /// The runtime pool's settings; with `switches` (a pool following the primary), a new
 /// connection must accept writes and one opened before the last switch is discarded.
 fn pool_options(
@@ -210,6 +217,7 @@ fn pool_options(
     let options = PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .min_connections(0)
+        .test_before_acquire(false)
         .acquire_timeout(settings.acquire_timeout)
         .after_connect(move |connection, _| {
             Box::pin(async move {
@@ -233,20 +241,24 @@ fn pool_options(
                 Ok(())
             })
         });
+    let on_acquire = switches.clone();
+    let options = options.before_acquire(move |connection, meta| {
+        let current = on_acquire
+            .as_ref()
+            .is_none_or(|switches| switches.current(meta.age));
+        Box::pin(async move {
+            if current && meta.idle_for >= ALIVE_BYPASS {
+                connection.ping().await?;
+            }
+            Ok(current)
+        })
+    });
     match switches {
         None => options,
-        Some(switches) => {
-            let on_release = switches.clone();
-            options
-                .before_acquire(move |_, meta| {
-                    let current = switches.current(meta.age);
-                    Box::pin(async move { Ok(current) })
-                })
-                .after_release(move |_, meta| {
-                    let current = on_release.current(meta.age);
-                    Box::pin(async move { Ok(current) })
-                })
-        }
+        Some(switches) => options.after_release(move |_, meta| {
+            let current = switches.current(meta.age);
+            Box::pin(async move { Ok(current) })
+        }),
     }
 }
 

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::helpers::{TestApp, TestDatabase, assert_problem};
+use crate::helpers::{TestApp, TestDatabase, assert_problem, superuser};
 
 #[tokio::test]
 async fn the_database_refuses_update_delete_and_truncate_even_for_the_owner() {
@@ -150,6 +150,70 @@ async fn an_unreachable_database_gives_a_quick_503_with_retry_after_and_readines
     assert_problem(app.get("/v1/sessions/x/context").await, 503, "unavailable").await;
     assert_eq!(app.get("/readyz").await.status(), 503);
     assert_eq!(app.get("/healthz").await.status(), 200);
+}
+
+/// Ends every connection the server's pool holds on the test database, waits until PostgreSQL
+/// shows them gone, and returns how many there were.
+async fn cut_pooled_connections(app: &TestApp) -> i64 {
+    let superuser = superuser(app).await;
+    let query = "SELECT count(*) FROM pg_stat_activity
+                  WHERE datname = $1 AND application_name = 'chatledger' AND pid <> pg_backend_pid()";
+    let cut: i64 = sqlx::query_scalar(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+          WHERE datname = $1 AND application_name = 'chatledger'",
+    )
+    .bind(app.database.name())
+    .fetch_one(&superuser)
+    .await
+    .expect("terminate");
+    assert!(cut > 0, "the pool held a connection");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sqlx::query_scalar::<_, i64>(query)
+        .bind(app.database.name())
+        .fetch_one(&superuser)
+        .await
+        .expect("activity")
+        > 0
+    {
+        assert!(Instant::now() < deadline, "the backends did not end");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cut
+}
+
+#[tokio::test]
+async fn a_pooled_connection_the_database_closed_is_a_503_at_worst_and_replaced_once_idle() {
+    let app = TestApp::spawn().await;
+    app.append("pooled", &[("user", "hello")]).await;
+    assert_eq!(app.get("/v1/sessions/pooled/context").await.status(), 200);
+
+    // Used within the alive-bypass window (500 ms), a dead connection is handed out unpinged:
+    // its request is a 503 to retry, never a 500, and the connection is dropped.
+    let cut = cut_pooled_connections(&app).await;
+    let mut unavailable = 0;
+    loop {
+        let status = app.get("/v1/sessions/pooled/context").await.status();
+        match status.as_u16() {
+            200 => break,
+            503 => unavailable += 1,
+            other => panic!("a cut connection answers 200 or 503, not {other}"),
+        }
+        assert!(
+            unavailable <= cut,
+            "each cut connection fails one request at most"
+        );
+    }
+    for _ in 0..3 {
+        assert_eq!(app.get("/v1/sessions/pooled/context").await.status(), 200);
+    }
+
+    // Idle for longer than the window, each pooled connection is pinged before use, and a dead
+    // one replaced: no request sees it.
+    cut_pooled_connections(&app).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    for _ in 0..3 {
+        assert_eq!(app.get("/v1/sessions/pooled/context").await.status(), 200);
+    }
 }
 
 #[tokio::test]

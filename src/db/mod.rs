@@ -388,9 +388,12 @@ pub fn is_unavailable(error: &sqlx::Error) -> bool {
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
             // 08: connection exception; 53: insufficient resources; 57P0x: shutdown / cannot
             // connect now; 57014: statement timeout; 40001/40P01: serialization failure, deadlock;
-            // 25006: a write reached a host that was demoted, before the pool moved on.
+            // 25006: a write reached a host that was demoted, before the pool moved on; 55000: the
+            // database is not accepting connections (`ALLOW_CONNECTIONS false`, maintenance), or
+            // some other state of the server's that no request of ours can cause.
             code.starts_with("08")
                 || code == "25006"
+                || code == "55000"
                 || code.starts_with("53")
                 || code.starts_with("57P0")
                 || code == "57014"

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::helpers::{TestApp, TestDatabase, assert_problem, superuser};
+use crate::helpers::{TestApp, TestDatabase, assert_problem, superuser_on};
 
 #[tokio::test]
 async fn the_database_refuses_update_delete_and_truncate_even_for_the_owner() {
@@ -153,23 +153,24 @@ async fn an_unreachable_database_gives_a_quick_503_with_retry_after_and_readines
 }
 
 /// Ends every connection the server's pool holds on the test database, waits until PostgreSQL
-/// shows them gone, and returns how many there were.
+/// shows them gone (new ones may open meanwhile), and returns how many there were.
 async fn cut_pooled_connections(app: &TestApp) -> i64 {
-    let superuser = superuser(app).await;
-    let query = "SELECT count(*) FROM pg_stat_activity
-                  WHERE datname = $1 AND application_name = 'chatledger' AND pid <> pg_backend_pid()";
-    let cut: i64 = sqlx::query_scalar(
-        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-          WHERE datname = $1 AND application_name = 'chatledger'",
+    let superuser = superuser_on("postgres", &[]).await;
+    let cut: Vec<i32> = sqlx::query_scalar(
+        // Materialized, so that the filter picks the victims before anything is terminated.
+        "WITH pool AS MATERIALIZED (
+             SELECT pid FROM pg_stat_activity
+              WHERE datname = $1 AND application_name = 'chatledger')
+         SELECT pid FROM pool WHERE pg_terminate_backend(pid)",
     )
     .bind(app.database.name())
-    .fetch_one(&superuser)
+    .fetch_all(&superuser)
     .await
     .expect("terminate");
-    assert!(cut > 0, "the pool held a connection");
+    assert!(!cut.is_empty(), "the pool held a connection");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while sqlx::query_scalar::<_, i64>(query)
-        .bind(app.database.name())
+    while sqlx::query_scalar::<_, i64>("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1)")
+        .bind(&cut)
         .fetch_one(&superuser)
         .await
         .expect("activity")
@@ -178,7 +179,7 @@ async fn cut_pooled_connections(app: &TestApp) -> i64 {
         assert!(Instant::now() < deadline, "the backends did not end");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    cut
+    cut.len() as i64
 }
 
 #[tokio::test]
@@ -214,6 +215,43 @@ async fn a_pooled_connection_the_database_closed_is_a_503_at_worst_and_replaced_
     for _ in 0..3 {
         assert_eq!(app.get("/v1/sessions/pooled/context").await.status(), 200);
     }
+}
+
+#[tokio::test]
+async fn a_database_closed_to_new_connections_is_a_503_and_open_again_serves() {
+    let app = TestApp::spawn().await;
+    app.append("maintenance", &[("user", "hello")]).await;
+    // From another database: once this one refuses connections, it refuses the superuser too.
+    let superuser = superuser_on("postgres", &[]).await;
+    let allow = |allowed: bool| {
+        let superuser = superuser.clone();
+        let statement = format!(
+            "ALTER DATABASE \"{}\" ALLOW_CONNECTIONS {allowed}",
+            app.database.name()
+        );
+        async move {
+            sqlx::query(&statement)
+                .execute(&superuser)
+                .await
+                .expect("alter database");
+        }
+    };
+    allow(false).await;
+    // The pool's connections gone and idle past the alive-bypass window, a request must open a
+    // new one, which PostgreSQL refuses with SQLSTATE 55000.
+    cut_pooled_connections(&app).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let refused = app.get("/v1/sessions/maintenance/context").await;
+    allow(true).await;
+    assert_eq!(
+        refused.headers().get("retry-after").map(|v| v.as_bytes()),
+        Some(&b"1"[..])
+    );
+    assert_problem(refused, 503, "unavailable").await;
+    assert_eq!(
+        app.get("/v1/sessions/maintenance/context").await.status(),
+        200
+    );
 }
 
 #[tokio::test]

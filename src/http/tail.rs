@@ -204,11 +204,29 @@ impl Tail {
             if self.follow.closing() {
                 return None;
             }
-            if !self.behind && self.follow.wait(self.last_seq).await == Wake::Close {
+            if !self.behind && self.wait().await != Some(Wake::Read) {
                 return None;
             }
             let page = self.read_with_retries().await?;
             self.take(page);
+        }
+    }
+
+    /// Waits for entries beyond `last_seq`. Every `HEARTBEAT` without any it checks the stream's
+    /// key (against the key cache, which every revocation empties): None ends the stream of a
+    /// key revoked while its session was quiet. A check the database cannot answer now waits on.
+    async fn wait(&mut self) -> Option<Wake> {
+        loop {
+            match tokio::time::timeout(HEARTBEAT, self.follow.wait(self.last_seq)).await {
+                Ok(wake) => return Some(wake),
+                Err(_quiet) => {
+                    if let Err(ApiError::Domain(Error::Unauthenticated)) =
+                        self.state.authenticate(&self.credential).await
+                    {
+                        return None;
+                    }
+                }
+            }
         }
     }
 

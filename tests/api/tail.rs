@@ -594,6 +594,36 @@ async fn a_revoked_keys_stream_ends_while_another_keys_stream_on_the_session_goe
 }
 
 #[tokio::test]
+async fn a_revoked_keys_stream_on_a_quiet_session_ends_within_the_heartbeat() {
+    let app = TestApp::spawn().await;
+    append_n(&app, "t-quiet-rev", 1, "m").await;
+    let mut revoked = EventStream::open(
+        &app.address,
+        &app.database.auditor_key,
+        "t-quiet-rev",
+        "",
+        None,
+    )
+    .await;
+    assert_eq!(revoked.next_within(WAIT).await.seq(), 1);
+    let response = app
+        .request_as(
+            reqwest::Method::DELETE,
+            &format!("/v1/admin/keys/{}", app.database.auditor_key_id),
+            Some(ADMIN_KEY),
+        )
+        .send()
+        .await
+        .expect("revoke");
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    // Nothing is appended: the stream has no entry to check its key on.
+    let end = tokio::time::timeout(WAIT, revoked.next())
+        .await
+        .expect("the revoked key's quiet stream ends");
+    assert!(end.is_none(), "{end:?}");
+}
+
+#[tokio::test]
 async fn a_quiet_stream_gets_a_comment_line_within_15_seconds_and_outlives_the_request_timeout() {
     let database = TestDatabase::new().await;
     let pool = database.runtime_pool().await;

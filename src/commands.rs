@@ -620,15 +620,7 @@ pub async fn erase(
         };
         let erased =
             access::run_recorded(&pool, Scope::operator(&tenant), true, &accessor, work).await?;
-        tail::announce_now(
-            &pool,
-            tail::Advance {
-                tenant_id: tenant.id,
-                session_id: erased.appended.session_id.as_str().to_owned(),
-                last_seq: erased.appended.last_seq,
-            },
-        )
-        .await;
+        tail::announce_now(&pool, tail::Advance::of(tenant.id, &erased.appended)).await;
         println!(
             "erased {} entries of {}/{session} through seq {}; erasure entry seq {}",
             erased.erased_count, tenant.name, erased.erased_through_seq, erased.appended.first_seq

@@ -13,7 +13,7 @@ use sqlx::PgPool;
 use tokio::sync::{mpsc, watch};
 
 use crate::db::listen::Subscriber;
-use crate::ledger::Page;
+use crate::ledger::{Appended, Page};
 
 /// Channel on which the database announces every new entry (migration 0007).
 pub const TAIL_CHANNEL: &str = "chatledger_tail";
@@ -31,6 +31,17 @@ pub struct Advance {
     pub tenant_id: i64,
     pub session_id: String,
     pub last_seq: i64,
+}
+
+impl Advance {
+    /// The head `appended` left its session of `tenant_id` at.
+    pub fn of(tenant_id: i64, appended: &Appended) -> Self {
+        Self {
+            tenant_id,
+            session_id: appended.session_id.as_str().to_owned(),
+            last_seq: appended.last_seq,
+        }
+    }
 }
 
 /// Sends `NOTIFY chatledger_tail` for committed advances, in a transaction of its own. Not in the

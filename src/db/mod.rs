@@ -205,7 +205,7 @@ fn runtime_options(owner: &PgConnectOptions, settings: &PoolSettings) -> PgConne
 /// already pings each connection as it comes back to the pool, and one that broke since then
 /// fails its one request with a 503 and is dropped. The ping was one of every request's three
 /// round trips (ping, statement, ping on release).
-const ALIVE_BYPASS: Duration = Duration::from_millis(500);
+pub const ALIVE_BYPASS: Duration = Duration::from_millis(500);
 
 /// The runtime pool's settings; with `switches` (a pool following the primary), a new
 /// connection must accept writes and one opened before the last switch is discarded.

@@ -307,16 +307,11 @@ impl AppState {
         .await
     }
 
-    /// The 201 of an append, counted.
-    /// The answer to a committed append of `tenant_id`'s, announced to the live tails.
+    /// The 201 of a committed append of `tenant_id`'s, counted and announced to the live tails.
     fn created(&self, tenant_id: i64, appended: Appended) -> views::Created {
         metrics::appended(&appended);
         if !appended.replayed {
-            self.announcer.announce(Advance {
-                tenant_id,
-                session_id: appended.session_id.as_str().to_owned(),
-                last_seq: appended.last_seq,
-            });
+            self.announcer.announce(Advance::of(tenant_id, &appended));
         }
         views::Created(appended)
     }

@@ -188,15 +188,8 @@ async fn sweep_locked(
                     Ok(erased) => {
                         report.erasures += 1;
                         report.erased_entries += erased.erased_count as u64;
-                        crate::tail::announce_now(
-                            pool,
-                            crate::tail::Advance {
-                                tenant_id: tenant.id,
-                                session_id: due.session_id.clone(),
-                                last_seq: erased.appended.last_seq,
-                            },
-                        )
-                        .await;
+                        let advance = crate::tail::Advance::of(tenant.id, &erased.appended);
+                        crate::tail::announce_now(pool, advance).await;
                     }
                     // A hold placed since the listing: the next round counts it as held.
                     Err(Error::LegalHold { .. }) => {}

@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use chatledger::db;
 use serde_json::json;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
@@ -152,6 +153,9 @@ async fn an_unreachable_database_gives_a_quick_503_with_retry_after_and_readines
     assert_eq!(app.get("/healthz").await.status(), 200);
 }
 
+/// Longer than the pool's alive-bypass window: a connection idle this long is pinged before use.
+const IDLE_PAST_BYPASS: Duration = db::ALIVE_BYPASS.saturating_add(Duration::from_millis(100));
+
 /// Ends every connection the server's pool holds on the test database, waits until PostgreSQL
 /// shows them gone (new ones may open meanwhile), and returns how many there were.
 async fn cut_pooled_connections(app: &TestApp) -> i64 {
@@ -188,7 +192,7 @@ async fn a_pooled_connection_the_database_closed_is_a_503_at_worst_and_replaced_
     app.append("pooled", &[("user", "hello")]).await;
     assert_eq!(app.get("/v1/sessions/pooled/context").await.status(), 200);
 
-    // Used within the alive-bypass window (500 ms), a dead connection is handed out unpinged:
+    // Used within the alive-bypass window, a dead connection is handed out unpinged:
     // its request is a 503 to retry, never a 500, and the connection is dropped.
     let cut = cut_pooled_connections(&app).await;
     let mut unavailable = 0;
@@ -211,7 +215,7 @@ async fn a_pooled_connection_the_database_closed_is_a_503_at_worst_and_replaced_
     // Idle for longer than the window, each pooled connection is pinged before use, and a dead
     // one replaced: no request sees it.
     cut_pooled_connections(&app).await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::sleep(IDLE_PAST_BYPASS).await;
     for _ in 0..3 {
         assert_eq!(app.get("/v1/sessions/pooled/context").await.status(), 200);
     }
@@ -240,7 +244,7 @@ async fn a_database_closed_to_new_connections_is_a_503_and_open_again_serves() {
     // The pool's connections gone and idle past the alive-bypass window, a request must open a
     // new one, which PostgreSQL refuses with SQLSTATE 55000.
     cut_pooled_connections(&app).await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::sleep(IDLE_PAST_BYPASS).await;
     let refused = app.get("/v1/sessions/maintenance/context").await;
     allow(true).await;
     assert_eq!(

@@ -562,16 +562,8 @@ async fn on_sigterm_open_streams_end_cleanly_and_the_server_exits() {
     assert!(exited.await.expect("exit status").success());
 }
 
-#[tokio::test]
-async fn a_revoked_keys_stream_ends_while_another_keys_stream_on_the_session_goes_on() {
-    let app = TestApp::spawn().await;
-    append_n(&app, "t-rev", 1, "m").await;
-    let mut revoked =
-        EventStream::open(&app.address, &app.database.auditor_key, "t-rev", "", None).await;
-    let mut kept =
-        EventStream::open(&app.address, &app.database.reader_key, "t-rev", "", None).await;
-    assert_eq!(revoked.next_within(WAIT).await.seq(), 1);
-    assert_eq!(kept.next_within(WAIT).await.seq(), 1);
+/// Revokes the test tenant's auditor key through the admin API.
+async fn revoke_auditor_key(app: &TestApp) {
     let response = app
         .request_as(
             reqwest::Method::DELETE,
@@ -582,6 +574,19 @@ async fn a_revoked_keys_stream_ends_while_another_keys_stream_on_the_session_goe
         .await
         .expect("revoke");
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
+}
+
+#[tokio::test]
+async fn a_revoked_keys_stream_ends_while_another_keys_stream_on_the_session_goes_on() {
+    let app = TestApp::spawn().await;
+    append_n(&app, "t-rev", 1, "m").await;
+    let mut revoked =
+        EventStream::open(&app.address, &app.database.auditor_key, "t-rev", "", None).await;
+    let mut kept =
+        EventStream::open(&app.address, &app.database.reader_key, "t-rev", "", None).await;
+    assert_eq!(revoked.next_within(WAIT).await.seq(), 1);
+    assert_eq!(kept.next_within(WAIT).await.seq(), 1);
+    revoke_auditor_key(&app).await;
     append_n(&app, "t-rev", 1, "after the revocation").await;
     assert_eq!(kept.next_within(WAIT).await.seq(), 2);
     let end = tokio::time::timeout(WAIT, revoked.next())
@@ -606,16 +611,7 @@ async fn a_revoked_keys_stream_on_a_quiet_session_ends_within_the_heartbeat() {
     )
     .await;
     assert_eq!(revoked.next_within(WAIT).await.seq(), 1);
-    let response = app
-        .request_as(
-            reqwest::Method::DELETE,
-            &format!("/v1/admin/keys/{}", app.database.auditor_key_id),
-            Some(ADMIN_KEY),
-        )
-        .send()
-        .await
-        .expect("revoke");
-    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    revoke_auditor_key(&app).await;
     // Nothing is appended: the stream has no entry to check its key on.
     let end = tokio::time::timeout(WAIT, revoked.next())
         .await

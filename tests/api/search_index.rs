@@ -20,6 +20,12 @@ async fn erase_in(db: &mut PgConnection, tenant: &str, session: &str) {
     .execute(&mut *db)
     .await
     .expect("bind the tenant");
+    erase_unbound_in(db, session).await;
+}
+
+/// The erasing statement alone: as a superuser's manual erasure runs it, with no tenant bound
+/// (row-level security does not apply to a superuser).
+async fn erase_unbound_in(db: &mut PgConnection, session: &str) {
     let erased = sqlx::query(
         "UPDATE entries SET content = NULL, metadata = NULL, salt = NULL, erased_at = clock_timestamp()
           WHERE session_pk = (SELECT id FROM sessions WHERE session_id = $1) AND kind = 'message'",
@@ -31,15 +37,16 @@ async fn erase_in(db: &mut PgConnection, tenant: &str, session: &str) {
     assert_eq!(erased.rows_affected(), 2);
 }
 
-/// Waits until some backend waits for an advisory lock (the other side of the race has reached
-/// it); fails the test after 10 s.
-async fn until_one_waits_for_the_index_lock(owner: &PgPool) {
+/// Waits until some backend of this test's database waits for an advisory lock (the other side
+/// of the race has reached it); fails the test after 10 s.
+async fn until_one_waits_for_the_index_lock(db: &PgPool) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND wait_event = 'advisory'",
+            "SELECT count(*) FROM pg_stat_activity
+          WHERE datname = current_database() AND wait_event_type = 'Lock' AND wait_event = 'advisory'",
         )
-        .fetch_one(owner)
+        .fetch_one(db)
         .await
         .expect("pg_stat_activity");
         if waiting > 0 {
@@ -121,6 +128,37 @@ async fn an_erasure_waits_for_an_indexer_holding_the_text_and_then_removes_it() 
         }
     });
     until_one_waits_for_the_index_lock(&owner).await;
+    indexer.commit().await.expect("commit the index");
+    erasing.await.expect("the erasure finished");
+
+    assert_eq!(indexed_text_of(&app, "raced").await, Vec::<String>::new());
+    assert_eq!(
+        search(&app, "zx41977").await["results"],
+        serde_json::json!([])
+    );
+}
+
+#[tokio::test]
+async fn a_superusers_erasure_with_no_tenant_bound_also_waits_for_the_indexer() {
+    let (app, owner) = an_app_with_a_queued_turn().await;
+    let mut indexer = owner.begin().await.expect("begin");
+    let taken: i64 = sqlx::query_scalar("SELECT chatledger_index_some(500)")
+        .fetch_one(&mut *indexer)
+        .await
+        .expect("index");
+    assert_eq!(taken, 1, "the one append was queued");
+
+    let superuser = superuser(&app).await;
+    let erasing = tokio::spawn({
+        let superuser = superuser.clone();
+        async move {
+            let mut erasure = superuser.begin().await.expect("begin");
+            erase_unbound_in(&mut erasure, "raced").await;
+            erasure.commit().await.expect("commit the erasure");
+        }
+    });
+    // Only a superuser sees what another role's backend waits for.
+    until_one_waits_for_the_index_lock(&superuser).await;
     indexer.commit().await.expect("commit the index");
     erasing.await.expect("the erasure finished");
 

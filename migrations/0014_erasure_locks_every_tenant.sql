@@ -1,0 +1,23 @@
+-- An erasure locks the search index of every tenant it erases in, bound or not. 0012 took the
+-- lock in a BEFORE trigger, and only for the bound tenant; a superuser's manual erasure runs
+-- with none bound (row-level security does not apply to it), took no lock, and could delete the
+-- text before an indexer that had read the message committed its copy: erased text left
+-- searchable. The AFTER trigger knows the erased rows, so it locks their tenants (in order, as
+-- nothing else takes two) before it deletes their text. Taken after the rows changed, the lock
+-- still orders the two sides: an indexer holding it has committed once the delete, a later
+-- statement, runs; an indexer that comes after waits for the erasure's commit and then reads
+-- the rows erased.
+CREATE OR REPLACE FUNCTION chatledger_unindex_erased() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER AS $$
+BEGIN
+    PERFORM pg_catalog.pg_advisory_xact_lock(7263, chatledger_search_lock_key(t.tenant_id))
+       FROM (SELECT DISTINCT n.tenant_id FROM erased_entries n WHERE n.erased_at IS NOT NULL
+              ORDER BY n.tenant_id) t;
+    DELETE FROM search_docs d
+     USING erased_entries n
+     WHERE d.tenant_id = n.tenant_id AND d.session_pk = n.session_pk AND d.seq = n.seq
+       AND n.erased_at IS NOT NULL;
+    RETURN NULL;
+END
+$$;
+CALL chatledger_pin_search_path();

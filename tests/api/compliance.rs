@@ -678,6 +678,42 @@ async fn search_finds_substrings_in_any_script_and_every_message_kind() {
     );
 }
 
+/// A 2-character term gives the trigram index nothing; its pages come from a wider walk of the
+/// newest messages (migration 0015), which must page exactly as the index does.
+#[tokio::test]
+async fn the_cursor_walks_a_two_character_term_once_newest_first() {
+    let app = TestApp::spawn().await;
+    for n in 0..8 {
+        let text = if n % 4 == 3 {
+            format!("订单 {n} 已发货")
+        } else {
+            format!("我想退货 {n}")
+        };
+        say(&app, &format!("s{}", n % 3), "user", json!(text), json!({})).await;
+    }
+    let newest_first: Vec<String> = [6, 5, 4, 2, 1, 0]
+        .iter()
+        .map(|n| format!("我想退货 {n}"))
+        .collect();
+    let mut walked = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let page = search(&app, &format!("q=%E9%80%80%E8%B4%A7&limit=2{cursor}")).await;
+        walked.extend(
+            page["results"]
+                .as_array()
+                .expect("results")
+                .iter()
+                .map(|h| h["entry"]["content"].as_str().expect("content").to_owned()),
+        );
+        match page["next"].as_str() {
+            Some(next) => cursor = format!("&after={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(walked, newest_first, "every match once, newest first");
+}
+
 #[tokio::test]
 async fn search_filters_combine_and_the_cursor_walks_every_result_once_newest_first() {
     let app = TestApp::spawn().await;

@@ -6,18 +6,20 @@
 -- nothing else takes two) before it deletes their text. Taken after the rows changed, the lock
 -- still orders the two sides: an indexer holding it has committed once the delete, a later
 -- statement, runs; an indexer that comes after waits for the erasure's commit and then reads
--- the rows erased.
-CREATE OR REPLACE FUNCTION chatledger_unindex_erased() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER AS $$
+-- the rows erased. The rest of the function is 0011's.
+DO $do$
+DECLARE
+    v_body text := pg_catalog.pg_get_functiondef('chatledger_unindex_erased'::regproc);
+    v_delete text := 'BEGIN
+    DELETE FROM search_docs d';
 BEGIN
+    IF pg_catalog.strpos(v_body, v_delete) = 0 THEN
+        RAISE EXCEPTION 'chatledger_unindex_erased is not the function this migration expects';
+    END IF;
+    EXECUTE pg_catalog.replace(v_body, v_delete, 'BEGIN
     PERFORM pg_catalog.pg_advisory_xact_lock(7263, chatledger_search_lock_key(t.tenant_id))
        FROM (SELECT DISTINCT n.tenant_id FROM erased_entries n WHERE n.erased_at IS NOT NULL
               ORDER BY n.tenant_id) t;
-    DELETE FROM search_docs d
-     USING erased_entries n
-     WHERE d.tenant_id = n.tenant_id AND d.session_pk = n.session_pk AND d.seq = n.seq
-       AND n.erased_at IS NOT NULL;
-    RETURN NULL;
+    DELETE FROM search_docs d');
 END
-$$;
-CALL chatledger_pin_search_path();
+$do$;

@@ -100,9 +100,9 @@ async fn an_app_with_a_queued_turn() -> (TestApp, PgPool) {
     (app, owner)
 }
 
-#[tokio::test]
-async fn an_erasure_waits_for_an_indexer_holding_the_text_and_then_removes_it() {
-    let (app, owner) = an_app_with_a_queued_turn().await;
+/// An indexer's open transaction that has taken the queued turn and holds both messages' text,
+/// uncommitted.
+async fn an_indexer_holding_the_turn(owner: &PgPool) -> sqlx::Transaction<'static, sqlx::Postgres> {
     let mut indexer = owner.begin().await.expect("begin");
     let taken: i64 = sqlx::query_scalar("SELECT chatledger_index_some(500)")
         .fetch_one(&mut *indexer)
@@ -117,7 +117,21 @@ async fn an_erasure_waits_for_an_indexer_holding_the_text_and_then_removes_it() 
         held, 2,
         "the indexer holds both messages' text, uncommitted"
     );
+    indexer
+}
 
+async fn assert_the_erased_text_is_gone(app: &TestApp) {
+    assert_eq!(indexed_text_of(app, "raced").await, Vec::<String>::new());
+    assert_eq!(
+        search(app, "zx41977").await["results"],
+        serde_json::json!([])
+    );
+}
+
+#[tokio::test]
+async fn an_erasure_waits_for_an_indexer_holding_the_text_and_then_removes_it() {
+    let (app, owner) = an_app_with_a_queued_turn().await;
+    let indexer = an_indexer_holding_the_turn(&owner).await;
     let erasing = tokio::spawn({
         let owner = owner.clone();
         let tenant = app.database.tenant.clone();
@@ -130,24 +144,13 @@ async fn an_erasure_waits_for_an_indexer_holding_the_text_and_then_removes_it() 
     until_one_waits_for_the_index_lock(&owner).await;
     indexer.commit().await.expect("commit the index");
     erasing.await.expect("the erasure finished");
-
-    assert_eq!(indexed_text_of(&app, "raced").await, Vec::<String>::new());
-    assert_eq!(
-        search(&app, "zx41977").await["results"],
-        serde_json::json!([])
-    );
+    assert_the_erased_text_is_gone(&app).await;
 }
 
 #[tokio::test]
 async fn a_superusers_erasure_with_no_tenant_bound_also_waits_for_the_indexer() {
     let (app, owner) = an_app_with_a_queued_turn().await;
-    let mut indexer = owner.begin().await.expect("begin");
-    let taken: i64 = sqlx::query_scalar("SELECT chatledger_index_some(500)")
-        .fetch_one(&mut *indexer)
-        .await
-        .expect("index");
-    assert_eq!(taken, 1, "the one append was queued");
-
+    let indexer = an_indexer_holding_the_turn(&owner).await;
     let superuser = superuser(&app).await;
     let erasing = tokio::spawn({
         let superuser = superuser.clone();
@@ -161,12 +164,7 @@ async fn a_superusers_erasure_with_no_tenant_bound_also_waits_for_the_indexer() 
     until_one_waits_for_the_index_lock(&superuser).await;
     indexer.commit().await.expect("commit the index");
     erasing.await.expect("the erasure finished");
-
-    assert_eq!(indexed_text_of(&app, "raced").await, Vec::<String>::new());
-    assert_eq!(
-        search(&app, "zx41977").await["results"],
-        serde_json::json!([])
-    );
+    assert_the_erased_text_is_gone(&app).await;
 }
 
 #[tokio::test]

@@ -3,10 +3,11 @@
 -- with none bound (row-level security does not apply to it), took no lock, and could delete the
 -- text before an indexer that had read the message committed its copy: erased text left
 -- searchable. The AFTER trigger knows the erased rows, so it locks their tenants (in order, as
--- nothing else takes two) before it deletes their text. Taken after the rows changed, the lock
--- still orders the two sides: an indexer holding it has committed once the delete, a later
--- statement, runs; an indexer that comes after waits for the erasure's commit and then reads
--- the rows erased. The rest of the function is 0011's.
+-- nothing else takes two) before it deletes their text, and the BEFORE trigger goes: one lock,
+-- one place. Taken after the rows changed, the lock still orders the two sides: an indexer
+-- holding it has committed once the delete, a later statement, runs; an indexer that comes
+-- after waits for the erasure's commit and then reads the rows erased. The rest of the function
+-- is 0011's.
 DO $do$
 DECLARE
     v_body text := pg_catalog.pg_get_functiondef('chatledger_unindex_erased'::regproc);
@@ -23,3 +24,5 @@ BEGIN
     DELETE FROM search_docs d');
 END
 $do$;
+DROP TRIGGER entries_erasure_locks_index ON entries;
+DROP FUNCTION chatledger_lock_index_for_erasure();

@@ -571,6 +571,21 @@ async fn search(app: &TestApp, query: &str) -> Value {
     .await
 }
 
+/// Every page of `query` (which sets its own `limit`), following `next` until the last.
+async fn search_pages(app: &TestApp, query: &str) -> Vec<Value> {
+    let mut pages = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let page = search(app, &format!("{query}{cursor}")).await;
+        let next = page["next"].as_str().map(|next| format!("&after={next}"));
+        pages.push(page);
+        match next {
+            Some(next) => cursor = next,
+            None => return pages,
+        }
+    }
+}
+
 fn hits(page: &Value) -> Vec<(String, i64)> {
     page["results"]
         .as_array()
@@ -695,22 +710,12 @@ async fn the_cursor_walks_a_two_character_term_once_newest_first() {
         .iter()
         .map(|n| format!("我想退货 {n}"))
         .collect();
-    let mut walked = Vec::new();
-    let mut cursor = String::new();
-    loop {
-        let page = search(&app, &format!("q=%E9%80%80%E8%B4%A7&limit=2{cursor}")).await;
-        walked.extend(
-            page["results"]
-                .as_array()
-                .expect("results")
-                .iter()
-                .map(|h| h["entry"]["content"].as_str().expect("content").to_owned()),
-        );
-        match page["next"].as_str() {
-            Some(next) => cursor = format!("&after={next}"),
-            None => break,
-        }
-    }
+    let walked: Vec<String> = search_pages(&app, "q=%E9%80%80%E8%B4%A7&limit=2")
+        .await
+        .iter()
+        .flat_map(|page| page["results"].as_array().expect("results").clone())
+        .map(|h| h["entry"]["content"].as_str().expect("content").to_owned())
+        .collect();
     assert_eq!(walked, newest_first, "every match once, newest first");
 }
 
@@ -743,16 +748,11 @@ async fn search_filters_combine_and_the_cursor_walks_every_result_once_newest_fi
         .collect();
     assert_eq!(contents, newest_first);
 
-    let mut walked = Vec::new();
-    let mut cursor = String::new();
-    loop {
-        let page = search(&app, &format!("q=refund&limit=3{cursor}")).await;
-        walked.extend(hits(&page));
-        match page["next"].as_str() {
-            Some(next) => cursor = format!("&after={next}"),
-            None => break,
-        }
-    }
+    let walked: Vec<(String, i64)> = search_pages(&app, "q=refund&limit=3")
+        .await
+        .iter()
+        .flat_map(hits)
+        .collect();
     assert_eq!(walked, all, "every result once, in order");
 
     assert_eq!(hits(&search(&app, "q=refund&session_id=s1").await).len(), 3);

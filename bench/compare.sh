@@ -68,6 +68,14 @@ for w in "${WORKLOADS[@]}"; do
     case "$w" in append | context | paged | hot | raw) ;; *) die "unknown workload $w" ;; esac
 done
 
+# indexed_note WHO RATE: WHO's last cell, RATE, counted until its appends were indexed
+# (bench_wait_for_index just ran).
+indexed_note() {
+    local rate
+    rate="$(caught_up_rate "$2" "$S" "$INDEX_DRAIN_S")"
+    echo "$1 counted until indexed ($INDEX_DRAIN_S s after the cell): $rate/s, $(ratio "$rate" "$REF_TPS") of the reference; "
+}
+
 ROWS=()
 row() { ROWS+=("| $(IFS='|'; echo "$*" | sed 's/|/ | /g') |"); }
 
@@ -123,6 +131,14 @@ if has_workload paged; then
         --clients 8 --sessions "$PAGED_SESSIONS" --session-prefix paged- --prefill "$PAGED_ENTRIES" >&2
 fi
 
+if has_workload context || has_workload paged; then
+    step "Waiting for the server's indexer to index the prefill"
+    bench_wait_for_index
+    note "$INDEX_BACKLOG appends indexed in $INDEX_DRAIN_S s"
+fi
+
+# After each cell that appends (both ledgers' appends are queued for the search index), the next
+# cell waits until they are indexed; the cell's rate counted until then is in its notes.
 for w in "${WORKLOADS[@]}"; do
     case "$w" in
     append)
@@ -130,17 +146,22 @@ for w in "${WORKLOADS[@]}"; do
             step "append, $c clients"
             reference_cell "append-reference-c$c" append_func.sql "$c"
             pgbench_cell "append-pgbench-c$c" append.sql "$c" bench- "$SESSIONS"
+            bench_wait_for_index
+            pg_indexed="$(indexed_note "own SQL" "$PG_TPS")"
             cl_cell "blind-chatledger-c$c" blind "$c" -- --workload blind \
                 --sessions "$SESSIONS" --session-prefix bench-
+            bench_wait_for_index
             row "blind append (2 msgs)" "$c" "$REF_TPS" "$REF_P50 / $REF_P99" "$PG_TPS" \
                 "$PG_P50 / $PG_P99" "$CL_OPS" "$CL_P50 / $CL_P99" "$(ratio "$CL_OPS" "$PG_TPS")" \
-                "$(ratio "$CL_OPS" "$REF_TPS")" "$REF_CPU" "$PG_CPU" "$CL_CPU" "${REF_ERR}${PG_ERR}${CL_ERR}"
+                "$(ratio "$CL_OPS" "$REF_TPS")" "$REF_CPU" "$PG_CPU" "$CL_CPU" \
+                "$pg_indexed$(indexed_note chatledger "$CL_OPS")${REF_ERR}${PG_ERR}${CL_ERR}"
             cl_cell "append-chatledger-c$c" append "$c" -- --workload append \
                 --sessions "$SESSIONS" --session-prefix bench-
+            bench_wait_for_index
             row "append with expected_seq" "$c" "($REF_TPS)" "($REF_P50 / $REF_P99)" "($PG_TPS)" \
                 "($PG_P50 / $PG_P99)" "$CL_OPS" "$CL_P50 / $CL_P99" "$(ratio "$CL_OPS" "$PG_TPS")" \
                 "$(ratio "$CL_OPS" "$REF_TPS")" "" "" "$CL_CPU" \
-                "reference and pgbench: the blind figures above; 409s: $CL_CONFLICTS ${CL_ERR}"
+                "reference and pgbench: the blind figures above; 409s: $CL_CONFLICTS; $(indexed_note chatledger "$CL_OPS")${CL_ERR}"
         done
         ;;
     context)
@@ -169,8 +190,10 @@ for w in "${WORKLOADS[@]}"; do
     hot)
         step "hot mix, $HOT_CLIENTS clients on $HOT_SESSIONS sessions"
         pgbench_cell "hot-pgbench-c$HOT_CLIENTS" hot.sql "$HOT_CLIENTS" hot- "$HOT_SESSIONS"
+        bench_wait_for_index
         cl_cell "hot-chatledger-c$HOT_CLIENTS" hot_append "$HOT_CLIENTS" -- --workload hot \
             --sessions "$HOT_SESSIONS" --session-prefix hot- --prefill 0
+        bench_wait_for_index
         row "hot turn (read + append) on $HOT_SESSIONS sessions" "$HOT_CLIENTS" "-" "-" "$PG_TPS" \
             "$PG_P50 / $PG_P99" "$CL_OPS" "$CL_P50 / $CL_P99" "$(ratio "$CL_OPS" "$PG_TPS")" "-" \
             "" "$PG_CPU" "$CL_CPU" \
@@ -212,6 +235,7 @@ if [[ -n "$(git -C "$REPO_DIR" status --porcelain 2>/dev/null)" ]]; then COMMIT=
     echo "- own SQL: pgbench runs bench/*.sql: each transaction is the one function call chatledger makes for that request (\`chatledger_append\` / \`chatledger_entries\` with the writer key's tenant and id, as the runtime role \`chatledger_app\`, prepared statements), on sessions chosen at random; so *chatledger / own SQL* is the cost of HTTP, authentication, JSON, payload digests (SHA-256 over RFC 8785 JSON in Rust) and the pool, on top of the same database work."
     echo "- appends are turns of 2 messages (200 and 800 characters); ops/s are turns per second (messages per second are twice that)."
     echo "- pgbench cannot track the head a client last saw, so it appends blind (\`expected_seq\` NULL): its figure is the ceiling for both chatledger rows; chatledger's append with expected_seq tracks each session's head from its 201 answers (each client owns its sessions, so 409s arise only in the hot mix)."
+    echo "- the search index: both ledgers' appends are queued for it and the server's indexer indexes them in the background (migration 0012). Every cell starts once the index holds everything appended before it (the prefill included); a cell that appends has the time its appends took to be indexed after it ended, and its rate counted until then, in its notes (the reference indexes nothing)."
     echo "- latency: pgbench from its per-transaction log, chatledger-bench per HTTP request (409 answers included), both over the measured window only."
     echo "- CPU: percent of one core (the machine has ${NPROC}: $((NPROC * 100))% is all of it) over the whole cell, from /proc (PostgreSQL: postmaster with all backends, reaped ones included; server: its process; client: pgbench or chatledger-bench; other: the machine's busy time from /proc/stat that none of these accounts for, i.e. anything else running on the machine). Figures taken while *other* is high are disturbed by it."
 } >"$RESULTS.tmp"

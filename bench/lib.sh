@@ -193,6 +193,27 @@ cpu_percent() { awk -v t="$1" -v s="$2" -v hz="$CLK_TCK" 'BEGIN { printf "%.0f",
 
 now_s() { date +%s.%N; }
 
+# Waits (at most 300 s) until the server's indexer holds every queued append in the search
+# index (search_pending empty, migration 0012); sets INDEX_BACKLOG, the ranges queued when
+# called, and INDEX_DRAIN_S, how long that took. An indexer that falls behind during a cell
+# defers its cost, it does not save it: the next cell would pay for it.
+bench_wait_for_index() {
+    local count=("${PG_SUPER[@]}" -d chatledger -At -c "SELECT count(*) FROM search_pending") t0
+    INDEX_BACKLOG="$("${count[@]}")"
+    t0="$(now_s)"
+    while [[ "$("${count[@]}")" != 0 ]]; do
+        (( $(awk -v a="$t0" -v b="$(now_s)" 'BEGIN { print (b - a > 300) }') )) && die "the indexer did not catch up in 300 s"
+        sleep 0.1
+    done
+    INDEX_DRAIN_S="$(awk -v a="$t0" -v b="$(now_s)" 'BEGIN { printf "%.1f", b - a }')"
+}
+
+# caught_up_rate RATE SECONDS DRAIN: a cell's RATE over SECONDS counted until its appends were
+# indexed, DRAIN seconds after it ended.
+caught_up_rate() {
+    awk -v t="$1" -v s="$2" -v d="$3" 'BEGIN { printf "%.0f", t * s / (s + d) }'
+}
+
 # Resident set size peak of a process in KiB (VmHWM).
 vm_hwm_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
 vm_rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }

@@ -174,19 +174,11 @@ for round in 1 2; do
     pgbench_cell "append-indexed-$round" append.sql 32 search- "$SESSIONS"
     APPEND_ROWS+=("| with the search text (queued, indexed by the server meanwhile), run $round | $PG_TPS | $PG_P50 / $PG_P99 $PG_ERR |")
     WITH_SUM="$(awk -v a="$WITH_SUM" -v b="$PG_TPS" 'BEGIN { print a + b }')"
-    backlog="$("${PSQL_DB[@]}" -At -c "SELECT count(*) FROM search_pending")"
-    t0="$(now_s)"
-    while [[ "$("${PSQL_DB[@]}" -At -c "SELECT count(*) FROM search_pending")" != 0 ]]; do
-        (( $(awk -v a="$t0" -v b="$(now_s)" 'BEGIN { print (b - a > 300) }') )) && die "the indexer did not catch up in 300 s"
-        sleep 0.1
-    done
-    drain="$(awk -v a="$t0" -v b="$(now_s)" 'BEGIN { printf "%.1f", b - a }')"
-    # The cell's appends over the time until the index held them all: an indexer that falls
-    # behind during the cell defers its cost, it does not save it.
-    CAUGHT_UP_SUM="$(awk -v a="$CAUGHT_UP_SUM" -v t="$PG_TPS" -v s="$S" -v d="$drain" \
-        'BEGIN { print a + t * s / (s + d) }')"
-    BACKLOGS+=("$backlog appends, indexed $drain s later (run $round)")
-    note "search queue at the end of the cell: $backlog appends, indexed $drain s later"
+    bench_wait_for_index
+    CAUGHT_UP_SUM="$(awk -v a="$CAUGHT_UP_SUM" -v b="$(caught_up_rate "$PG_TPS" "$S" "$INDEX_DRAIN_S")" \
+        'BEGIN { print a + b }')"
+    BACKLOGS+=("$INDEX_BACKLOG appends, indexed $INDEX_DRAIN_S s later (run $round)")
+    note "search queue at the end of the cell: $INDEX_BACKLOG appends, indexed $INDEX_DRAIN_S s later"
     "${PSQL_DB[@]}" -c "$LOG_ONLY_QUEUE_FN"
     pgbench_cell "append-unindexed-$round" append.sql 32 search- "$SESSIONS"
     APPEND_ROWS+=("| without it (nothing queued for search), run $round | $PG_TPS | $PG_P50 / $PG_P99 $PG_ERR |")

@@ -10,6 +10,7 @@ use sqlx::{PgConnection, PgPool};
 use utoipa::ToSchema;
 
 use crate::auth::{Caller, KeyRole, Scope, Tenant};
+use crate::db::warm::Warm;
 use crate::error::Error;
 use crate::time::Timestamp;
 
@@ -258,6 +259,24 @@ pub async fn run_recorded<W: Recorded>(
     )
     .await?;
     tx.commit().await.map_err(Error::RecordNotWritten)?;
+    result
+}
+
+/// Like `run_recorded`; work that needs neither a record nor a transaction runs on a warm
+/// connection (`db::warm`).
+pub async fn run_recorded_warm<W: Recorded>(
+    warm: &Warm,
+    scope: Scope<'_>,
+    log_writer_reads: bool,
+    accessor: &Accessor,
+    work: W,
+) -> Result<W::Output, Error> {
+    if accessor.records(work.action(), log_writer_reads) || work.needs_transaction() {
+        return run_recorded(warm.pool(), scope, log_writer_reads, accessor, work).await;
+    }
+    let mut db = warm.acquire().await?;
+    let result = work.run(&mut db, scope).await;
+    warm.release(db, &result);
     result
 }
 

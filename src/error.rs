@@ -108,6 +108,21 @@ impl From<Invalid> for Error {
     }
 }
 
+impl Error {
+    /// Whether the connection that gave this error may be unfit for another request: it failed,
+    /// a statement on it failed, or it returned what chatledger never writes. A refusal (a seq
+    /// conflict, an unknown session) leaves it as good as a success does.
+    pub fn concerns_the_connection(&self) -> bool {
+        matches!(
+            self,
+            Error::Unavailable(_)
+                | Error::RecordNotWritten(_)
+                | Error::Database(_)
+                | Error::Corrupt(_)
+        )
+    }
+}
+
 impl From<sqlx::Error> for Error {
     fn from(error: sqlx::Error) -> Self {
         // Raised by chatledger_bind for a key revoked since this server cached it.

@@ -5,6 +5,7 @@ pub mod embedded;
 pub mod failover;
 pub mod hosts;
 pub mod listen;
+pub mod warm;
 
 use std::str::FromStr;
 use std::sync::Arc;

@@ -35,6 +35,7 @@ use utoipa::OpenApi;
 use crate::access::{self, Accessor, Recorded};
 use crate::auth::{AdminKey, Caller, Credential, KeyCache};
 use crate::db::listen::{Listener, Subscriber};
+use crate::db::warm::Warm;
 use crate::error::Error;
 use crate::ledger::{Appended, Limits, PageLimit};
 use crate::metrics;
@@ -45,6 +46,8 @@ use problem::ApiError;
 #[derive(Clone)]
 pub struct AppState {
     pub pool: PgPool,
+    /// The pool with the hot routes' just-released connections in front of it.
+    warm: Arc<Warm>,
     /// A read replica for compliance reads (`--replica-url`); `None`: they read the primary.
     replica: Option<PgPool>,
     pub limits: Limits,
@@ -107,6 +110,7 @@ impl AppState {
         let announcer = Announcer::spawn(pool.clone());
         Self {
             announcer,
+            warm: Warm::new(pool.clone()),
             pool,
             replica: None,
             limits,
@@ -286,6 +290,17 @@ impl AppState {
         }
     }
 
+    /// Like `run`, for one request's single statement on a warm connection (`db::warm`).
+    async fn run_warm<T, F, Fut>(&self, work: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<Warm>) -> Fut,
+        Fut: Future<Output = Result<T, Error>> + Send + 'static,
+    {
+        let warm = self.warm.clone();
+        self.run(move |_| work(warm)).await
+    }
+
     /// Work on conversation data for `caller`, recorded in the access log with it (unless the
     /// tenant's policy leaves a writer's reads out), in its own task like `run`.
     async fn recorded<W: Recorded>(
@@ -294,9 +309,9 @@ impl AppState {
         accessor: Accessor,
         work: W,
     ) -> Result<W::Output, ApiError> {
-        self.run(move |pool| async move {
-            access::run_recorded(
-                &pool,
+        self.run_warm(move |warm| async move {
+            access::run_recorded_warm(
+                &warm,
                 caller.scope(),
                 caller.log_writer_reads,
                 &accessor,

@@ -19,7 +19,7 @@ use super::views::{
     SessionView, SessionsPage, View,
 };
 use crate::access::{Action, Outcome, Recorded};
-use crate::auth::Scope;
+use crate::auth::{Caller, Scope};
 use crate::error::Error;
 use crate::error::Invalid;
 use crate::ledger::{
@@ -135,14 +135,7 @@ pub async fn append_messages(
     let request = body
         .value
         .into_request(session_id, idempotency, &state.limits)?;
-    let tenant_id = caller.tenant.id;
-    let appended =
-        state
-            .run(|pool| async move {
-                ledger::append(&mut *pool.acquire().await?, &caller, request).await
-            })
-            .await?;
-    Ok(state.created(tenant_id, appended))
+    append(&state, caller, request).await
 }
 
 /// Append a context reset: the next context window starts after it. Erases nothing.
@@ -170,13 +163,24 @@ pub async fn reset(
     let request = body
         .value
         .into_request(session_id, idempotency, &state.limits)?;
+    append(&state, caller, request).await
+}
+
+/// Appends `request` for `caller`: one statement, on a warm connection.
+async fn append(
+    state: &AppState,
+    caller: Caller,
+    request: AppendRequest,
+) -> Result<Created, ApiError> {
     let tenant_id = caller.tenant.id;
-    let appended =
-        state
-            .run(|pool| async move {
-                ledger::append(&mut *pool.acquire().await?, &caller, request).await
-            })
-            .await?;
+    let appended = state
+        .run_warm(|warm| async move {
+            let mut db = warm.acquire().await?;
+            let result = ledger::append(&mut db, &caller, request).await;
+            warm.release(db, &result);
+            result
+        })
+        .await?;
     Ok(state.created(tenant_id, appended))
 }
 

@@ -3,6 +3,8 @@
 use std::time::{Duration, Instant};
 
 use chatledger::db;
+use chatledger::db::warm::Warm;
+use chatledger::error::Error;
 use serde_json::json;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
@@ -391,5 +393,164 @@ async fn a_multi_host_url_with_no_writable_host_is_refused_without_echoing_it() 
     assert!(
         !message.contains("hunter2") && !message.contains("/a"),
         "{message}"
+    );
+}
+
+/// The server process a connection talks to.
+async fn backend_pid(db: &mut sqlx::PgConnection) -> i32 {
+    sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(db)
+        .await
+        .expect("pg_backend_pid")
+}
+
+/// A connection that answered cleanly goes from one request straight to the next (no ping on
+/// the way), and back to the pool when its lease ends.
+#[tokio::test]
+async fn a_warm_connection_serves_the_next_request_until_its_lease_ends() {
+    let database = TestDatabase::new().await;
+    let pool = database.runtime_pool().await;
+    let warm = Warm::new(pool.clone());
+    let mut first = warm.acquire().await.expect("acquire");
+    let pid = backend_pid(&mut first).await;
+    warm.release(first, &Ok::<(), Error>(()));
+    assert_eq!(warm.idle(), 1);
+    let mut second = warm.acquire().await.expect("acquire");
+    assert_eq!(
+        backend_pid(&mut second).await,
+        pid,
+        "not the connection just released"
+    );
+    assert_eq!(warm.idle(), 0);
+    // A refusal says nothing about the connection.
+    let idle_in_pool = pool.num_idle();
+    warm.release(second, &Err::<(), _>(Error::SeqConflict { current_seq: 3 }));
+    assert_eq!(warm.idle(), 1);
+    assert_eq!(
+        pool.num_idle(),
+        idle_in_pool,
+        "the pool has it back before its lease ended"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while warm.idle() > 0 || pool.num_idle() == idle_in_pool {
+        assert!(
+            Instant::now() < deadline,
+            "the connection did not go back to the pool after its lease"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// What may have left a connection unfit for another request sends it back to the pool, which
+/// pings it; so does a switch of the primary, for every connection leased before it.
+#[tokio::test]
+async fn a_connection_in_doubt_in_a_transaction_or_from_before_a_switch_is_not_handed_on() {
+    let database = TestDatabase::new().await;
+    let pool = database.runtime_pool().await;
+    let warm = Warm::new(pool.clone());
+    let failed = warm.acquire().await.expect("acquire");
+    warm.release(
+        failed,
+        &Err::<(), _>(Error::Database(sqlx::Error::RowNotFound)),
+    );
+    assert_eq!(warm.idle(), 0, "kept after a database error");
+    let mut open = warm.acquire().await.expect("acquire");
+    let transaction = sqlx::Connection::begin(&mut *open).await.expect("begin");
+    // Left open, as a bug in the work would leave it.
+    std::mem::forget(transaction);
+    warm.release(open, &Ok::<(), Error>(()));
+    assert_eq!(warm.idle(), 0, "kept in a transaction");
+
+    let before = warm.acquire().await.expect("acquire");
+    let leased_at = before.since();
+    warm.release(before, &Ok::<(), Error>(()));
+    assert_eq!(warm.idle(), 1);
+    // What the failover monitor does when the primary moves.
+    pool.set_connect_options((*pool.connect_options()).clone());
+    let after = warm.acquire().await.expect("acquire");
+    assert!(
+        after.since() > leased_at,
+        "a connection leased before the switch was handed on"
+    );
+    assert_eq!(warm.idle(), 0);
+}
+
+/// Requests cycling connections through the stack leave the pool's other users (the indexer,
+/// audits) their turn: each connection goes back within its lease.
+#[tokio::test]
+async fn warm_connections_do_not_starve_the_pools_other_users() {
+    let database = TestDatabase::new().await;
+    let settings = db::PoolSettings {
+        max_connections: 2,
+        ..db::PoolSettings::default()
+    };
+    let pool = db::runtime_pool(&database.owner, &settings)
+        .await
+        .expect("pool");
+    let warm = Warm::new(pool.clone());
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut hot = Vec::new();
+    for _ in 0..4 {
+        let (warm, done) = (warm.clone(), done.clone());
+        hot.push(tokio::spawn(async move {
+            let mut requests = 0u64;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut db = warm.acquire().await.expect("hot acquire");
+                backend_pid(&mut db).await;
+                warm.release(db, &Ok::<(), Error>(()));
+                requests += 1;
+            }
+            requests
+        }));
+    }
+    // Both connections are in the hot loop before the other user asks.
+    while pool.size() < 2 {
+        tokio::task::yield_now().await;
+    }
+    let other = pool.acquire().await;
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut requests = 0;
+    for task in hot {
+        requests += task.await.expect("hot task");
+    }
+    assert!(
+        other.is_ok(),
+        "the pool's other user waited out its acquire timeout: {other:?}"
+    );
+    assert!(requests > 0);
+}
+
+/// A request that waits for a connection gets the next one released, before any request that
+/// comes later and without the round trip through the pool.
+#[tokio::test]
+async fn a_request_waiting_for_a_connection_gets_the_next_one_released() {
+    let database = TestDatabase::new().await;
+    let settings = db::PoolSettings {
+        max_connections: 1,
+        ..db::PoolSettings::default()
+    };
+    let pool = db::runtime_pool(&database.owner, &settings)
+        .await
+        .expect("pool");
+    let warm = Warm::new(pool.clone());
+    let mut held = warm.acquire().await.expect("acquire");
+    let (pid, leased_at) = (backend_pid(&mut held).await, held.since());
+    let waiter = tokio::spawn({
+        let warm = warm.clone();
+        async move {
+            let mut db = warm.acquire().await.expect("waiting acquire");
+            (backend_pid(&mut db).await, db.since())
+        }
+    });
+    while warm.waiting() == 0 {
+        tokio::task::yield_now().await;
+    }
+    warm.release(held, &Ok::<(), Error>(()));
+    assert_eq!(warm.idle(), 0, "left on the stack while a request waited");
+    let (waiter_pid, waiter_since) = waiter.await.expect("waiter");
+    assert_eq!(waiter_pid, pid);
+    assert_eq!(
+        waiter_since, leased_at,
+        "the waiter's connection came from the pool, not from the request before it"
     );
 }

@@ -119,14 +119,21 @@ impl Warm {
         // Both waits may be given up without loss (a connection handed to a request that took a
         // slot instead goes back to the pool with it). The pool's own acquire is never raced:
         // given up while it pings or opens a connection, it would close that connection.
+        // One deadline for the whole wait, the pool's: a request the database cannot serve in
+        // time gets its 503 as quickly as through the pool alone.
+        let deadline = tokio::time::Instant::now() + self.pool.options().get_acquire_timeout();
         let slot = tokio::select! {
             Ok(leased) = handed => return Ok(leased),
             slot = self.slots.clone().acquire_owned() => slot.map_err(|_| sqlx::Error::PoolClosed)?,
+            () = tokio::time::sleep_until(deadline) => return Err(sqlx::Error::PoolTimedOut),
         };
         // Read before acquiring: a switch in between makes the connection look stale, never fresh.
         let options = self.pool.connect_options();
+        let connection = tokio::time::timeout_at(deadline, self.pool.acquire())
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)??;
         Ok(Leased {
-            connection: self.pool.acquire().await?,
+            connection,
             since: Instant::now(),
             options,
             _slot: slot,

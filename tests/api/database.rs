@@ -404,6 +404,17 @@ async fn backend_pid(db: &mut sqlx::PgConnection) -> i32 {
         .expect("pg_backend_pid")
 }
 
+/// A runtime pool of `size` connections.
+async fn runtime_pool_of(database: &TestDatabase, size: u32) -> sqlx::PgPool {
+    let settings = db::PoolSettings {
+        max_connections: size,
+        ..db::PoolSettings::default()
+    };
+    db::runtime_pool(&database.owner, &settings)
+        .await
+        .expect("pool")
+}
+
 /// A connection that answered cleanly goes from one request straight to the next (no ping on
 /// the way), and back to the pool when its lease ends.
 #[tokio::test]
@@ -480,13 +491,7 @@ async fn a_connection_in_doubt_in_a_transaction_or_from_before_a_switch_is_not_h
 #[tokio::test]
 async fn warm_connections_do_not_starve_the_pools_other_users() {
     let database = TestDatabase::new().await;
-    let settings = db::PoolSettings {
-        max_connections: 2,
-        ..db::PoolSettings::default()
-    };
-    let pool = db::runtime_pool(&database.owner, &settings)
-        .await
-        .expect("pool");
+    let pool = runtime_pool_of(&database, 2).await;
     let warm = Warm::new(pool.clone());
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut hot = Vec::new();
@@ -525,13 +530,7 @@ async fn warm_connections_do_not_starve_the_pools_other_users() {
 #[tokio::test]
 async fn a_request_waiting_for_a_connection_gets_the_next_one_released() {
     let database = TestDatabase::new().await;
-    let settings = db::PoolSettings {
-        max_connections: 1,
-        ..db::PoolSettings::default()
-    };
-    let pool = db::runtime_pool(&database.owner, &settings)
-        .await
-        .expect("pool");
+    let pool = runtime_pool_of(&database, 1).await;
     let warm = Warm::new(pool.clone());
     let mut held = warm.acquire().await.expect("acquire");
     let (pid, leased_at) = (backend_pid(&mut held).await, held.since());

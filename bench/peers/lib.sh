@@ -84,6 +84,7 @@ all workers as tasks on one event loop in one process."
     step "Running the peers benchmark"
     "$PEERS_PYTHON" "$PEERS_DIR/peers.py" \
         --chatledger-url "$BENCH_URL" --chatledger-key "$WRITER_KEY" \
+        --chatledger-database "host=$PG_SOCK user=postgres dbname=chatledger" \
         --postgres "host=$PG_SOCK user=postgres dbname=lcpg" \
         --redis "redis://127.0.0.1:$REDIS_PORT/0" \
         --seconds "${BENCH_PEERS_SECONDS:-8}" --repeat "${BENCH_REPEAT:-2}" \

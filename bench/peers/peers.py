@@ -91,6 +91,9 @@ class Backend:
     # in the parent
     def seed(self, sessions: list[str], count: int, rng: random.Random) -> None: ...
     def read(self, session_id: str) -> int: ...
+    def settle(self) -> None:
+        """Waits until work the backend deferred (chatledger's search indexing) is done, so that
+        a point does not pay for the seeding or the point before it."""
 
 
 class ChatLedger(Backend):
@@ -131,6 +134,16 @@ class ChatLedger(Backend):
 
     def read(self, session_id: str) -> int:
         return len(self._history(session_id).messages)
+
+    def settle(self) -> None:
+        import psycopg
+
+        deadline = time.monotonic() + 300
+        with psycopg.connect(self.args.chatledger_database, autocommit=True) as conn:
+            while conn.execute("SELECT count(*) FROM search_pending").fetchone()[0] > 0:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("chatledger's indexer did not catch up in 300 s")
+                time.sleep(0.1)
 
 
 class Postgres(Backend):
@@ -395,6 +408,7 @@ def run_point(backend: Backend, mode: str, workers: int, sessions: list[str], se
 def read_10k(backend: Backend, rng: random.Random, repeat: int = 5) -> dict[str, Any]:
     sid = str(uuid.uuid4())
     backend.seed([sid], 10_000, rng)
+    backend.settle()
     walls, cpus = [], []
     n = 0
     for _ in range(repeat):
@@ -426,6 +440,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--chatledger-url", required=True)
     parser.add_argument("--chatledger-key", required=True)
+    parser.add_argument("--chatledger-database", required=True, help="libpq DSN of chatledger's database (its search queue)")
     parser.add_argument("--postgres", required=True)
     parser.add_argument("--redis", required=True)
     parser.add_argument("--seconds", type=float, default=8.0)
@@ -459,6 +474,7 @@ def main() -> int:
             for w in workers:
                 runs = []
                 for _ in range(args.repeat):
+                    backend.settle()
                     sessions = pool[k * args.sessions_per_point : (k + 1) * args.sessions_per_point]
                     k += 1
                     runs.append(run_point(backend, mode, w, sessions, args.seconds))

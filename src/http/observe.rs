@@ -42,7 +42,8 @@ impl Drop for InFlight {
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, body = String, content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let size = i64::from(state.pool.size());
-    let idle = state.pool.num_idle() as i64;
+    // The hot routes' connections between two requests are idle too, though out of the pool.
+    let idle = (state.pool.num_idle() + state.warm.idle()) as i64;
     let waiting = (IN_FLIGHT.load(Ordering::Relaxed) - (size - idle)).max(0);
     metrics::gauge!("chatledger_db_pool_connections").set(size as f64);
     metrics::gauge!("chatledger_db_pool_idle_connections").set(idle as f64);

@@ -152,6 +152,7 @@ pub struct Server {
     /// `http://127.0.0.1:PORT`.
     pub address: String,
     pub port: u16,
+    logs: Arc<Logs>,
 }
 
 impl Server {
@@ -258,6 +259,7 @@ impl Server {
             child,
             address: format!("http://{address}"),
             port,
+            logs: logs.clone(),
         })
     }
 
@@ -294,13 +296,25 @@ impl Server {
         self.child.wait().await.expect("killed server reaped");
     }
 
-    /// SIGTERM, then the exit status (bounded wait).
+    /// SIGTERM, then the exit status (bounded wait); the end of the log goes to the test's
+    /// output unless the server exits cleanly.
     pub async fn terminate(mut self) -> ExitStatus {
         kill(self.pid(), Signal::SIGTERM).expect("SIGTERM");
-        tokio::time::timeout(Duration::from_secs(60), self.child.wait())
-            .await
-            .expect("the server exits within a minute of SIGTERM")
-            .expect("exit status")
+        let Ok(status) = tokio::time::timeout(Duration::from_secs(60), self.child.wait()).await
+        else {
+            panic!(
+                "the server did not exit within a minute of SIGTERM; its log ends with:\n{}",
+                self.logs.tail()
+            );
+        };
+        let status = status.expect("exit status");
+        if !status.success() {
+            eprintln!(
+                "the server exited with {status} after SIGTERM; its log ends with:\n{}",
+                self.logs.tail()
+            );
+        }
+        status
     }
 }
 

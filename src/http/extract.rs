@@ -8,9 +8,10 @@ use std::marker::PhantomData;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::HeaderMap;
 use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode};
+use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -249,15 +250,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Body<T> {
         let budget = state
             .body_budget(declared.unwrap_or(state.max_body_bytes))
             .await?;
-        let mut raw = Bytes::from_request(request, state)
-            .await
-            .map_err(|rejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::PayloadTooLarge
-                } else {
-                    ApiError::MalformedJson(rejection.body_text())
-                }
-            })?;
+        let mut raw = read_body(request, declared, state.max_body_bytes).await?;
         if !declared_json {
             if !raw.is_empty() {
                 return Err(ApiError::UnsupportedMediaType);
@@ -271,6 +264,29 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Body<T> {
             _budget: budget,
         })
     }
+}
+
+/// The whole body, refused past `limit` bytes, in one buffer of its declared size: collected
+/// from its frames and then copied, a body of the limit would need twice its share of the budget.
+async fn read_body(
+    request: Request,
+    declared: Option<usize>,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    let mut body = request.into_body();
+    let mut raw = Vec::with_capacity(declared.unwrap_or(0).min(limit));
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|error| {
+            ApiError::MalformedJson(format!("the body could not be read: {error}"))
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if raw.len() + data.len() > limit {
+                return Err(ApiError::PayloadTooLarge);
+            }
+            raw.extend_from_slice(&data);
+        }
+    }
+    Ok(Bytes::from(raw))
 }
 
 /// Parses `bytes` as `T`, telling malformed JSON (400) from JSON of the wrong shape (422, naming

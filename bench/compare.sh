@@ -73,7 +73,16 @@ done
 indexed_note() {
     local rate
     rate="$(caught_up_rate "$2" "$S" "$INDEX_DRAIN_S")"
-    echo "$1 counted until indexed ($INDEX_DRAIN_S s after the cell): $rate/s, $(ratio "$rate" "$REF_TPS") of the reference; "
+    echo "$1 counted until indexed ($INDEX_DRAIN_S s after the cell): $rate/s, $(ratio "$rate" "$REF_TPS") of the reference"
+}
+
+# join_notes NOTE...: the non-empty notes, separated by "; ".
+join_notes() {
+    local note joined=""
+    for note in "$@"; do
+        [[ -n "$note" ]] && joined="${joined:+$joined; }$note"
+    done
+    echo "$joined"
 }
 
 ROWS=()
@@ -154,14 +163,14 @@ for w in "${WORKLOADS[@]}"; do
             row "blind append (2 msgs)" "$c" "$REF_TPS" "$REF_P50 / $REF_P99" "$PG_TPS" \
                 "$PG_P50 / $PG_P99" "$CL_OPS" "$CL_P50 / $CL_P99" "$(ratio "$CL_OPS" "$PG_TPS")" \
                 "$(ratio "$CL_OPS" "$REF_TPS")" "$REF_CPU" "$PG_CPU" "$CL_CPU" \
-                "$pg_indexed$(indexed_note chatledger "$CL_OPS")${REF_ERR}${PG_ERR}${CL_ERR}"
+                "$(join_notes "$pg_indexed" "$(indexed_note chatledger "$CL_OPS")" "$REF_ERR" "$PG_ERR" "$CL_ERR")"
             cl_cell "append-chatledger-c$c" append "$c" -- --workload append \
                 --sessions "$SESSIONS" --session-prefix bench-
             bench_wait_for_index
             row "append with expected_seq" "$c" "($REF_TPS)" "($REF_P50 / $REF_P99)" "($PG_TPS)" \
                 "($PG_P50 / $PG_P99)" "$CL_OPS" "$CL_P50 / $CL_P99" "$(ratio "$CL_OPS" "$PG_TPS")" \
                 "$(ratio "$CL_OPS" "$REF_TPS")" "" "" "$CL_CPU" \
-                "reference and pgbench: the blind figures above; 409s: $CL_CONFLICTS; $(indexed_note chatledger "$CL_OPS")${CL_ERR}"
+                "$(join_notes "reference and pgbench: the blind figures above" "409s: $CL_CONFLICTS" "$(indexed_note chatledger "$CL_OPS")" "$CL_ERR")"
         done
         ;;
     context)

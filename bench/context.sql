@@ -4,4 +4,4 @@
 \set sid random(1, :sessions)
 SELECT last_seq, context_start_seq, seq, kind, role, content, metadata, created_at,
        idempotency_key, author, salt, payload_digest, prev_hash, hash, erased
-  FROM chatledger_entries(:tenant_id, :key_id, :prefix::text || :sid, NULL, NULL, 20, true, true, 8388608);
+  FROM chatledger_entries(:tenant_id, :key_id, :prefix::text || :sid, NULL, NULL, 20, true, true);

@@ -6,7 +6,7 @@
 \set sid random(1, :sessions)
 SELECT last_seq, context_start_seq, seq, kind, role, content, metadata, created_at,
        idempotency_key, author, salt, payload_digest, prev_hash, hash, erased
-  FROM chatledger_entries(:tenant_id, :key_id, :prefix::text || :sid, NULL, NULL, 20, true, true, 8388608);
+  FROM chatledger_entries(:tenant_id, :key_id, :prefix::text || :sid, NULL, NULL, 20, true, true);
 SELECT outcome, current_seq, first_seq, created_at, hashes
   FROM chatledger_append(:tenant_id, 'bench', :key_id, :prefix::text || :sid, true, NULL, NULL, NULL,
        ARRAY[ROW('message', 'user', :user_content::jsonb, '{}'::jsonb,

@@ -5,4 +5,4 @@
 \set after random(0, :max_after)
 SELECT last_seq, context_start_seq, seq, kind, role, content, metadata, created_at,
        idempotency_key, author, salt, payload_digest, prev_hash, hash, erased
-  FROM chatledger_entries(:tenant_id, :key_id, :prefix::text || :sid, :after, NULL, 100, false, false, 8388608);
+  FROM chatledger_entries(:tenant_id, :key_id, :prefix::text || :sid, :after, NULL, 100, false, false);

@@ -2,6 +2,7 @@
 //! an index, so its cost does not grow with the session's length.
 
 use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt;
 use sqlx::PgConnection;
 
 use super::hash::Timestamp;
@@ -151,11 +152,11 @@ pub async fn entries(
         Range::Context => (None, None, true, true),
         Range::Between(after, before) => (Some(after), Some(before), false, false),
     };
-    let rows = sqlx::query!(
+    let mut rows = sqlx::query!(
         r#"SELECT last_seq AS "last_seq!", context_start_seq AS "context_start_seq!", seq, kind, role,
                   content AS "content: RawJson", metadata AS "metadata: RawJson", created_at,
-                  idempotency_key, author, salt, payload_digest, prev_hash, hash, erased
-             FROM chatledger_entries($1, $2, $3, $4, $5, $6, $7, $8, $9)"#,
+                  idempotency_key, author, salt, payload_digest, prev_hash, hash, erased, size
+             FROM chatledger_entries($1, $2, $3, $4, $5, $6, $7, $8)"#,
         scope.tenant.id,
         scope.key_id,
         session_id.as_str(),
@@ -164,18 +165,20 @@ pub async fn entries(
         i32::try_from(limit.entries).unwrap_or(i32::MAX),
         descending,
         context,
-        limit.bytes,
     )
-    .fetch_all(&mut *db)
-    .await?;
-    let Some(head) = rows.first() else {
-        return Err(Error::SessionNotFound);
-    };
-    let (last_seq, context_start_seq) = (head.last_seq, head.context_start_seq);
-    let mut entries = Vec::with_capacity(rows.len());
-    for row in rows {
+    .fetch(&mut *db);
+    let mut head = None;
+    let mut entries = Vec::new();
+    let mut bytes = 0_i64;
+    while let Some(row) = rows.try_next().await? {
+        head.get_or_insert((row.last_seq, row.context_start_seq));
         // The one row of a session with no entry in range.
         let Some(seq) = row.seq else { continue };
+        // The rows come in page order; the page ends before the first that would pass its bound.
+        bytes = bytes.saturating_add(row.size.unwrap_or(0));
+        if bytes > limit.bytes && !entries.is_empty() {
+            break;
+        }
         entries.push(Entry {
             seq,
             kind: row.kind.ok_or(Error::Corrupt("an entry without kind"))?,
@@ -198,6 +201,10 @@ pub async fn entries(
             erased: row.erased.unwrap_or(false),
         });
     }
+    drop(rows);
+    let Some((last_seq, context_start_seq)) = head else {
+        return Err(Error::SessionNotFound);
+    };
     if context {
         entries.reverse();
     }

@@ -206,14 +206,14 @@ for w in "${WORKLOADS[@]}"; do
         row "hot turn (read + append) on $HOT_SESSIONS sessions" "$HOT_CLIENTS" "-" "-" "$PG_TPS" \
             "$PG_P50 / $PG_P99" "$CL_OPS" "$CL_P50 / $CL_P99" "$(ratio "$CL_OPS" "$PG_TPS")" "-" \
             "" "$PG_CPU" "$CL_CPU" \
-            "pgbench: blind; chatledger: expected_seq, latency of its appends, 409s retried: $CL_CONFLICTS ${PG_ERR}${CL_ERR}"
+            "$(join_notes "pgbench: blind" "chatledger: expected_seq, latency of its appends, 409s retried: $CL_CONFLICTS" "$PG_ERR" "$CL_ERR")"
         ;;
     raw)
         for c in "${CLIENT_COUNTS[@]}"; do
             step "raw INSERT ceiling, $c clients"
             pgbench_cell "raw-pgbench-c$c" raw.sql "$c" raw- "$SESSIONS" owner
             row "raw INSERT of 2 rows (ceiling)" "$c" "-" "-" "$PG_TPS" "$PG_P50 / $PG_P99" "-" "-" "-" \
-                "-" "" "$PG_CPU" "" "one plain statement, no chatledger ${PG_ERR}"
+                "-" "" "$PG_CPU" "" "$(join_notes "one plain statement, no chatledger" "$PG_ERR")"
         done
         ;;
     esac

@@ -201,7 +201,6 @@ pub async fn entries(
             erased: row.erased.unwrap_or(false),
         });
     }
-    drop(rows);
     let Some((last_seq, context_start_seq)) = head else {
         return Err(Error::SessionNotFound);
     };

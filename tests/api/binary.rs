@@ -103,8 +103,7 @@ async fn the_embedded_default_keeps_data_across_restarts_and_stops_cleanly() {
 async fn a_large_export_streams_in_constant_memory() {
     let database = TestDatabase::new().await;
     let dir = TempDir::new("binary");
-    let logs = Arc::new(Logs::default());
-    let server = start_external(&database, &dir, &logs).await;
+    let server = start_external(&database, &dir, &Arc::new(Logs::default())).await;
     let client = reqwest::Client::new();
 
     // Entries of 4 KiB: 2,000 in a session exported first, which brings the export path (the
@@ -125,14 +124,14 @@ async fn a_large_export_streams_in_constant_memory() {
                 .send()
                 .await
                 .expect("append");
-            assert_eq!(response.status(), 201, "{}", logs.tail());
+            assert_eq!(response.status(), 201, "{}", server.log_tail());
         }
     }
     let pid = server.id();
-    let small = export_to_file(&client, &server, &database, &logs, &dir, "small").await;
+    let small = export_to_file(&client, &server, &database, &dir, "small").await;
     let before = peak_rss(pid);
     let started = std::time::Instant::now();
-    let big = export_to_file(&client, &server, &database, &logs, &dir, "big").await;
+    let big = export_to_file(&client, &server, &database, &dir, "big").await;
     let exported = std::fs::metadata(&big).expect("export file").len();
     let growth = peak_rss(pid).saturating_sub(before);
     println!(
@@ -164,7 +163,6 @@ async fn export_to_file(
     client: &reqwest::Client,
     server: &Server,
     database: &TestDatabase,
-    logs: &Logs,
     dir: &TempDir,
     session: &str,
 ) -> std::path::PathBuf {
@@ -187,7 +185,7 @@ async fn export_to_file(
             Ok(None) => return path,
             Err(error) => panic!(
                 "the export of {session} broke off after {exported} bytes: {error}; the server's log ends with:\n{}",
-                logs.tail()
+                server.log_tail()
             ),
         }
     }

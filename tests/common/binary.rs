@@ -296,6 +296,11 @@ impl Server {
         self.child.wait().await.expect("killed server reaped");
     }
 
+    /// The last lines of its log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        self.logs.tail()
+    }
+
     /// SIGTERM, then the exit status (bounded wait); the end of the log goes to the test's
     /// output unless the server exits cleanly.
     pub async fn terminate(mut self) -> ExitStatus {
@@ -304,14 +309,14 @@ impl Server {
         else {
             panic!(
                 "the server did not exit within a minute of SIGTERM; its log ends with:\n{}",
-                self.logs.tail()
+                self.log_tail()
             );
         };
         let status = status.expect("exit status");
         if !status.success() {
             eprintln!(
                 "the server exited with {status} after SIGTERM; its log ends with:\n{}",
-                self.logs.tail()
+                self.log_tail()
             );
         }
         status

@@ -170,6 +170,20 @@ impl Outcome {
             status: 200,
         }
     }
+
+    pub fn created(detail: Value) -> Self {
+        Self {
+            detail,
+            status: 201,
+        }
+    }
+
+    pub fn no_content(detail: Value) -> Self {
+        Self {
+            detail,
+            status: 204,
+        }
+    }
 }
 
 /// Writes one record in `tenant`. Any failure is `RecordNotWritten`.

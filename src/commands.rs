@@ -798,9 +798,10 @@ impl Tally {
         self.checked += 1;
         match verification {
             Ok(verified) if verbose => println!(
-                "{tenant}/{session}: intact through seq {}, head {}",
+                "{tenant}/{session}: intact through seq {}, head {}, {} erased entries",
                 verified.verified_through_seq,
-                hex::encode(verified.head_hash)
+                hex::encode(verified.head_hash),
+                verified.erased_entries
             ),
             Ok(_) => {}
             Err(found) => {
@@ -840,9 +841,10 @@ pub fn verify_export(
             verified,
         } => {
             println!(
-                "intact: {tenant}/{session_id} through seq {}, head {}",
+                "intact: {tenant}/{session_id} through seq {}, head {}, {} erased entries",
                 verified.verified_through_seq,
-                hex::encode(verified.head_hash)
+                hex::encode(verified.head_hash),
+                verified.erased_entries
             );
             true
         }

@@ -31,6 +31,7 @@ pub fn prometheus() -> &'static PrometheusHandle {
             "chatledger_seq_conflicts_total",
             "chatledger_idempotent_replays_total",
             "chatledger_db_primary_switches_total",
+            "chatledger_auth_failures_total",
         ] {
             metrics::counter!(name).increment(0);
         }

@@ -3,7 +3,7 @@
 //! Keys can be revoked once and never deleted, so authorship stays attributable.
 
 use chrono::{DateTime, Utc};
-use serde_json::{Value, json};
+use serde_json::json;
 use sqlx::{PgConnection, PgPool};
 
 use crate::access::{self, Accessor, Action, Outcome};
@@ -67,7 +67,14 @@ pub async fn create_tenant(
         name: row.name.as_str().into(),
     };
     let detail = json!({"name": row.name});
-    changed(&mut tx, &tenant, accessor, Action::TenantCreate, detail).await?;
+    changed(
+        &mut tx,
+        &tenant,
+        accessor,
+        Action::TenantCreate,
+        Outcome::created(detail),
+    )
+    .await?;
     tx.commit().await?;
     Ok(NewTenant {
         name: row.name,
@@ -81,9 +88,9 @@ async fn changed(
     tenant: &Tenant,
     accessor: &Accessor,
     action: Action,
-    detail: Value,
+    outcome: Outcome,
 ) -> Result<(), Error> {
-    access::record(tx, tenant, accessor, action, None, &Outcome::ok(detail)).await?;
+    access::record(tx, tenant, accessor, action, None, &outcome).await?;
     Ok(())
 }
 
@@ -193,7 +200,14 @@ pub async fn create_key(
     .await?;
     let info = KeyInfo::try_from(row)?;
     let detail = json!({"key_id": info.id, "role": info.role, "label": info.label});
-    changed(&mut tx, &owner, accessor, Action::KeyCreate, detail).await?;
+    changed(
+        &mut tx,
+        &owner,
+        accessor,
+        Action::KeyCreate,
+        Outcome::created(detail),
+    )
+    .await?;
     tx.commit().await?;
     Ok(NewKey { info, secret })
 }
@@ -232,7 +246,14 @@ pub async fn revoke_key(pool: &PgPool, accessor: &Accessor, id: &str) -> Result<
         name: key.name.into(),
     };
     let detail = json!({"key_id": id, "revoked_now": key.revoked_now});
-    changed(&mut tx, &tenant, accessor, Action::KeyRevoke, detail).await?;
+    changed(
+        &mut tx,
+        &tenant,
+        accessor,
+        Action::KeyRevoke,
+        Outcome::no_content(detail),
+    )
+    .await?;
     tx.commit().await?;
     Ok(())
 }
@@ -304,7 +325,14 @@ pub async fn set_policy(
         "retention_days": policy.retention_days,
         "log_writer_reads": policy.log_writer_reads,
     });
-    changed(&mut tx, &tenant, accessor, Action::PolicySet, detail).await?;
+    changed(
+        &mut tx,
+        &tenant,
+        accessor,
+        Action::PolicySet,
+        Outcome::ok(detail),
+    )
+    .await?;
     tx.commit().await?;
     Ok(policy)
 }

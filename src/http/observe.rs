@@ -103,6 +103,9 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
         ("status", status.as_u16().to_string()),
     ];
     metrics::counter!("chatledger_http_requests_total", &labels).increment(1);
+    if status == StatusCode::UNAUTHORIZED {
+        metrics::counter!("chatledger_auth_failures_total").increment(1);
+    }
     metrics::histogram!("chatledger_http_request_duration_seconds", &labels)
         .record(elapsed.as_secs_f64());
     let latency_ms = elapsed.as_secs_f64() * 1000.0;

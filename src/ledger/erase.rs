@@ -144,15 +144,12 @@ impl Recorded for Erasure {
     }
 
     fn outcome(&self, erased: &Erased) -> Record {
-        Record {
-            detail: json!({
-                "erased_through_seq": erased.erased_through_seq,
-                "erased_count": erased.erased_count,
-                "erasure_seq": erased.appended.first_seq,
-                "reason": self.request.reason,
-                "replayed": erased.appended.replayed,
-            }),
-            status: 201,
-        }
+        Record::created(json!({
+            "erased_through_seq": erased.erased_through_seq,
+            "erased_count": erased.erased_count,
+            "erasure_seq": erased.appended.first_seq,
+            "reason": self.request.reason,
+            "replayed": erased.appended.replayed,
+        }))
     }
 }

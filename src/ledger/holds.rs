@@ -205,10 +205,9 @@ impl Recorded for PlaceHold {
     }
 
     fn outcome(&self, hold: &Hold) -> Outcome {
-        Outcome {
-            detail: json!({"hold_id": hold.id, "name": hold.name, "session_ids": hold.session_ids}),
-            status: 201,
-        }
+        Outcome::created(
+            json!({"hold_id": hold.id, "name": hold.name, "session_ids": hold.session_ids}),
+        )
     }
 
     fn needs_transaction(&self) -> bool {
@@ -282,10 +281,7 @@ impl Recorded for ReleaseHold {
     }
 
     fn outcome(&self, hold: &Hold) -> Outcome {
-        Outcome {
-            detail: json!({"hold_id": hold.id, "released_at": hold.released_at}),
-            status: 204,
-        }
+        Outcome::no_content(json!({"hold_id": hold.id, "released_at": hold.released_at}))
     }
 
     fn needs_transaction(&self) -> bool {

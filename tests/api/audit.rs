@@ -91,15 +91,20 @@ fn temp_file(contents: &str) -> std::path::PathBuf {
 }
 
 pub(crate) fn verify_export(contents: &str, expect_head: Option<&str>) -> i32 {
+    verify_export_printing(contents, expect_head).0
+}
+
+/// `chatledger verify-export` of `contents`: its exit status and what it printed.
+pub(crate) fn verify_export_printing(contents: &str, expect_head: Option<&str>) -> (i32, String) {
     let path = temp_file(contents);
     let path_text = path.to_str().expect("utf-8 path");
     let mut args = vec!["verify-export", path_text];
     if let Some(head) = expect_head {
         args.extend(["--expect-head", head]);
     }
-    let (status, _) = run_cli(&args, None, None);
+    let verdict = run_cli(&args, None, None);
     let _ = std::fs::remove_file(&path);
-    status
+    verdict
 }
 
 pub(crate) fn independent_verifier(contents: &str, expect_head: Option<&str>) -> (i32, String) {

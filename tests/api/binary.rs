@@ -287,6 +287,7 @@ async fn metrics_count_what_happened_and_logs_carry_request_ids_but_never_conten
         )),
         1.0
     );
+    assert_eq!(value("chatledger_auth_failures_total"), 1.0);
     assert!(text.contains(&format!(r#"chatledger_http_request_duration_seconds_bucket{{method="POST",{route},status="201",le="0.5"}}"#)));
     for gauge in [
         "chatledger_db_pool_connections",

@@ -258,6 +258,7 @@ async fn audits_and_admin_changes_are_recorded_under_the_tenant_they_concern() {
         (created["actor"].clone(), created["role"].clone()),
         (json!("operator"), json!("operator"))
     );
+    assert_eq!(created["status"], 201);
 
     // Over HTTP the admin's key changes land in the key's tenant, not in anyone else's.
     let made: Value = app
@@ -283,6 +284,9 @@ async fn audits_and_admin_changes_are_recorded_under_the_tenant_they_concern() {
     let keys = records(&app, &db.auditor_key, "actor=admin").await;
     let actions: Vec<&str> = keys.iter().filter_map(|r| r["action"].as_str()).collect();
     assert_eq!(actions, ["key_create", "key_revoke"]);
+    // Each record holds the status the admin was answered.
+    let statuses: Vec<&Value> = keys.iter().map(|r| &r["status"]).collect();
+    assert_eq!(statuses, [&json!(201), &json!(204)]);
     assert_eq!(keys[0]["detail"]["key_id"], id);
     assert_eq!(
         keys[1]["detail"],

@@ -5,8 +5,9 @@ use chatledger::ledger::retention;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::audit::{independent_verifier, verify_export};
+use crate::audit::{independent_verifier, verify_export, verify_export_printing};
 use crate::helpers::{TestApp, assert_problem, json_ok, superuser};
+use crate::testbin::run_cli;
 
 fn as_auditor(app: &TestApp, method: Method, path: &str) -> reqwest::RequestBuilder {
     app.request_as(method, path, Some(&app.database.auditor_key))
@@ -104,10 +105,23 @@ async fn an_erasure_removes_the_payload_everywhere_and_the_chain_still_verifies(
     );
     let exported = export(&app, "gdpr").await;
     assert!(!exported.contains("date of birth"));
-    assert_eq!(
-        verify_export(&exported, Some(erased["head_hash"].as_str().expect("head"))),
-        0
+    let (status, printed) =
+        verify_export_printing(&exported, Some(erased["head_hash"].as_str().expect("head")));
+    assert_eq!(status, 0, "{printed}");
+    assert!(printed.contains("2 erased entries"), "{printed}");
+    let (status, printed) = run_cli(
+        &[
+            "verify",
+            "--session",
+            "gdpr",
+            "--tenant",
+            &app.database.tenant,
+        ],
+        None,
+        Some(&app.database.owner_url),
     );
+    assert_eq!(status, 0, "{printed}");
+    assert!(printed.contains("2 erased entries"), "{printed}");
     let (status, printed) = independent_verifier(&exported, None);
     assert_eq!(status, 0, "{printed}");
     assert!(printed.contains("2 erased"), "{printed}");

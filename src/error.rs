@@ -66,6 +66,8 @@ pub struct Invalid {
 /// The class of an input problem; each has its own stable problem code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InvalidKind {
+    /// JSON that is not JSON text after all (a lone surrogate escape): 400 `malformed_json`.
+    Malformed,
     SessionId,
     IdempotencyKey,
     Parameter,

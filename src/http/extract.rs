@@ -296,6 +296,11 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let text = std::str::from_utf8(bytes)
         .map_err(|error| ApiError::MalformedJson(format!("the body is not UTF-8: {error}")))?;
     serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|error| shape_error(".", error))?;
+    if crate::ledger::json::has_lone_surrogate(text) {
+        return Err(ApiError::MalformedJson(
+            "the body escapes a lone surrogate, which is no character".to_owned(),
+        ));
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();

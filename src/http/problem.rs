@@ -66,6 +66,9 @@ impl ApiError {
     fn parts(&self) -> (StatusCode, &'static str, &'static str) {
         match self {
             ApiError::Domain(Error::Invalid(invalid)) => match invalid.kind {
+                InvalidKind::Malformed => {
+                    (StatusCode::BAD_REQUEST, "malformed_json", "Malformed JSON")
+                }
                 InvalidKind::SessionId => (
                     StatusCode::BAD_REQUEST,
                     "invalid_session_id",

@@ -45,15 +45,24 @@ pub fn check(raw: &str, at: &str) -> Result<(), Invalid> {
                 let literal = &raw[index..end];
                 let is_key = matches!(frames.last(), Some(Frame::Object(_)))
                     && next_significant(bytes, end) == Some(b':');
-                if has_nul_escape(literal) {
+                if let Some(bad) = bad_escapes(literal).next() {
                     let what = if is_key { "a key" } else { "a string" };
-                    return Err(Invalid::new(
-                        InvalidKind::Text,
-                        format!(
-                            "{} holds {what} with \\u0000, which cannot be stored",
-                            path.render()
+                    return Err(match bad {
+                        BadEscape::Nul => Invalid::new(
+                            InvalidKind::Text,
+                            format!(
+                                "{} holds {what} with \\u0000, which cannot be stored",
+                                path.render()
+                            ),
                         ),
-                    ));
+                        BadEscape::LoneSurrogate => Invalid::new(
+                            InvalidKind::Malformed,
+                            format!(
+                                "{} holds {what} with a lone surrogate escape, which is no character",
+                                path.render()
+                            ),
+                        ),
+                    });
                 }
                 if is_key && let Some(Frame::Object(keys)) = frames.last_mut() {
                     let key = unescape(literal)?;
@@ -313,22 +322,61 @@ impl<'a> Path<'a> {
 }
 
 /// Whether a string literal spells U+0000 (`\\u0000`; the raw byte is not valid JSON).
-fn has_nul_escape(literal: &str) -> bool {
-    let bytes = literal.as_bytes();
+/// What a string's escapes hold that JSON text to store cannot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BadEscape {
+    /// `\u0000`, which PostgreSQL cannot store.
+    Nul,
+    /// A `\uD800`-`\uDFFF` escape outside a high-low pair: no character at all.
+    LoneSurrogate,
+}
+
+/// The bad escapes in `text`, a string literal or a whole JSON document (JSON has backslashes
+/// only inside strings), in order.
+fn bad_escapes(text: &str) -> impl Iterator<Item = BadEscape> + '_ {
+    let bytes = text.as_bytes();
+    let unit = move |at: usize| {
+        (bytes.get(at) == Some(&b'\\') && bytes.get(at + 1) == Some(&b'u'))
+            .then(|| std::str::from_utf8(bytes.get(at + 2..at + 6)?).ok())
+            .flatten()
+            .and_then(|hex| u16::from_str_radix(hex, 16).ok())
+    };
     let mut index = 0;
-    while index < bytes.len() {
-        if bytes[index] == b'\\' {
-            if bytes.get(index + 1) == Some(&b'u')
-                && bytes.get(index + 2..index + 6) == Some(b"0000")
-            {
-                return true;
+    std::iter::from_fn(move || {
+        while index < bytes.len() {
+            if bytes[index] != b'\\' {
+                index += 1;
+                continue;
             }
-            index += 2;
-        } else {
-            index += 1;
+            let at = index;
+            match unit(at) {
+                Some(0) => {
+                    index += 6;
+                    return Some(BadEscape::Nul);
+                }
+                Some(0xD800..=0xDBFF) => match unit(at + 6) {
+                    Some(0xDC00..=0xDFFF) => index += 12,
+                    _ => {
+                        index += 6;
+                        return Some(BadEscape::LoneSurrogate);
+                    }
+                },
+                Some(0xDC00..=0xDFFF) => {
+                    index += 6;
+                    return Some(BadEscape::LoneSurrogate);
+                }
+                Some(_) => index += 6,
+                None => index += 2,
+            }
         }
-    }
-    false
+        None
+    })
+}
+
+/// True when the well-formed JSON `text` escapes a lone surrogate anywhere: serde reads past
+/// one until it must make a string of it, and such a document is no JSON text (RFC 8259 8.2).
+pub fn has_lone_surrogate(text: &str) -> bool {
+    bad_escapes(text).any(|bad| bad == BadEscape::LoneSurrogate)
 }
 
 /// The index just past the string literal that starts at `start` (its opening quote).
@@ -450,6 +498,29 @@ mod tests {
             "an escaped backslash, then text"
         );
         assert_eq!(kind(r#""\u0001 \" x""#), None);
+    }
+
+    #[test]
+    fn lone_surrogate_escapes_are_malformed_and_pairs_are_text() {
+        for lone in [
+            r#""\ud800""#,
+            r#""\udfff""#,
+            r#""\ud800\u0041""#,
+            r#""x\ud83d""#,
+            r#""\ude00\ud83d""#,
+            r#"{"\udfff": 1}"#,
+            r#"[1, {"a": "\uDBFF"}]"#,
+        ] {
+            assert_eq!(kind(lone), Some(InvalidKind::Malformed), "{lone}");
+        }
+        for fine in [
+            r#""\ud83d\ude00""#,
+            r#""\uD83D\uDE00 and \u00e9""#,
+            r#""\\ud800""#,
+            r#"{"\ud83d\ude00": "\u20ac"}"#,
+        ] {
+            assert_eq!(kind(fine), None, "{fine}");
+        }
     }
 
     #[test]

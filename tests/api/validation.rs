@@ -522,20 +522,30 @@ async fn malformed_json_is_400_and_writes_nothing() {
 }
 
 #[tokio::test]
-async fn a_lone_surrogate_escape_is_refused_with_a_4xx_and_writes_nothing() {
-    // "\ud800" is valid JSON syntax but no Unicode text: it cannot be stored byte-for-byte. API.md
-    // does not say whether that is malformed JSON or invalid text, so either is accepted here.
-    let bodies: [&[u8]; 2] = [
+async fn a_lone_surrogate_escape_is_400_malformed_json_wherever_it_is() {
+    // "\ud800" is valid JSON syntax but no text (RFC 8259 8.2): API.md makes it malformed JSON,
+    // in content, metadata and keys alike, and before any check of the body's shape.
+    let appends: [&[u8]; 6] = [
         br#"{"messages": [{"role": "user", "content": "a\ud800b"}]}"#,
         br#"{"messages": [{"role": "user", "content": "\udc00"}]}"#,
+        br#"{"messages": [{"role": "user", "content": "\ud800\u0041"}]}"#,
+        br#"{"messages": [{"role": "user", "content": "x", "metadata": {"k": "\udfff"}}]}"#,
+        br#"{"messages": [{"role": "user", "content": [{"type": "text", "text": "\ud83d"}]}]}"#,
+        br#"{"messages": [{"role": "robot", "content": "x"}, {"role": "user", "content": "\ud800"}]}"#,
     ];
-    let cases = bodies
+    let resets: [&[u8]; 2] = [
+        br#"{"metadata": {"a": "\ud800"}}"#,
+        br#"{"metadata": {"\udbff": 1}}"#,
+    ];
+    let cases = appends
         .into_iter()
-        .map(|body| append("lone surrogate", Post::raw(JSON, body)));
-    Fixture::new()
-        .await
-        .refuses_with(&[MALFORMED_JSON, INVALID_TEXT], cases)
-        .await;
+        .map(|body| append("lone surrogate", Post::raw(JSON, body)))
+        .chain(
+            resets
+                .into_iter()
+                .map(|body| reset("lone surrogate", Post::raw(JSON, body))),
+        );
+    Fixture::new().await.refuses(MALFORMED_JSON, cases).await;
 }
 
 const NOT_JSON: &[(&str, Option<&str>)] = &[

@@ -1464,6 +1464,20 @@ async fn valid_edge_cases_of_content_metadata_and_expected_seq_are_appended() {
     assert_eq!(entries[5]["role"], "tool");
     assert_eq!(entries[6]["content"], unicode);
 
+    // A surrogate pair, escaped, is one character.
+    let paired = raw(
+        &app,
+        "POST",
+        &messages_path("escaped-pair"),
+        &[("Content-Type", b"application/json")],
+        br#"{"messages": [{"role": "user", "content": "\ud83d\ude00", "metadata": {"\uD83C\uDF0D": "\ud83c\udf0d"}}]}"#,
+    )
+    .await;
+    created("an escaped surrogate pair", paired).await;
+    let entries = app.all_entries("escaped-pair").await;
+    assert_eq!(entries[0]["content"], "😀");
+    assert_eq!(entries[0]["metadata"], json!({"🌍": "🌍"}));
+
     // expected_seq 0 on a new session and the right expected_seq on an existing one; a reset
     // with metadata null and expected_seq null.
     for (label, path, body) in [

@@ -827,6 +827,15 @@ pub fn verify_export(
         .transpose()
         .map_err(|error| format!("--log-key: {error}"))?;
     let log_key = log_key.as_ref();
+    let expect_head = expect_head
+        .map(|hash| {
+            hex::decode(hash.trim())
+                .ok()
+                .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+                .ok_or("--expect-head: not a head hash (64 hex digits)")
+        })
+        .transpose()?;
+    let expect_head = expect_head.as_ref();
     let verdict = if file.as_os_str() == "-" {
         export::verify_export(std::io::stdin().lock(), expect_head, log_key)?
     } else {

@@ -52,7 +52,7 @@ type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Emp
 
 /// Runs until a refusal or an error (or after one round with `once`).
 pub async fn run(config: WitnessConfig) -> Result<(), WitnessError> {
-    check_secret_file(&config.key_file).map_err(other)?;
+    check_secret_file(&config.key_file, "witness key").map_err(other)?;
     let contents = zeroize::Zeroizing::new(
         std::fs::read_to_string(&config.key_file)
             .map_err(|e| other(format!("{}: {e}", config.key_file.display())))?,

@@ -24,6 +24,9 @@ impl std::fmt::Debug for AdminKey {
     }
 }
 
+/// What the admin key's errors call it.
+const ADMIN_KEY: &str = "admin key";
+
 /// Why no admin key could be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminKeyError {
@@ -35,16 +38,18 @@ pub enum AdminKeyError {
          e.g. `openssl rand -hex 32 > admin.key`"
     )]
     Missing,
-    #[error("cannot use admin key file {path}: {source}")]
+    #[error("cannot use {what} file {path}: {source}")]
     File {
+        what: &'static str,
         path: String,
         source: std::io::Error,
     },
     #[error(
-        "refusing admin key file {path}: {problem}, so someone else could replace the key; \
+        "refusing {what} file {path}: {problem}, so someone else could replace the key; \
          fix it with `{fix}`"
     )]
     Unsafe {
+        what: &'static str,
         path: String,
         problem: String,
         fix: String,
@@ -54,16 +59,18 @@ pub enum AdminKeyError {
 /// Refuses a secret's file that someone other than this account could have written: one
 /// writable by its group or by everyone, or owned by another user. Readable by a group is fine
 /// (a container's secret mount often is).
-pub fn check_secret_file(path: &Path) -> Result<(), AdminKeyError> {
+pub fn check_secret_file(path: &Path, what: &'static str) -> Result<(), AdminKeyError> {
     use std::os::unix::fs::MetadataExt;
     let display = path.display().to_string();
     let meta = std::fs::metadata(path).map_err(|source| AdminKeyError::File {
+        what,
         path: display.clone(),
         source,
     })?;
     let euid = nix::unistd::Uid::effective().as_raw();
     if meta.uid() != euid && meta.uid() != 0 {
         return Err(AdminKeyError::Unsafe {
+            what,
             problem: format!(
                 "it is owned by uid {}, not by this process (uid {euid})",
                 meta.uid()
@@ -74,6 +81,7 @@ pub fn check_secret_file(path: &Path) -> Result<(), AdminKeyError> {
     }
     if meta.mode() & 0o022 != 0 {
         return Err(AdminKeyError::Unsafe {
+            what,
             problem: format!("its mode {:o} lets others write it", meta.mode() & 0o777),
             fix: format!("chmod go-w {display}"),
             path: display,
@@ -106,8 +114,9 @@ impl AdminKey {
         embedded_data_dir: Option<&Path>,
     ) -> Result<(Self, Option<PathBuf>), AdminKeyError> {
         let read = |path: &Path| {
-            check_secret_file(path)?;
+            check_secret_file(path, ADMIN_KEY)?;
             std::fs::read_to_string(path).map_err(|source| AdminKeyError::File {
+                what: ADMIN_KEY,
                 path: path.display().to_string(),
                 source,
             })
@@ -135,6 +144,7 @@ impl AdminKey {
             file.sync_all()
         };
         write().map_err(|source| AdminKeyError::File {
+            what: ADMIN_KEY,
             path: path.display().to_string(),
             source,
         })?;

@@ -18,6 +18,11 @@ pub enum CheckpointKeyError {
          deployment; create one with `chatledger checkpoint-key --generate checkpoint.key --name {0}`"
     )]
     Missing(String),
+    #[error(
+        "no checkpoint key file at {0}: create one with \
+         `chatledger checkpoint-key --generate {0} --name <log name>`"
+    )]
+    NoFile(String),
     #[error("{0}")]
     File(#[from] super::AdminKeyError),
     #[error("cannot use checkpoint key file {path}: {problem}")]
@@ -50,7 +55,10 @@ pub fn load_checkpoint_key(
 
 /// Reads a signer key file, refusing one that others could have written.
 pub fn read_key_file(path: &Path) -> Result<SignerKey, CheckpointKeyError> {
-    check_secret_file(path)?;
+    if !path.exists() {
+        return Err(CheckpointKeyError::NoFile(path.display().to_string()));
+    }
+    check_secret_file(path, "checkpoint key")?;
     let invalid = |problem: String| CheckpointKeyError::Invalid {
         path: path.display().to_string(),
         problem,
@@ -109,11 +117,23 @@ mod tests {
                 .contains("chatledger checkpoint-key --generate"),
             "{missing}"
         );
+        let absent = dir.join("absent.key");
+        let named = load_checkpoint_key(Some(&absent), None, "x").expect_err("refused");
+        let said = named.to_string();
+        assert!(
+            said.starts_with(&format!("no checkpoint key file at {}", absent.display()))
+                && said.contains("chatledger checkpoint-key --generate"),
+            "{said}"
+        );
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).expect("chmod");
-        assert!(matches!(
-            load_checkpoint_key(Some(&path), None, "x"),
-            Err(CheckpointKeyError::File(_))
-        ));
+        let unsafe_file = load_checkpoint_key(Some(&path), None, "x").expect_err("refused");
+        assert!(
+            unsafe_file
+                .to_string()
+                .starts_with("refusing checkpoint key file"),
+            "{unsafe_file}"
+        );
+        assert!(matches!(unsafe_file, CheckpointKeyError::File(_)));
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         std::fs::write(&path, "PRIVATE+KEY+x+00000000+AAAA\n").expect("write");
         assert!(matches!(

@@ -53,7 +53,8 @@ pub fn split(url: &str) -> Result<Vec<String>, HostsError> {
     };
     let authority_hosts: Vec<&str> = hostlist.split(',').collect();
 
-    if let Some(hosts) = query_list("host").filter(|hosts| hosts.len() > 1) {
+    // One ?host= after an empty authority still needs the authority filled in, below.
+    if let Some(hosts) = query_list("host").filter(|hosts| hosts.len() > 1 || hostlist.is_empty()) {
         if authority_hosts.len() > 1 {
             return Err(HostsError::HostsTwice);
         }
@@ -168,6 +169,26 @@ mod tests {
         for host in &hosts {
             assert_eq!(host.get_username(), "owner");
             assert_eq!(host.get_database(), Some("ledger"));
+        }
+    }
+
+    #[test]
+    fn one_socket_in_the_query_after_an_empty_authority_is_libpqs_form_too() {
+        for url in [
+            "postgres://owner@/chatledger?host=/run/pg",
+            "postgres:///chatledger?host=/run/pg&user=owner",
+        ] {
+            let hosts = options(url);
+            assert_eq!(hosts.len(), 1, "{url}");
+            assert_eq!(
+                hosts[0]
+                    .get_socket()
+                    .map(|socket| socket.display().to_string()),
+                Some("/run/pg".to_owned()),
+                "{url}"
+            );
+            assert_eq!(hosts[0].get_username(), "owner", "{url}");
+            assert_eq!(hosts[0].get_database(), Some("chatledger"), "{url}");
         }
     }
 

@@ -448,9 +448,9 @@ pub struct InclusionProof {
 }
 
 /// The proof that the append leaf covering `seq` of `session_id` is in the latest checkpoint;
-/// `NotFound` while it is not integrated, and for a seq or session the tenant does not have
-/// (a tenant's leaves are all it can see). Runs in the caller's transaction (the tenant
-/// binding is transaction-local).
+/// `SessionNotFound` for a session the tenant does not have, `NotFound` for a seq not yet
+/// integrated (or never appended). Runs in the caller's transaction (the tenant binding is
+/// transaction-local).
 pub async fn inclusion(
     db: &mut PgConnection,
     scope: Scope<'_>,
@@ -464,6 +464,16 @@ pub async fn inclusion(
     )
     .execute(&mut *db)
     .await?;
+    let known = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM sessions WHERE tenant_id = $1 AND session_id = $2) AS "known!""#,
+        scope.tenant.id,
+        session_id,
+    )
+    .fetch_one(&mut *db)
+    .await?;
+    if !known {
+        return Err(Error::SessionNotFound);
+    }
     let checkpoint = latest(db).await?.ok_or(Error::NotFound)?;
     let row = sqlx::query!(
         r#"SELECT leaf_index, first_seq AS "first_seq!", leaf FROM tlog_leaves

@@ -166,7 +166,7 @@ pub enum UnreadableExport {
 /// `head_hash` a client got from a 201, which the chain must reach.
 pub fn verify_export(
     input: impl BufRead,
-    expect_head: Option<&str>,
+    expect_head: Option<&[u8; 32]>,
     log_key: Option<&crate::tlog::VerifierKey>,
 ) -> Result<ExportVerdict, UnreadableExport> {
     let broken = |why: String| Ok(ExportVerdict::Broken(why));
@@ -177,12 +177,7 @@ pub fn verify_export(
             found.reason.as_str()
         )))
     };
-    let expected = match expect_head.map(hex::decode) {
-        Some(Ok(bytes)) if bytes.len() == 32 => Some(bytes),
-        Some(_) => return broken("--expect-head is not a 64-digit hex hash".to_owned()),
-        None => None,
-    };
-    let mut reached_expected = expected.is_none();
+    let mut reached_expected = expect_head.is_none();
     let mut chain: Option<(ChainVerifier, String, String)> = None;
     let mut trailer: Option<Trailer> = None;
     let mut input = input;
@@ -237,7 +232,7 @@ pub fn verify_export(
         if let Err(found) = verifier.check(&entry) {
             return at_break(found);
         }
-        if expected.as_deref() == Some(&entry.hash[..]) {
+        if expect_head.is_some_and(|head| head[..] == entry.hash[..]) {
             reached_expected = true;
         }
     }

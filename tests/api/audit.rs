@@ -180,6 +180,13 @@ async fn an_intact_session_verifies_and_its_export_verifies_offline_and_independ
         1,
         "a receipt the chain never reached"
     );
+    for not_a_hash in ["zz", "abc", &"a".repeat(63), &"ab".repeat(33)] {
+        assert_eq!(
+            verify_export(&export, Some(not_a_hash)),
+            2,
+            "--expect-head {not_a_hash} is an error, not a broken export"
+        );
+    }
     assert_eq!(
         run_cli(&["verify-export", "-"], Some(&export), None).0,
         0,

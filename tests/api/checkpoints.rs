@@ -732,8 +732,8 @@ async fn the_checkpoint_routes_answer_as_the_contract_says_and_the_log_is_append
         assert_eq!(body["path"], json!([]), "{query}");
     }
 
-    // Proofs: auditors only; a seq not yet appended, an unknown session and another tenant's
-    // session are 404 not_found; seq 0 is 400.
+    // Proofs: auditors only; a seq not yet appended is 404 not_found, an unknown session and
+    // another tenant's session 404 session_not_found (as on every session route); seq 0 is 400.
     let response = get("/v1/sessions/routes/proof?seq=1", Some(&db.reader_key))
         .await
         .expect("get");
@@ -764,13 +764,13 @@ async fn the_checkpoint_routes_answer_as_the_contract_says_and_the_log_is_append
             "/v1/sessions/nobody/proof?seq=1",
             &db.auditor_key,
             404,
-            "not_found",
+            "session_not_found",
         ),
         (
             "/v1/sessions/routes/proof?seq=1",
             &other_auditor,
             404,
-            "not_found",
+            "session_not_found",
         ),
     ] {
         let response = get(path, Some(key)).await.expect("get");

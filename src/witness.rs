@@ -60,6 +60,9 @@ pub async fn run(config: WitnessConfig) -> Result<(), WitnessError> {
     let cosigner =
         CosignerKey::from_key_file(&contents).map_err(|e| other(format!("--key-file: {e}")))?;
     std::fs::create_dir_all(config.state_dir.join("accepted")).map_err(other)?;
+    // What verifies its cosignatures: the type 0x04 key, whose key ID differs from the file's.
+    tracing::info!(cosigner = %cosigner.verifier_key(), "witnessing");
+    println!("cosigner {}", cosigner.verifier_key());
     let log_key = log_key(&config)?;
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
     loop {

@@ -433,6 +433,17 @@ async fn the_strongest_attack_passes_verify_but_not_the_log() {
     assert!(accepted >= 2, "both rounds kept their checkpoint");
     let cosigned = std::fs::read_to_string(state.join("latest.note")).expect("latest");
     assert!(cosigned.contains("\n\u{2014} witness.test "), "{cosigned}");
+    // The key it prints first verifies its cosignatures.
+    let printed = output
+        .lines()
+        .find_map(|line| line.strip_prefix("cosigner "))
+        .expect("the witness prints its cosigner key");
+    let cosigner =
+        chatledger::tlog::CosignatureVerifierKey::parse(printed).expect("a cosigner key");
+    let note = chatledger::tlog::Note::parse(&cosigned).expect("a note");
+    cosigner
+        .verify_cosignature(&note)
+        .expect("the printed key verifies the cosignature");
     // Another key is refused.
     let other = deployment.dir.path().join("other.key");
     let (_, other_key) = run_cli(

@@ -38,6 +38,12 @@ pub enum SequencerError {
     File { path: String, problem: String },
     #[error("the stored log is corrupt: {0}")]
     Corrupt(String),
+    #[error(
+        "the log's checkpoints are signed for origin {signed:?}, and this server would sign them for \
+         {configured:?}: a log keeps its origin (witnesses follow it by name), so start the server \
+         with the --log-name the log has"
+    )]
+    OtherOrigin { signed: String, configured: String },
 }
 
 /// Who signs: the log's key and origin line, and where checkpoints are also written.
@@ -178,6 +184,15 @@ pub async fn sequence_once(
         return Ok(Round::NotSequencer);
     }
     let last = latest(&mut tx).await.map_err(internal)?;
+    if let Some(last) = &last {
+        let signed = last.note.lines().next().unwrap_or_default();
+        if signed != signer.origin {
+            return Err(SequencerError::OtherOrigin {
+                signed: signed.to_owned(),
+                configured: signer.origin.clone(),
+            });
+        }
+    }
     let pending = sqlx::query_as!(
         Pending,
         r#"SELECT p.id, p.tenant_id, t.name AS tenant, p.session_id, p.first_seq, p.last_seq,

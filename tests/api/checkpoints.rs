@@ -982,3 +982,44 @@ fn metric(text: &str, name: &str) -> f64 {
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
         .map_or(0.0, |value| value.trim().parse().expect("a metric value"))
 }
+
+#[tokio::test]
+async fn a_sequencer_configured_for_another_origin_refuses_to_sign_for_the_log() {
+    let deployment = Deployment::start(1).await;
+    let (seq, _) = deployment.append(0, "renamed", 1).await;
+    deployment.proof(0, "renamed", seq).await;
+    let owner = deployment.database.owner_pool().await;
+    let mut db = owner.acquire().await.expect("connection");
+    let renamed = chatledger::ledger::checkpoints::LogSigner {
+        key: tlog::SignerKey::generate("chatledger/renamed").expect("key"),
+        origin: "chatledger/renamed".to_owned(),
+        checkpoint_dir: None,
+    };
+    // The running server's sequencer may hold the round's lock; a round of ours then waits its
+    // turn.
+    let deadline = Instant::now() + COVERAGE;
+    let refused = loop {
+        match chatledger::ledger::checkpoints::sequence_once(&mut db, &renamed, 100).await {
+            Ok(chatledger::ledger::checkpoints::Round::NotSequencer) => {
+                assert!(Instant::now() < deadline, "never got the sequencer's lock");
+                tokio::task::yield_now().await;
+            }
+            other => break other,
+        }
+    };
+    let error = refused.expect_err("refused");
+    assert!(
+        matches!(
+            &error,
+            chatledger::ledger::checkpoints::SequencerError::OtherOrigin { signed, configured }
+                if signed == "chatledger/test" && configured == "chatledger/renamed"
+        ),
+        "{error}"
+    );
+    let origins: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT split_part(note, E'\\n', 1) FROM tlog_checkpoints")
+            .fetch_all(&owner)
+            .await
+            .expect("origins");
+    assert_eq!(origins, ["chatledger/test"]);
+}

@@ -1023,3 +1023,63 @@ async fn a_sequencer_configured_for_another_origin_refuses_to_sign_for_the_log()
             .expect("origins");
     assert_eq!(origins, ["chatledger/test"]);
 }
+
+#[tokio::test]
+async fn the_log_queue_takes_only_append_leaves_and_access_leaves() {
+    let database = TestDatabase::new().await;
+    let owner = database.owner_pool().await;
+    let queued = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM tlog_pending")
+            .fetch_one(&owner)
+            .await
+            .expect("count")
+    };
+    let before = queued().await;
+    let head = "'\\x' || repeat('ab', 32)";
+    let short = "'\\x' || repeat('ab', 31)";
+    for (what, values) in [
+        ("no head", "1, 's', 1, 1, NULL, NULL".to_owned()),
+        (
+            "no end of its range",
+            format!("1, 's', 1, NULL, ({head})::bytea, NULL"),
+        ),
+        (
+            "nothing at all",
+            "1, NULL, NULL, NULL, NULL, NULL".to_owned(),
+        ),
+        (
+            "a head of 31 bytes",
+            format!("1, 's', 1, 1, ({short})::bytea, NULL"),
+        ),
+        (
+            "a range that ends before it starts",
+            format!("1, 's', 2, 1, ({head})::bytea, NULL"),
+        ),
+        (
+            "no session",
+            format!("1, NULL, 1, 1, ({head})::bytea, NULL"),
+        ),
+        (
+            "an append and an access record at once",
+            format!("1, 's', 1, 1, ({head})::bytea, 7"),
+        ),
+        (
+            "an access record with a seq",
+            "1, NULL, 1, NULL, NULL, 7".to_owned(),
+        ),
+    ] {
+        let refused = sqlx::query(&format!(
+            "INSERT INTO tlog_pending (tenant_id, session_id, first_seq, last_seq, head_hash, access_id)
+             VALUES ({values})"
+        ))
+        .execute(&owner)
+        .await
+        .expect_err(what);
+        let code = refused
+            .as_database_error()
+            .and_then(|error| error.code())
+            .map(|code| code.into_owned());
+        assert_eq!(code.as_deref(), Some("23514"), "{what}: {refused}");
+    }
+    assert_eq!(queued().await, before);
+}

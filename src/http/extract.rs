@@ -202,11 +202,18 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyHeader {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
-        match parts.headers.get("idempotency-key") {
-            None => Ok(IdempotencyHeader(None)),
-            Some(value) => Ok(IdempotencyHeader(Some(IdempotencyKey::parse(
+        let mut values = parts.headers.get_all("idempotency-key").iter();
+        match (values.next(), values.next()) {
+            (None, _) => Ok(IdempotencyHeader(None)),
+            (Some(value), None) => Ok(IdempotencyHeader(Some(IdempotencyKey::parse(
                 value.as_bytes(),
             )?))),
+            // Which one a retry would send again is anyone's guess.
+            (Some(_), Some(_)) => Err(Invalid::new(
+                InvalidKind::IdempotencyKey,
+                "send one Idempotency-Key header, not several",
+            )
+            .into()),
         }
     }
 }

@@ -834,9 +834,17 @@ async fn an_invalid_idempotency_key_is_400_and_writes_nothing() {
             reset(label, Post::json(&json!({})).header("Idempotency-Key", key)),
         ]
     });
+    let two_keys = |post: Post| {
+        post.header("Idempotency-Key", HeaderValue::from_static("turn-1"))
+            .header("Idempotency-Key", HeaderValue::from_static("turn-2"))
+    };
+    let two_keys = [
+        append("two keys", two_keys(Post::json(&one(user("hi"))))),
+        reset("two keys", two_keys(Post::json(&json!({})))),
+    ];
     Fixture::new()
         .await
-        .refuses(INVALID_IDEMPOTENCY_KEY, cases)
+        .refuses(INVALID_IDEMPOTENCY_KEY, cases.chain(two_keys))
         .await;
 }
 

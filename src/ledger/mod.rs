@@ -20,4 +20,4 @@ pub use hash::Timestamp;
 pub use read::{
     Entry, Page, PageLimit, Range, RawJson, SessionSummary, entries, session, sessions, tail_key,
 };
-pub use types::{EntryKind, IdempotencyKey, Limits, MessageRole, NewEntry, SessionId};
+pub use types::{EntryKind, IdempotencyKey, Limits, MAX_NESTING, MessageRole, NewEntry, SessionId};

@@ -225,12 +225,22 @@ impl NewEntry {
 fn parse(raw: &RawValue, at: &str) -> Result<Value, Invalid> {
     json::check(raw.get(), at)?;
     serde_json::from_str(raw.get()).map_err(|error| {
+        // serde_json's own limit on nesting, which only making values meets.
+        if error.to_string().starts_with("recursion limit exceeded") {
+            return Invalid::validation(format!(
+                "{at} is nested too deeply: at most {MAX_NESTING} arrays and objects inside each other"
+            ));
+        }
         Invalid::new(
             InvalidKind::Text,
             format!("{at} cannot be stored as text: {error}"),
         )
     })
 }
+
+/// How deep `parse` reads nested arrays and objects (serde_json's recursion limit, 128, less
+/// the value itself).
+pub const MAX_NESTING: usize = 127;
 
 fn parse_metadata(raw: Option<&RawValue>, at: &str) -> Result<Map<String, Value>, Invalid> {
     match raw.map(|raw| parse(raw, at)).transpose()? {

@@ -1413,6 +1413,22 @@ async fn odd_requests_never_get_a_5xx() {
         .send(app, &messages)
         .await;
     created("100 nested arrays", response).await;
+    // The deepest content: the block's array and object, then arrays to MAX_NESTING in all.
+    let deepest = chatledger::ledger::MAX_NESTING - 2;
+    let response = Post::raw(JSON, nested_arrays(deepest))
+        .send(app, &messages)
+        .await;
+    created("content nested to the limit", response).await;
+    let response = Post::raw(JSON, nested_arrays(deepest + 1))
+        .send(app, &messages)
+        .await;
+    let refused = problem("content nested past the limit", response, VALIDATION_FAILED).await;
+    assert!(
+        refused["detail"]
+            .as_str()
+            .is_some_and(|detail| detail.contains("nested too deeply")),
+        "{refused}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -586,7 +586,9 @@ pub async fn holds(command: HoldsCommand) -> CommandResult {
                     session_ids: holds::session_ids(&sessions)?,
                     added_by: operator,
                 };
-                access::run_recorded(&pool, scope, true, &accessor, work).await?
+                access::run_recorded(&pool, scope, true, &accessor, work)
+                    .await?
+                    .hold
             }
             HoldsCommand::Release { id, .. } => {
                 let work = ReleaseHold {

@@ -97,7 +97,9 @@ pub async fn add_sessions(
         added_by: authed.caller.key_id.to_string(),
     };
     let accessor = authed.accessor();
-    Ok(Json(state.recorded(authed.caller, accessor, work).await?))
+    Ok(Json(
+        state.recorded(authed.caller, accessor, work).await?.hold,
+    ))
 }
 
 /// Release a hold: recorded, never deleted. Releasing it again changes nothing.

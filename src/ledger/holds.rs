@@ -113,26 +113,29 @@ async fn bind(db: &mut PgConnection, scope: Scope<'_>) -> Result<(), Error> {
     Ok(())
 }
 
+/// Adds `session_ids` to the hold; returns those it did not hold yet, in byte order.
 async fn add_sessions(
     db: &mut PgConnection,
     scope: Scope<'_>,
     hold_id: i64,
     session_ids: &[SessionId],
     added_by: &str,
-) -> Result<(), Error> {
+) -> Result<Vec<String>, Error> {
     let ids: Vec<&str> = session_ids.iter().map(SessionId::as_str).collect();
-    sqlx::query!(
+    let mut added = sqlx::query_scalar!(
         "INSERT INTO hold_sessions (tenant_id, hold_id, session_id, added_by)
          SELECT $1, $2, id, $4 FROM unnest($3::text[]) AS id
-         ON CONFLICT DO NOTHING",
+         ON CONFLICT DO NOTHING
+         RETURNING session_id",
         scope.tenant.id,
         hold_id,
         &ids as &[&str],
         added_by,
     )
-    .execute(&mut *db)
+    .fetch_all(&mut *db)
     .await?;
-    Ok(())
+    added.sort_unstable();
+    Ok(added)
 }
 
 /// One hold of the tenant, or `NotFound`.
@@ -215,8 +218,14 @@ impl Recorded for PlaceHold {
     }
 }
 
+/// A hold after sessions were added to it, and which of them it did not hold before.
+pub struct Extended {
+    pub hold: Hold,
+    pub added: Vec<String>,
+}
+
 impl Recorded for AddToHold {
-    type Output = Hold;
+    type Output = Extended;
 
     fn action(&self) -> Action {
         Action::HoldPlace
@@ -226,7 +235,7 @@ impl Recorded for AddToHold {
         None
     }
 
-    async fn run(&self, db: &mut PgConnection, scope: Scope<'_>) -> Result<Hold, Error> {
+    async fn run(&self, db: &mut PgConnection, scope: Scope<'_>) -> Result<Extended, Error> {
         bind(db, scope).await?;
         let released = sqlx::query_scalar!(
             "SELECT released_at IS NOT NULL AS \"released!\" FROM holds
@@ -240,13 +249,16 @@ impl Recorded for AddToHold {
         if released {
             return Err(Invalid::validation("the hold is released: place a new one").into());
         }
-        add_sessions(db, scope, self.hold_id, &self.session_ids, &self.added_by).await?;
-        hold(db, scope, self.hold_id).await
+        let added =
+            add_sessions(db, scope, self.hold_id, &self.session_ids, &self.added_by).await?;
+        Ok(Extended {
+            hold: hold(db, scope, self.hold_id).await?,
+            added,
+        })
     }
 
-    fn outcome(&self, hold: &Hold) -> Outcome {
-        let added: Vec<&str> = self.session_ids.iter().map(SessionId::as_str).collect();
-        Outcome::ok(json!({"hold_id": hold.id, "added": added}))
+    fn outcome(&self, extended: &Extended) -> Outcome {
+        Outcome::ok(json!({"hold_id": extended.hold.id, "added": extended.added}))
     }
 
     fn needs_transaction(&self) -> bool {

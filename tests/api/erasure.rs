@@ -300,6 +300,20 @@ async fn a_legal_hold_blocks_erasure_until_it_is_released_and_every_step_is_reco
     .await
     .expect("sent");
     assert_eq!(added.status(), 200);
+    // Adding again what it holds changes nothing, and its record says so.
+    let again = as_auditor(
+        &app,
+        Method::POST,
+        &format!("/v1/holds/{second_id}/sessions"),
+    )
+    .json(&json!({"session_ids": ["later", "held"]}))
+    .send()
+    .await
+    .expect("sent");
+    assert_eq!(
+        json_ok(again).await["session_ids"],
+        json!(["held", "later"])
+    );
     assert_eq!(
         json_ok(app.get("/v1/sessions/held").await).await["holds"],
         json!([id, second_id])
@@ -380,6 +394,7 @@ async fn a_legal_hold_blocks_erasure_until_it_is_released_and_every_step_is_reco
         ("hold_place", 201),
         ("hold_place", 201),
         ("hold_place", 200),
+        ("hold_place", 200),
         ("erase", 409),
         ("hold_release", 204),
         ("hold_release", 204),
@@ -390,6 +405,14 @@ async fn a_legal_hold_blocks_erasure_until_it_is_released_and_every_step_is_reco
     .map(|(a, s)| (a.to_string(), *s))
     .collect();
     assert_eq!(actions, expected);
+    let additions: Vec<&Value> = log["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .filter(|r| r["action"] == "hold_place" && r["status"] == 200)
+        .map(|r| &r["detail"]["added"])
+        .collect();
+    assert_eq!(additions, [&json!(["held"]), &json!(["later"])]);
 
     // Holds are tenant-isolated and never deleted.
     let superuser = superuser(&app).await;

@@ -158,7 +158,8 @@ const SEQUENCER_TICK: Duration = Duration::from_millis(200);
 /// checkpoints (one server at a time holds the lock per round) and copies new checkpoints to
 /// the checkpoint directory. A tree that is not an extension of the last signed one is never
 /// signed; every such round counts in `chatledger_sequencer_refusals_total`, and is logged as
-/// an error at the first and then once every `REFUSAL_LOG_INTERVAL` until an operator looks.
+/// an error at the first and then once every `REPEAT_LOG_INTERVAL` until an operator looks (a
+/// checkpoint file it cannot write, likewise).
 /// With several hosts it connects to the one that accepts writes, and looks again after losing
 /// its connection (a promotion).
 async fn sequence_periodically(hosts: Vec<sqlx::postgres::PgConnectOptions>, signer: LogSigner) {
@@ -169,7 +170,11 @@ async fn sequence_periodically(hosts: Vec<sqlx::postgres::PgConnectOptions>, sig
             .flatten()
     });
     let mut primary = PrimaryConnection::new(hosts, "chatledger-sequencer", SEQUENCER_TICK);
-    let mut refusals = Refusals::default();
+    let mut refusals = Recurring::new("the sequencer refuses to sign", "the sequencer signs again");
+    let mut file_trouble = Recurring::new(
+        "cannot write a checkpoint file",
+        "writes checkpoint files again",
+    );
     loop {
         let db = primary.next().await;
         let mut broken = false;
@@ -177,6 +182,7 @@ async fn sequence_periodically(hosts: Vec<sqlx::postgres::PgConnectOptions>, sig
             match checkpoints::sequence_once(db, &signer, checkpoints::MAX_LEAVES_PER_ROUND).await {
                 Ok(Round::Signed { size, leaves }) => {
                     refusals.ended();
+                    metrics::sequencer_accepts();
                     metrics::checkpoint_signed(size, leaves);
                     if (leaves as i64) < checkpoints::MAX_LEAVES_PER_ROUND {
                         break;
@@ -184,6 +190,7 @@ async fn sequence_periodically(hosts: Vec<sqlx::postgres::PgConnectOptions>, sig
                 }
                 Ok(Round::Idle) => {
                     refusals.ended();
+                    metrics::sequencer_accepts();
                     break;
                 }
                 Ok(Round::NotSequencer) => break,
@@ -193,19 +200,26 @@ async fn sequence_periodically(hosts: Vec<sqlx::postgres::PgConnectOptions>, sig
                     break;
                 }
                 Err(error) => {
-                    refusals.refused(&error);
+                    metrics::sequencer_refused();
+                    refusals.happened(&error);
                     break;
                 }
             }
         }
         if !broken && let Some(dir) = &signer.checkpoint_dir {
             match checkpoints::write_checkpoint_files(db, dir, written).await {
-                Ok(now) => written = now,
+                Ok(now) => {
+                    written = now;
+                    file_trouble.ended();
+                }
                 Err(SequencerError::Database(error)) => {
                     tracing::warn!(%error, "cannot read checkpoints to write; retrying");
                     broken = true;
                 }
-                Err(error) => tracing::error!(%error, "cannot write a checkpoint file"),
+                Err(error) => {
+                    metrics::checkpoint_file_failed();
+                    file_trouble.happened(&error);
+                }
             }
         }
         if broken {
@@ -214,36 +228,46 @@ async fn sequence_periodically(hosts: Vec<sqlx::postgres::PgConnectOptions>, sig
     }
 }
 
-/// How often a sequencer that keeps refusing to sign says so again in the log.
-const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(60);
+/// How often trouble that recurs every round (a sequencer refusing to sign, a checkpoint file it
+/// cannot write) is said again in the log.
+const REPEAT_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
-/// The sequencer's refusals in a row: the log hears of the first, then of the count every
-/// `REFUSAL_LOG_INTERVAL`, not of every tick.
-#[derive(Default)]
-struct Refusals {
+/// Trouble in a row of rounds: the log hears of the first, then of the count every
+/// `REPEAT_LOG_INTERVAL` rather than every tick, and of its end.
+struct Recurring {
+    what: &'static str,
+    over: &'static str,
     rounds: u64,
     logged_at: Option<tokio::time::Instant>,
 }
 
-impl Refusals {
-    fn refused(&mut self, error: &SequencerError) {
-        metrics::sequencer_refused();
+impl Recurring {
+    fn new(what: &'static str, over: &'static str) -> Self {
+        Self {
+            what,
+            over,
+            rounds: 0,
+            logged_at: None,
+        }
+    }
+
+    fn happened(&mut self, error: &dyn std::fmt::Display) {
         self.rounds += 1;
         if self
             .logged_at
-            .is_none_or(|at| at.elapsed() >= REFUSAL_LOG_INTERVAL)
+            .is_none_or(|at| at.elapsed() >= REPEAT_LOG_INTERVAL)
         {
-            tracing::error!(%error, rounds = self.rounds, "the sequencer refuses to sign");
+            tracing::error!(%error, rounds = self.rounds, "{}", self.what);
             self.logged_at = Some(tokio::time::Instant::now());
         }
     }
 
     fn ended(&mut self) {
         if self.rounds > 0 {
-            tracing::info!(rounds = self.rounds, "the sequencer signs again");
-            *self = Self::default();
+            tracing::info!(rounds = self.rounds, "{}", self.over);
+            self.rounds = 0;
+            self.logged_at = None;
         }
-        metrics::sequencer_accepts();
     }
 }
 

@@ -32,6 +32,7 @@ pub fn prometheus() -> &'static PrometheusHandle {
             "chatledger_idempotent_replays_total",
             "chatledger_db_primary_switches_total",
             "chatledger_auth_failures_total",
+            "chatledger_checkpoint_file_errors_total",
         ] {
             metrics::counter!(name).increment(0);
         }
@@ -87,6 +88,11 @@ pub fn checkpoint_signed(size: u64, leaves: usize) {
 pub fn sequencer_refused() {
     metrics::counter!("chatledger_sequencer_refusals_total").increment(1);
     metrics::gauge!("chatledger_sequencer_refusing").set(1.0);
+}
+
+/// Counts a round in which a checkpoint could not be written to `--checkpoint-dir`.
+pub fn checkpoint_file_failed() {
+    metrics::counter!("chatledger_checkpoint_file_errors_total").increment(1);
 }
 
 /// The sequencer signs or finds nothing to sign: it no longer refuses.

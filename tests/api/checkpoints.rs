@@ -1083,3 +1083,60 @@ async fn the_log_queue_takes_only_append_leaves_and_access_leaves() {
     }
     assert_eq!(queued().await, before);
 }
+
+#[tokio::test]
+async fn a_checkpoint_file_that_cannot_be_written_is_counted_every_round_and_logged_once() {
+    let deployment = Deployment::start(1).await;
+    let (seq, _) = deployment.append(0, "files", 1).await;
+    deployment.proof(0, "files", seq).await;
+    // Whatever sizes the next checkpoints take, their files already exist with other contents.
+    let dir = deployment.checkpoint_dir(0);
+    let largest = std::fs::read_dir(&dir)
+        .expect("checkpoint dir")
+        .filter_map(|entry| {
+            let name = entry.ok()?.file_name().into_string().ok()?;
+            name.strip_suffix(".note")?.parse::<u64>().ok()
+        })
+        .max()
+        .expect("a checkpoint file");
+    for size in largest + 1..largest + 50 {
+        std::fs::write(dir.join(format!("{size}.note")), "not this log's\n").expect("write");
+    }
+    let errors_before = deployment.logs.errors();
+    deployment.append(0, "files", 1).await;
+
+    let failed_rounds = || async {
+        let metrics = deployment
+            .client
+            .get(deployment.url(0, "/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        metric(&metrics, "chatledger_checkpoint_file_errors_total")
+    };
+    let deadline = Instant::now() + COVERAGE;
+    while deployment.logs.errors() == errors_before {
+        assert!(Instant::now() < deadline, "no error was logged");
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        deployment
+            .logs
+            .tail()
+            .contains("cannot write a checkpoint file"),
+        "{}",
+        deployment.logs.tail()
+    );
+    while failed_rounds().await < 5.0 {
+        assert!(Instant::now() < deadline, "no failed round was counted");
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        deployment.logs.errors(),
+        errors_before + 1,
+        "five failed rounds, one error in the log"
+    );
+}

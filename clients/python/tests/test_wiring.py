@@ -243,3 +243,30 @@ def test_direct_use_inside_a_wrapped_turn_is_not_collected(ledger: Ledger, sessi
     reply = ledger_chain([], get, model=model).invoke({"question": "q"}, config=config(session_id))
     assert reply == AIMessage("fine", id=reply.id) and len(handled) == 1
     assert stored(ledger, session_id) == ["q", "fine"]
+
+
+
+def test_fallback_a_kept_failure_does_not_cost_langchains_next_write_its_turn(
+    ledger: Ledger, session_id: str
+) -> None:
+    """Turn A's write, which LangChain made and swallowed, was refused and kept while turn B
+    ran. B's own write, swallowed the same way if it failed, must store B's turn rather than
+    raise A's failure (and lose both); A's failure is raised by the next read, once."""
+    get = lambda sid: ChatLedgerMessageHistory(sid, url=ledger.url, api_key=ledger.writer_key)  # noqa: E731
+    too_long = "x" * (300 * 1024)  # over the server's 256 KiB per message: 413
+
+    def turn_a_during_b(value: Any) -> Any:
+        a = prompt_chain([too_long], get).invoke({"question": "question A"}, config=config(session_id))
+        assert a.content == too_long  # plain LangChain answered as if stored
+        assert get(session_id).pending_failures
+        return value
+
+    b_model = RunnableLambda(turn_a_during_b) | FakeListChatModel(responses=["answer B"])
+    reply = prompt_chain([], get, model=b_model).invoke({"question": "question B"}, config=config(session_id))
+    assert reply.content == "answer B"
+    assert stored(ledger, session_id) == ["question B", "answer B"]
+    with pytest.raises(HistoryWriteFailed) as caught:
+        get(session_id).messages
+    assert isinstance(caught.value.error, chatledger.PayloadTooLarge)
+    assert caught.value.messages[0].content == "question A"
+    assert [m.content for m in get(session_id).messages] == ["question B", "answer B"]

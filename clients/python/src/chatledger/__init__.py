@@ -52,7 +52,7 @@ from ._models import (
 from ._retry import Attempts, CallKind, Decision, Outcome, Retry
 from ._settings import Settings, resolve_settings
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "AccessRecord",

@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 from ._errors import (
     ChatLedgerError,
+    InvalidIdempotencyKey,
     InvalidSessionId,
     NetworkError,
     TruncatedExport,
@@ -168,6 +169,13 @@ def _error_of(response: Response) -> ChatLedgerError:
 
 def _write_call(path: str, body: dict[str, Any], idempotency_key: str | None) -> _Call[AppendResult]:
     key = idempotency_key if idempotency_key is not None else new_idempotency_key()
+    if not 1 <= len(key) <= 255 or not all("!" <= c <= "~" for c in key):
+        # Refused here, as the server would (API.md): a CR or LF would split the request's
+        # head, and a key the server never saw makes no retry safe.
+        raise InvalidIdempotencyKey(
+            "invalid_idempotency_key: an Idempotency-Key is 1 to 255 visible ASCII characters",
+            status=None,
+        )
 
     def parse(response: Response) -> AppendResult:
         replayed = response.headers.get("idempotent-replayed", "").lower() == "true"
@@ -371,10 +379,8 @@ def _holds_call() -> _Call[list[Hold]]:
     return _Call("GET", "/v1/holds", lambda r: [Hold.from_json(h) for h in json_of(r).get("holds", [])])
 
 
-def _place_hold_call(name: str, reason: str | None, session_ids: Iterable[str]) -> _Call[Hold]:
-    body: dict[str, Any] = {"name": name, "session_ids": list(session_ids)}
-    if reason is not None:
-        body["reason"] = reason
+def _place_hold_call(name: str, reason: str, session_ids: Iterable[str]) -> _Call[Hold]:
+    body: dict[str, Any] = {"name": name, "reason": reason, "session_ids": list(session_ids)}
     return _Call(
         "POST", "/v1/holds", lambda r: Hold.from_json(json_of(r)), body=encode_json(body),
         headers={"Content-Type": "application/json"}, kind=CallKind.ONCE,
@@ -780,7 +786,7 @@ class Client(_Base):
         """The tenant's legal holds, released ones included."""
         return self._execute(_holds_call())
 
-    def place_hold(self, name: str, session_ids: Iterable[str], reason: str | None = None) -> Hold:
+    def place_hold(self, name: str, session_ids: Iterable[str], reason: str) -> Hold:
         """Places a legal hold on sessions: they cannot be erased until it is released. Not
         resent once it may have reached the server (no idempotency key for holds)."""
         return self._execute(_place_hold_call(name, reason, session_ids))
@@ -835,7 +841,8 @@ class Client(_Base):
         while True:
             try:
                 response = self._transport.request(
-                    call.method, call.path, call.headers, call.body, timeout, call.stream
+                    call.method, call.path, call.headers, call.body, timeout, call.stream,
+                    fresh=call.kind is not CallKind.QUICK,
                 )
             except TransportError as exc:
                 error: BaseException = exc
@@ -1048,7 +1055,7 @@ class AsyncClient(_Base):
         """See :meth:`Client.holds`."""
         return await self._execute(_holds_call())
 
-    async def place_hold(self, name: str, session_ids: Iterable[str], reason: str | None = None) -> Hold:
+    async def place_hold(self, name: str, session_ids: Iterable[str], reason: str) -> Hold:
         """See :meth:`Client.place_hold`."""
         return await self._execute(_place_hold_call(name, reason, session_ids))
 
@@ -1100,7 +1107,8 @@ class AsyncClient(_Base):
         while True:
             try:
                 response = await self._transport.request(
-                    call.method, call.path, call.headers, call.body, timeout, call.stream
+                    call.method, call.path, call.headers, call.body, timeout, call.stream,
+                    fresh=call.kind is not CallKind.QUICK,
                 )
             except TransportError as exc:
                 error: BaseException = exc

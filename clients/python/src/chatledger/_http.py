@@ -17,7 +17,9 @@ Failures are reported as :class:`TransportError` with the :class:`~chatledger._r
 the retry engine needs (``CONNECT_FAILED``: nothing was sent; ``TIMEOUT`` /
 ``CONNECTION_LOST``: the request may have been received). A pooled connection that the server
 closed while it was idle (keep-alive timeout) is replaced transparently, once, when it fails
-before the first byte of an answer.
+before the first byte of an answer. A request that must not reach the server twice
+(``fresh=True``: the calls the retry engine resends only when nothing was sent) goes out on a
+new connection instead, so that no such resend can happen.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import select
 import socket
 import ssl
 import sys
+import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from typing import Any
@@ -290,11 +293,19 @@ class _SyncConn:
         finally:
             self.sock.close()
 
-    def run(self, gen: Generator[tuple[int, Any], bytes, Any]) -> Any:
+    def run(self, gen: Generator[tuple[int, Any], bytes, Any], deadline: float | None = None) -> Any:
+        """Drives ``gen``; with a ``deadline`` (``time.monotonic()``), each read waits only for
+        what is left of it, so a trickling peer cannot stretch an attempt read after read."""
         rfile = self.rfile
         try:
             op, arg = next(gen)
             while True:
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise socket.timeout("timed out")
+                    self.sock.settimeout(left)
+                    self.timeout = left
                 if op == _LINE:
                     value = rfile.readline(_MAX_LINE)
                     if not value:
@@ -402,13 +413,27 @@ class SyncTransport:
         body: bytes | None,
         timeout: float,
         stream: bool = False,
+        fresh: bool = False,
     ) -> Response:
         data = self.target.head(method, path, headers, body)
+        # One deadline for the answer's head and, unless streamed, its body.
+        deadline = time.monotonic() + timeout
         while True:
-            conn, reused = self._checkout(timeout)
+            if fresh:
+                if self._closed:
+                    raise RuntimeError("the client is closed")
+                conn, reused = self._connect(timeout), False
+            else:
+                conn, reused = self._checkout(timeout)
+            cut_short = False
             try:
-                conn.sock.sendall(data)
-                status, rheaders, http11 = conn.run(_parse_head())
+                try:
+                    conn.sock.sendall(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    # The server may have answered before taking the whole body (a 413) and
+                    # closed: its answer is what the caller needs, if it is there to read.
+                    cut_short = True
+                status, rheaders, http11 = conn.run(_parse_head(), deadline)
             except (_EOF, ConnectionError) as exc:
                 conn.close()
                 if reused:
@@ -423,16 +448,17 @@ class SyncTransport:
             break
         framing = _framing(method, status, rheaders)
         if stream and 200 <= status < 300:
+            conn.set_timeout(timeout)  # a stream waits up to the timeout for each chunk
             return self._streamed(conn, status, rheaders, framing, _reusable(http11, rheaders, framing))
         try:
-            payload = conn.run(_body(framing, False))
+            payload = conn.run(_body(framing, False), deadline)
         except (_EOF, OSError) as exc:
             conn.close()
             raise _lost(exc)
         except BaseException:
             conn.close()
             raise
-        if _reusable(http11, rheaders, framing):
+        if _reusable(http11, rheaders, framing) and not cut_short:
             self._checkin(conn)
         else:
             conn.close()
@@ -708,11 +734,17 @@ class AsyncTransport:
         body: bytes | None,
         timeout: float,
         stream: bool = False,
+        fresh: bool = False,
     ) -> Response:
         loop = asyncio.get_running_loop()
         data = self.target.head(method, path, headers, body)
         while True:
-            conn, reused = await self._checkout(loop, timeout)
+            if fresh:
+                if self._closed:
+                    raise RuntimeError("the client is closed")
+                conn, reused = await self._connect(loop, timeout), False
+            else:
+                conn, reused = await self._checkout(loop, timeout)
             try:
                 # One deadline for the whole exchange (head and, unless streamed, body).
                 status, rheaders, http11, framing, payload = await _within(
@@ -830,6 +862,7 @@ class HttpxTransport:
         body: bytes | None,
         timeout: float,
         stream: bool = False,
+        fresh: bool = False,
     ) -> Response:
         import httpx
 
@@ -880,6 +913,7 @@ class AsyncHttpxTransport:
         body: bytes | None,
         timeout: float,
         stream: bool = False,
+        fresh: bool = False,
     ) -> Response:
         import httpx
 

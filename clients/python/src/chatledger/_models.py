@@ -227,6 +227,8 @@ class VerifyResult:
     head_hash: str | None = None
     first_bad_seq: int | None = None
     reason: str | None = None
+    #: Entries whose payload was erased: their digests were taken as stored.
+    erased_entries: int = 0
 
     def __bool__(self) -> bool:
         return self.ok
@@ -239,6 +241,7 @@ class VerifyResult:
             head_hash=data.get("head_hash"),
             first_bad_seq=data.get("first_bad_seq"),
             reason=data.get("reason"),
+            erased_entries=data.get("erased_entries") or 0,
         )
 
 
@@ -251,6 +254,12 @@ class ExportTrailer:
     last_seq: int
     head_hash: str
     exported_at: str
+    #: The signed checkpoint note that covers the head, and the head leaf's proof against it.
+    checkpoint: str | None = None
+    inclusion_path: tuple[str, ...] = ()
+    #: The head's leaf in the checkpoint log (its JSON object) and its index there.
+    leaf: dict[str, Any] | None = field(default=None, compare=False)
+    leaf_index: int | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ExportTrailer:
@@ -260,6 +269,10 @@ class ExportTrailer:
             last_seq=data["last_seq"],
             head_hash=data["head_hash"],
             exported_at=data["exported_at"],
+            checkpoint=data.get("checkpoint"),
+            inclusion_path=tuple(data.get("inclusion_path") or ()),
+            leaf=data.get("leaf"),
+            leaf_index=data.get("leaf_index"),
         )
 
 

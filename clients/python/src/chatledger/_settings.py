@@ -51,6 +51,12 @@ class Settings:
             )
         if not self.api_key:
             raise ValueError(f"no chatledger API key: pass api_key=... or set ${ENV_API_KEY}")
+        # A key read from a file or a secret often ends in a newline; anything else outside
+        # visible ASCII would break the request's head (and never names a real key). The key
+        # itself is never in the message.
+        object.__setattr__(self, "api_key", self.api_key.strip())
+        if not self.api_key or not all("!" <= c <= "~" for c in self.api_key):
+            raise ValueError("the chatledger API key must be visible ASCII characters only")
         if not self.base_url.startswith(("http://", "https://")):
             raise ValueError(f"the chatledger URL must start with http:// or https://: {self.base_url!r}")
         object.__setattr__(self, "base_url", self.base_url.rstrip("/"))

@@ -204,6 +204,13 @@ class ChatLedgerMessageHistory(BaseChatMessageHistory):
         if failure is not None:
             raise failure
 
+    def _raise_unreported_before_writing(self) -> None:
+        # A write that LangChain itself makes (after a turn) would have the kept failure
+        # swallowed again, and its own turn lost with it: it writes, and leaves the failure
+        # to the next read, which runs in the caller's code.
+        if not _surfacing.swallowed_by_langchain(depth=4):
+            self._raise_unreported()
+
     @property
     def pending_failures(self) -> list[HistoryWriteFailed]:
         """Writes of this session that ``RunnableWithMessageHistory`` swallowed outside a
@@ -336,7 +343,7 @@ class ChatLedgerMessageHistory(BaseChatMessageHistory):
 
     def add_messages(self, messages: Sequence[BaseMessage]) -> None:
         """Appends the messages as one atomic run (see the class documentation)."""
-        self._raise_unreported()
+        self._raise_unreported_before_writing()
         batch = list(messages)
         if not batch:
             return
@@ -358,7 +365,7 @@ class ChatLedgerMessageHistory(BaseChatMessageHistory):
 
     async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:
         """Async :meth:`add_messages`."""
-        self._raise_unreported()
+        self._raise_unreported_before_writing()
         batch = list(messages)
         if not batch:
             return

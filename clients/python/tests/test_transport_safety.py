@@ -169,3 +169,30 @@ def test_verify_reports_the_erased_entries(ledger: Ledger, session_id: str) -> N
         auditor.erase(session_id, "gdpr-17 request 1", through_seq=2)
         verified = auditor.verify(session_id)
     assert verified.ok and verified.erased_entries == 2
+
+
+def test_a_retried_search_is_logged_without_its_terms(caplog: pytest.LogCaptureFixture) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+    def unavailable() -> None:
+        for _ in range(2):
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(65536)
+                problem = b'{"type": "urn:chatledger:problem:unavailable", "code": "unavailable", "status": 503}'
+                conn.sendall(
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/problem+json\r\n"
+                    b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(problem), problem)
+                )
+
+    threading.Thread(target=unavailable, daemon=True).start()
+    try:
+        with caplog.at_level("WARNING", logger="chatledger"):
+            with Client(url, "clk_test", retry=Retry(attempts=2, initial_backoff=0.01)) as client:
+                with pytest.raises(chatledger.Unavailable):
+                    list(client.search("Jane Doe 1984-02-29"))
+        logged = caplog.text
+        assert "/v1/audit/search" in logged and "Jane" not in logged and "1984" not in logged
+    finally:
+        listener.close()

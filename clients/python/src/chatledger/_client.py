@@ -531,7 +531,8 @@ class _Base:
         logger.warning(
             "chatledger %s %s failed (%s); retry %d in %.2fs",
             call.method,
-            call.path,
+            # Without the query: a search's terms and filters may be personal data.
+            call.path.partition("?")[0],
             _describe(error),
             attempts.count - 1,
             decision.delay,

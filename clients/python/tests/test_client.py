@@ -164,7 +164,7 @@ def test_every_documented_code_has_its_own_class() -> None:
     codes = """malformed_json invalid_parameter invalid_session_id invalid_idempotency_key
     unauthenticated forbidden session_not_found not_found seq_conflict already_exists
     session_closed legal_hold too_many_requests payload_too_large unsupported_media_type validation_failed invalid_text invalid_number
-    idempotency_key_reused unknown_tenant unavailable""".split()
+    idempotency_key_reused unknown_tenant unavailable method_not_allowed""".split()
     classes = set()
     for code in codes:
         error = chatledger._errors.error_for_problem(400, {"code": code})

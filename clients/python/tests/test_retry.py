@@ -97,6 +97,14 @@ def test_a_non_problem_error_is_an_unexpected_response(ledger: Ledger, session_i
     assert caught.value.status == 500 and len(proxy.seen) == 1
 
 
+def test_a_proxys_bare_503_is_unavailable(ledger: Ledger, session_id: str) -> None:
+    page = ("answer", 503, {"content-type": "text/html"}, b"<html>upstream unavailable</html>")
+    with FaultProxy(ledger.url, [page]) as proxy:
+        with pytest.raises(chatledger.Unavailable) as caught:
+            Client(proxy.url, ledger.writer_key, retry=Retry.none()).session(session_id)
+    assert caught.value.status == 503 and len(proxy.seen) == 1
+
+
 def test_an_export_cut_off_before_its_trailer_is_truncated(ledger: Ledger, session_id: str) -> None:
     with ledger.client() as writer:
         writer.append(session_id, [{"role": "user", "content": f"m{i}"} for i in range(20)])

@@ -196,3 +196,22 @@ def test_a_retried_search_is_logged_without_its_terms(caplog: pytest.LogCaptureF
         assert "/v1/audit/search" in logged and "Jane" not in logged and "1984" not in logged
     finally:
         listener.close()
+
+
+def test_the_shared_client_closes_its_connections_at_exit(ledger: Ledger, session_id: str) -> None:
+    import subprocess
+    import sys
+
+    program = (
+        "import chatledger, sys\n"
+        "client = chatledger.Client.shared(sys.argv[1], sys.argv[2])\n"
+        "client.append(sys.argv[3], [{'role': 'user', 'content': 'x'}])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-X", "dev", "-c", program, ledger.url, ledger.writer_key, session_id],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "ResourceWarning" not in done.stderr, done.stderr

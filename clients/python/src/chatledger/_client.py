@@ -10,6 +10,7 @@ builder and one method on each client.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import inspect
 import json
 import logging
@@ -154,6 +155,12 @@ def _error_of(response: Response) -> ChatLedgerError:
         pass
     if isinstance(problem, dict) and isinstance(problem.get("code"), str):
         error = error_for_problem(response.status, problem)
+    elif response.status == 503:
+        # A proxy or load balancer in front of the server: unavailable all the same.
+        error = Unavailable(
+            "unavailable (503) without a problem document (a proxy in front of the server?)",
+            status=503,
+        )
     else:
         text = (response.body or b"")[:200].decode("utf-8", "replace")
         error = UnexpectedResponse(
@@ -854,6 +861,16 @@ class Client(_Base):
             if attempts is None:
                 attempts = Attempts(self.settings.retry, call.kind, started=started)
             time.sleep(self._decide(call, attempts, error))
+
+
+def _close_shared_clients() -> None:
+    # At interpreter exit: the shared clients' idle connections, closed rather than left to
+    # the garbage collector (which warns of each under -X dev).
+    for client in list(Client._registry.values()):
+        client._transport.close()
+
+
+atexit.register(_close_shared_clients)
 
 
 class AsyncClient(_Base):

@@ -135,6 +135,12 @@ class NotFound(ChatLedgerError):
     code_for_class = "not_found"
 
 
+class MethodNotAllowed(ChatLedgerError):
+    """405 ``method_not_allowed``: the route exists, not with this method."""
+
+    code_for_class = "method_not_allowed"
+
+
 class SeqConflict(ChatLedgerError):
     """409 ``seq_conflict``: ``expected_seq`` differs from the session's last seq.
 
@@ -267,6 +273,7 @@ _BY_CODE: dict[str, type[ChatLedgerError]] = {
         Forbidden,
         SessionNotFound,
         NotFound,
+        MethodNotAllowed,
         SeqConflict,
         AlreadyExists,
         SessionClosed,

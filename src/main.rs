@@ -13,15 +13,26 @@ use chatledger::config::{Cli, Command, LogFormat, ServeArgs};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Log lines held for a stalled stderr before new ones are dropped: a few MB at most.
+const LOG_BUFFER_LINES: usize = 8192;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     // Logs go to stderr: stdout carries command output, such as a newly created key.
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    // Lines go to stderr from a thread of their own: a reader of stderr that falls behind (a
+    // full pipe, a stalled log collector) costs lines, counted in /metrics, not requests.
+    let (writer, _flush_at_exit) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(LOG_BUFFER_LINES)
+        .thread_name("chatledger-log")
+        .finish(std::io::stderr());
+    chatledger::metrics::count_dropped_log_lines(writer.error_counter());
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match cli.log_format {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),

@@ -4,6 +4,7 @@
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing_appender::non_blocking::ErrorCounter;
 
 use crate::error::Error;
 use crate::ledger::Appended;
@@ -33,6 +34,7 @@ pub fn prometheus() -> &'static PrometheusHandle {
             "chatledger_db_primary_switches_total",
             "chatledger_auth_failures_total",
             "chatledger_checkpoint_file_errors_total",
+            "chatledger_log_lines_dropped_total",
         ] {
             metrics::counter!(name).increment(0);
         }
@@ -48,6 +50,23 @@ pub fn prometheus() -> &'static PrometheusHandle {
         }
         handle
     })
+}
+
+/// The metrics in Prometheus text format.
+pub fn render() -> String {
+    if let Some(dropped) = DROPPED_LOG_LINES.get() {
+        metrics::counter!("chatledger_log_lines_dropped_total")
+            .absolute(dropped.dropped_lines() as u64);
+    }
+    prometheus().render()
+}
+
+static DROPPED_LOG_LINES: OnceLock<ErrorCounter> = OnceLock::new();
+
+/// The log writer's count of the lines it dropped because stderr's reader fell behind
+/// (main.rs), shown as `chatledger_log_lines_dropped_total`.
+pub fn count_dropped_log_lines(counter: ErrorCounter) {
+    let _ = DROPPED_LOG_LINES.set(counter);
 }
 
 /// The pool moved to another database host, the new primary (src/db/failover.rs).

@@ -48,7 +48,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     metrics::gauge!("chatledger_db_pool_connections").set(size as f64);
     metrics::gauge!("chatledger_db_pool_idle_connections").set(idle as f64);
     metrics::gauge!("chatledger_db_pool_waiting_requests").set(waiting as f64);
-    let text = crate::metrics::prometheus().render();
+    let text = crate::metrics::render();
     (
         [(
             axum::http::header::CONTENT_TYPE,

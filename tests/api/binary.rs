@@ -377,3 +377,67 @@ async fn the_server_indexes_what_appends_queue_for_search_without_being_asked() 
     assert_eq!(count("search_docs").await, 40, "every message indexed once");
     assert!(server.terminate().await.success());
 }
+
+/// A reader of the server's log that stops reading (a log collector that stalled: its pipe fills
+/// after a few hundred lines) costs log lines, counted, and never requests. The server wrote
+/// each request's line from the worker serving it, so once the pipe was full every worker
+/// waited on it and nothing was answered.
+#[tokio::test]
+async fn a_stalled_log_reader_costs_log_lines_not_requests() {
+    use futures::StreamExt;
+
+    let database = TestDatabase::new().await;
+    let dir = TempDir::new("binary");
+    let store = Store::External {
+        url: database.owner_url.clone(),
+        admin_key_file: dir.admin_key_file(ADMIN_KEY),
+    };
+    let logs = Arc::new(Logs::default());
+    let server = Server::start_with_unread_log(&store, &logs)
+        .await
+        .expect("chatledger starts");
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .expect("client");
+    // The pipe holds 64 KiB of lines and the server's writer 8,192 more: enough requests to
+    // overflow both.
+    const REQUESTS: usize = 12_000;
+    let url = format!("{}/healthz", server.address);
+    let answered = futures::stream::iter(0..REQUESTS)
+        .map(|n| {
+            let request = client.get(&url).send();
+            async move {
+                let response = request.await.unwrap_or_else(|error| {
+                    panic!("request {n} was not answered while the log was not read: {error}")
+                });
+                assert_eq!(response.status(), 200, "request {n}");
+            }
+        })
+        .buffer_unordered(8)
+        .count()
+        .await;
+    assert_eq!(answered, REQUESTS);
+
+    let metrics = client
+        .get(format!("{}/metrics", server.address))
+        .send()
+        .await
+        .expect("metrics answered")
+        .text()
+        .await
+        .expect("metrics text");
+    let dropped: f64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("chatledger_log_lines_dropped_total "))
+        .expect("the dropped lines are counted")
+        .trim()
+        .parse()
+        .expect("a count");
+    assert!(
+        dropped > 0.0 && dropped <= REQUESTS as f64,
+        "lines dropped: {dropped}"
+    );
+    // Its shutdown does not wait on the log either.
+    assert!(server.terminate().await.success());
+}

@@ -15,8 +15,8 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStderr, Command};
 
 /// The binary cargo built for this test run.
 pub const BIN: &str = env!("CARGO_BIN_EXE_chatledger");
@@ -153,6 +153,8 @@ pub struct Server {
     pub address: String,
     pub port: u16,
     logs: Arc<Logs>,
+    /// For [`Server::start_with_unread_log`]: its stderr, open and never read again.
+    _unread_log: Option<Lines<BufReader<ChildStderr>>>,
 }
 
 impl Server {
@@ -176,6 +178,23 @@ impl Server {
         port: u16,
         extra: &[&str],
         logs: &Arc<Logs>,
+    ) -> Result<Self, String> {
+        Self::launch(wrapper, store, port, extra, logs, true).await
+    }
+
+    /// [`Server::start`] on any free port, its log read until it listens and then never again:
+    /// a log collector that has stalled, once the pipe is full.
+    pub async fn start_with_unread_log(store: &Store, logs: &Arc<Logs>) -> Result<Self, String> {
+        Self::launch(&[], store, 0, &[], logs, false).await
+    }
+
+    async fn launch(
+        wrapper: &[&str],
+        store: &Store,
+        port: u16,
+        extra: &[&str],
+        logs: &Arc<Logs>,
+        keep_reading_log: bool,
     ) -> Result<Self, String> {
         let mut command = match wrapper.split_first() {
             Some((program, arguments)) => {
@@ -243,13 +262,18 @@ impl Server {
                 logs.tail()
             ));
         };
-        // Keep draining the log so that the server never blocks on a full pipe.
-        let drain = logs.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                drain.push(line);
-            }
-        });
+        let unread_log = if keep_reading_log {
+            // Keep draining the log so that the server never blocks on a full pipe.
+            let drain = logs.clone();
+            tokio::spawn(async move {
+                while let Ok(Some(line)) = lines.next_line().await {
+                    drain.push(line);
+                }
+            });
+            None
+        } else {
+            Some(lines)
+        };
         let port = address
             .rsplit(':')
             .next()
@@ -260,6 +284,7 @@ impl Server {
             address: format!("http://{address}"),
             port,
             logs: logs.clone(),
+            _unread_log: unread_log,
         })
     }
 

@@ -14,7 +14,7 @@ use crate::config::{
     AuditCommand, DatabaseArgs, HoldsCommand, KeysCommand, LogArgs, RetentionCommand, ServeArgs,
     TenantsCommand, VerifyArgs,
 };
-use crate::db::{self, Database, PoolSettings};
+use crate::db::{self, Database, IfNoCluster, PoolSettings};
 use crate::http;
 use crate::ledger::audit::{self, Verification};
 use crate::ledger::checkpoints::{self, LogSigner, Round, SequencerError};
@@ -36,6 +36,7 @@ pub async fn serve(args: ServeArgs) -> CommandResult {
     let database = Database::open(
         args.database.database_url.as_deref(),
         &args.database.data_dir,
+        IfNoCluster::Create,
     )
     .await?;
     let result = serve_on(&database, &args).await;
@@ -81,7 +82,9 @@ async fn serve_on(database: &Database, args: &ServeArgs) -> CommandResult {
         signer,
     ));
     let indexer = tokio::spawn(index_periodically(database.owner_hosts().to_vec()));
-    let listener = TcpListener::bind(args.listen).await?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|error| format!("cannot listen on {}: {error}", args.listen))?;
     tracing::info!(address = %listener.local_addr()?, embedded = database.is_embedded(), "chatledger listening");
     let streams = state.clone();
     let shutdown = async move {
@@ -387,7 +390,12 @@ pub fn checkpoint_key(
 
 /// `chatledger migrate`.
 pub async fn migrate(args: DatabaseArgs) -> CommandResult {
-    let database = Database::open(args.database_url.as_deref(), &args.data_dir).await?;
+    let database = Database::open(
+        args.database_url.as_deref(),
+        &args.data_dir,
+        IfNoCluster::Create,
+    )
+    .await?;
     let result = db::migrate(database.owner()).await;
     let closed = database.close().await;
     result?;
@@ -400,7 +408,12 @@ where
     F: FnOnce(sqlx::PgPool) -> Fut,
     Fut: Future<Output = Result<T, BoxError>>,
 {
-    let database = Database::open(args.database_url.as_deref(), &args.data_dir).await?;
+    let database = Database::open(
+        args.database_url.as_deref(),
+        &args.data_dir,
+        IfNoCluster::Refuse,
+    )
+    .await?;
     let result = async {
         db::migrate(database.owner()).await?;
         let pool = db::runtime_pool(database.owner(), &PoolSettings::default()).await?;
@@ -705,6 +718,7 @@ async fn verify_log(args: &VerifyArgs) -> Result<bool, BoxError> {
     let database = Database::open(
         args.database.database_url.as_deref(),
         &args.database.data_dir,
+        IfNoCluster::Refuse,
     )
     .await?;
     let result = async {

@@ -38,8 +38,8 @@ async fn main() -> ExitCode {
         LogFormat::Json => logs.json().init(),
     }
     match cli.command {
-        None => finish(commands::serve(ServeArgs::from_env()).await),
-        Some(Command::Serve(args)) => finish(commands::serve(args).await),
+        None => finish_serving(commands::serve(ServeArgs::from_env()).await),
+        Some(Command::Serve(args)) => finish_serving(commands::serve(args).await),
         Some(Command::Migrate(args)) => finish(commands::migrate(args).await),
         Some(Command::Tenants(command)) => finish(commands::tenants(command).await),
         Some(Command::Keys(command)) => finish(commands::keys(command).await),
@@ -85,7 +85,6 @@ async fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     tracing::error!("{error}");
-                    eprintln!("chatledger witness: {error}");
                     ExitCode::from(1)
                 }
             }
@@ -102,12 +101,24 @@ async fn main() -> ExitCode {
     }
 }
 
+/// A one-shot command's end: its error said once, on stderr.
 fn finish(result: commands::CommandResult) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!("{error}");
             eprintln!("chatledger: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A service's end (`serve`, `witness`): its error is the last line of its log, in the log's
+/// format.
+fn finish_serving(result: commands::CommandResult) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error}");
             ExitCode::FAILURE
         }
     }

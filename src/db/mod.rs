@@ -79,11 +79,21 @@ pub struct Database {
     embedded: Option<EmbeddedCluster>,
 }
 
+/// Whether a command may create the embedded cluster when its data dir holds none: `serve` and
+/// `migrate` set one up; every other command works on data that must be there already, so a
+/// mistyped `--data-dir` is an error, not a new empty cluster that verifies as intact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfNoCluster {
+    Create,
+    Refuse,
+}
+
 impl Database {
     /// Uses `database_url` when given, else starts (or reuses) the embedded cluster in `data_dir`.
     pub async fn open(
         database_url: Option<&str>,
         data_dir: &std::path::Path,
+        if_no_cluster: IfNoCluster,
     ) -> Result<Self, DbError> {
         match database_url {
             Some(url) => {
@@ -99,6 +109,9 @@ impl Database {
                 })
             }
             None => {
+                if if_no_cluster == IfNoCluster::Refuse {
+                    embedded::require_cluster(data_dir)?;
+                }
                 let cluster = EmbeddedCluster::start(data_dir).await?;
                 let owner = parse_url(&cluster.database_url())?;
                 Ok(Self {

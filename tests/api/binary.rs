@@ -441,3 +441,37 @@ async fn a_stalled_log_reader_costs_log_lines_not_requests() {
     // Its shutdown does not wait on the log either.
     assert!(server.terminate().await.success());
 }
+
+/// Only `serve` and `migrate` set up the embedded cluster. Any other command on a data dir that
+/// holds none (a mistyped `--data-dir`) is an error and creates nothing: `verify --all` made a
+/// new empty cluster there and reported its 0 sessions intact, exit 0.
+#[test]
+fn commands_refuse_a_data_dir_without_a_cluster_and_create_nothing() {
+    let dir = TempDir::new("binary");
+    let mistyped = dir.path().join("chatledger-dta");
+    let mistyped_text = mistyped.to_str().expect("utf-8 path");
+    let (status, printed) = run_cli(
+        &["verify", "--all", "--data-dir", mistyped_text],
+        None,
+        None,
+    );
+    assert_eq!(status, 2, "verify could not check: {printed}");
+    assert!(!printed.contains("verified"), "{printed}");
+    for command in [
+        &["keys", "list"][..],
+        &["tenants", "create", "acme"],
+        &["audit", "search", "--tenant", "acme", "8892"],
+    ] {
+        let args: Vec<&str> = command
+            .iter()
+            .copied()
+            .chain(["--data-dir", mistyped_text])
+            .collect();
+        let (status, printed) = run_cli(&args, None, None);
+        assert_eq!(status, 1, "{command:?}: {printed}");
+    }
+    assert!(
+        !mistyped.exists(),
+        "nothing was created at the mistyped path"
+    );
+}

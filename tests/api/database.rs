@@ -381,7 +381,8 @@ async fn a_multi_host_url_with_no_writable_host_is_refused_without_echoing_it() 
         "postgres://owner:hunter2@localhost/db?host={0}/a,{0}/b&port=5432,5433",
         dir.display()
     );
-    let opened = chatledger::db::Database::open(Some(&url), &dir).await;
+    let opened =
+        chatledger::db::Database::open(Some(&url), &dir, chatledger::db::IfNoCluster::Refuse).await;
     let message = match opened {
         Ok(_) => panic!("no host accepts writes, yet the database opened"),
         Err(error) => error.to_string(),

@@ -41,6 +41,12 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 /// Errors from initialising, starting, bootstrapping or stopping the embedded cluster.
 #[derive(Debug, thiserror::Error)]
 pub enum EmbeddedError {
+    /// A command other than `serve` or `migrate` found no cluster in its data dir.
+    #[error(
+        "no chatledger cluster in {0} (no {0}/pg): `chatledger serve --data-dir {0}` creates one; \
+         check --data-dir (CHATLEDGER_DATA_DIR), or name another database with --database-url"
+    )]
+    NoCluster(String),
     /// No directory with both `initdb` and `pg_ctl` was found.
     #[error(
         "PostgreSQL server binaries (initdb, pg_ctl) not found in PATH, in `pg_config --bindir` \
@@ -161,6 +167,18 @@ pub struct EmbeddedCluster {
     started_marker: PathBuf,
     /// This process's share of `pg.lock`.
     users: Flock<File>,
+}
+
+/// An error unless `data_dir` holds a cluster (initialised or not): checked before anything is
+/// created there.
+pub fn require_cluster(data_dir: &Path) -> Result<(), EmbeddedError> {
+    match fs::symlink_metadata(data_dir.join("pg")) {
+        Ok(_) => Ok(()),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            Err(EmbeddedError::NoCluster(data_dir.display().to_string()))
+        }
+        Err(source) => Err(io_error("inspect", &data_dir.join("pg"), source)),
+    }
 }
 
 impl EmbeddedCluster {

@@ -497,8 +497,12 @@ pub async fn keys(command: KeysCommand) -> CommandResult {
         }
         KeysCommand::Revoke { id, database } => {
             with_database(&database, |pool| async move {
-                admin::revoke_key(&pool, &Accessor::operator(), &id).await?;
-                println!("revoked {id}");
+                match admin::revoke_key(&pool, &Accessor::operator(), &id).await {
+                    Ok(true) => println!("revoked {id}"),
+                    Ok(false) => println!("{id} was revoked already"),
+                    Err(crate::error::Error::NotFound) => return Err(format!("no key {id}").into()),
+                    Err(error) => return Err(error.into()),
+                }
                 Ok(())
             })
             .await
@@ -715,6 +719,10 @@ async fn verify_log(args: &VerifyArgs) -> Result<bool, BoxError> {
         .map(|key| crate::tlog::VerifierKey::parse(key.trim()))
         .transpose()
         .map_err(|error| format!("--log-key: {error}"))?;
+    if let Some(dir) = &args.checkpoint_dir {
+        std::fs::read_dir(dir)
+            .map_err(|error| format!("--checkpoint-dir {}: {error}", dir.display()))?;
+    }
     let database = Database::open(
         args.database.database_url.as_deref(),
         &args.database.data_dir,

@@ -226,7 +226,9 @@ pub async fn list_keys(pool: &PgPool) -> Result<Vec<KeyInfo>, Error> {
 
 /// Revokes a key at once, recorded in its tenant's access log; revoking a revoked key changes
 /// nothing (and is recorded so), an unknown id is `NotFound`.
-pub async fn revoke_key(pool: &PgPool, accessor: &Accessor, id: &str) -> Result<(), Error> {
+/// Revokes key `id`; false when it was revoked already (which is no error: a retried revocation
+/// is answered alike).
+pub async fn revoke_key(pool: &PgPool, accessor: &Accessor, id: &str) -> Result<bool, Error> {
     let mut tx = pool.begin().await?;
     let key = sqlx::query!(
         r#"WITH revoked AS (
@@ -255,7 +257,7 @@ pub async fn revoke_key(pool: &PgPool, accessor: &Accessor, id: &str) -> Result<
     )
     .await?;
     tx.commit().await?;
-    Ok(())
+    Ok(key.revoked_now)
 }
 
 /// A tenant's policy (API.md "Retention, holds and erasure").

@@ -175,7 +175,7 @@ pub async fn revoke_key(
 ) -> Result<StatusCode, ApiError> {
     let accessor = admin.accessor();
     state
-        .run(|pool| async move { admin::revoke_key(&pool, &accessor, &id).await })
+        .run(|pool| async move { admin::revoke_key(&pool, &accessor, &id).await.map(drop) })
         .await?;
     // Other servers hear of it from the database; this one must not wait for that.
     state.keys.invalidate();

@@ -632,8 +632,16 @@ async fn the_command_line_creates_tenants_and_keys_lists_and_revokes_them() {
     let id = line.split_whitespace().next().expect("id").to_owned();
     assert!(id.starts_with("key_"));
 
-    assert_eq!(run(&["keys", "revoke", &id]).0, 0);
+    assert_eq!(
+        run(&["keys", "revoke", &id]),
+        (0, format!("revoked {id}\n"))
+    );
     assert_problem(append().await.expect("sent"), 401, "unauthenticated").await;
+    assert_eq!(
+        run(&["keys", "revoke", &id]),
+        (0, format!("{id} was revoked already\n")),
+        "a retried revocation succeeds and says what it found"
+    );
     assert_eq!(
         run(&["keys", "revoke", "key_00000000000000000000000000"]).0,
         1

@@ -608,15 +608,18 @@ pub async fn audit_log(
     if let Some(dir) = checkpoint_dir {
         let entries = std::fs::read_dir(dir)
             .map_err(|_| Error::Corrupt("an unreadable checkpoint directory"))?;
-        for entry in entries.flatten() {
+        for entry in entries {
+            let entry = entry.map_err(|_| Error::Corrupt("an unreadable checkpoint directory"))?;
             let name = entry.file_name();
             if let Some(size) = name
                 .to_str()
                 .and_then(|n| n.strip_suffix(".note"))
                 .and_then(|n| n.parse::<u64>().ok())
-                && let Ok(text) = std::fs::read_to_string(entry.path())
             {
-                files.insert(size, text);
+                // Bytes that are not text are checked too (and found not to be a checkpoint).
+                let bytes = std::fs::read(entry.path())
+                    .map_err(|_| Error::Corrupt("an unreadable checkpoint file"))?;
+                files.insert(size, String::from_utf8_lossy(&bytes).into_owned());
             }
         }
     }

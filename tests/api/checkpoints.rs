@@ -851,6 +851,16 @@ async fn the_checkpoint_routes_answer_as_the_contract_says_and_the_log_is_append
     let log_key = key.to_string();
     let (code, output) = deployment.verify_checkpoints(&log_key);
     assert_eq!(code, 0, "{output}");
+    // A checkpoint file whose bytes are not text is reported, not skipped.
+    let garbled = deployment.checkpoint_dir(0).join("999999.note");
+    std::fs::write(&garbled, b"\xff\xfe\n").expect("write");
+    let (code, output) = deployment.verify_checkpoints(&log_key);
+    assert_eq!(code, 1, "{output}");
+    assert!(
+        output.contains("checkpoint file 999999.note: not a checkpoint of size 999999"),
+        "{output}"
+    );
+    std::fs::remove_file(&garbled).expect("remove");
     let first_proof: i64 =
         sqlx::query_scalar("SELECT min(access_id) FROM tlog_leaves l WHERE access_id IS NOT NULL")
             .fetch_one(&owner)

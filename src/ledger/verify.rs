@@ -1,6 +1,8 @@
 //! Verifying a hash chain entry by entry, in constant memory: the server, the command line and
 //! the offline verifier all check chains with this; the rules themselves are in `hash`.
 
+use std::collections::VecDeque;
+
 use serde_json::Value;
 
 use super::hash::{EntryHeader, GENESIS_HASH, entry_hash, payload_digest};
@@ -52,6 +54,11 @@ pub struct ChainVerifier {
     next_seq: i64,
     prev_hash: [u8; 32],
     erased: i64,
+    /// Erased entries that no erasure entry has accounted for yet, as runs of seqs in order: an
+    /// entry's erasure is accepted only when a later `erasure` entry (whose own payload is
+    /// intact) says it erased through that seq. Otherwise anyone who can write the table could
+    /// blank a message and call it erased.
+    unaccounted: VecDeque<(i64, i64)>,
 }
 
 impl ChainVerifier {
@@ -62,6 +69,7 @@ impl ChainVerifier {
             next_seq: 1,
             prev_hash: GENESIS_HASH,
             erased: 0,
+            unaccounted: VecDeque::new(),
         }
     }
 
@@ -116,9 +124,28 @@ impl ChainVerifier {
         if entry.hash != hash {
             return Err(broken(Reason::HashMismatch));
         }
+        if entry.erased {
+            match self.unaccounted.back_mut() {
+                Some((_, last)) if *last + 1 == entry.seq => *last = entry.seq,
+                _ => self.unaccounted.push_back((entry.seq, entry.seq)),
+            }
+        } else if entry.kind == "erasure" {
+            self.account_for_erasures_through(erased_through_seq(entry));
+        }
         self.prev_hash = hash;
         self.next_seq += 1;
         Ok(())
+    }
+
+    fn account_for_erasures_through(&mut self, through: i64) {
+        while let Some((first, last)) = self.unaccounted.front_mut() {
+            if *last <= through {
+                self.unaccounted.pop_front();
+            } else {
+                *first = (*first).max(through + 1);
+                break;
+            }
+        }
     }
 
     /// Entries accepted so far whose payload was erased.
@@ -141,12 +168,29 @@ impl ChainVerifier {
                 reason: Reason::HeadMismatch,
             });
         }
+        if let Some(&(first, _)) = self.unaccounted.front() {
+            // Its stored digest stands for a payload nobody erased through the ledger.
+            return Err(Break {
+                first_bad_seq: first,
+                reason: Reason::PayloadDigestMismatch,
+            });
+        }
         Ok(Verified {
             verified_through_seq: through,
             head_hash: self.prev_hash,
             erased_entries: self.erased,
         })
     }
+}
+
+/// How far an `erasure` entry says it erased (0 when its metadata does not say).
+fn erased_through_seq(entry: &Entry) -> i64 {
+    entry
+        .metadata
+        .as_ref()
+        .and_then(|raw| serde_json::from_str::<Value>(raw.0.get()).ok())
+        .and_then(|metadata| metadata.get("erased_through_seq")?.as_i64())
+        .unwrap_or(0)
 }
 
 /// The payload digest of an entry recomputed from its stored payload; `None` when the payload
@@ -174,47 +218,97 @@ mod tests {
         sqlx::types::Json(serde_json::value::to_raw_value(value).expect("JSON"))
     }
 
-    fn chain(count: i64) -> Vec<Entry> {
+    /// An entry linked to `prev`, its payload (content, metadata) intact.
+    fn linked(
+        prev: &[u8; 32],
+        seq: i64,
+        kind: &str,
+        role: Option<&str>,
+        content: Option<Value>,
+        metadata: Value,
+    ) -> Entry {
         let created_at = Timestamp::parse_exact("2026-11-21T10:15:30.123456Z").expect("time");
-        let mut prev = GENESIS_HASH;
-        (1..=count)
-            .map(|seq| {
-                let salt = vec![seq as u8; 16];
-                let content = json!(format!("message {seq}"));
-                let metadata = json!({"n": seq});
-                let digest =
-                    payload_digest(&salt, Some(&content), metadata.as_object().expect("object"));
-                let header = EntryHeader {
-                    tenant: "acme",
-                    session_id: "s",
-                    seq,
-                    kind: "message",
-                    role: Some("user"),
-                    created_at,
-                    idempotency_key: None,
-                    author: "key_1",
-                    payload_digest: &digest,
-                };
-                let hash = entry_hash(&prev, &header);
-                let entry = Entry {
-                    seq,
-                    kind: "message".into(),
-                    role: Some("user".into()),
-                    content: Some(raw(&content)),
-                    metadata: Some(raw(&metadata)),
-                    created_at,
-                    idempotency_key: None,
-                    author: "key_1".into(),
-                    salt: Some(salt),
-                    payload_digest: digest.to_vec(),
-                    prev_hash: prev.to_vec(),
-                    hash: hash.to_vec(),
-                    erased: false,
-                };
-                prev = hash;
-                entry
-            })
-            .collect()
+        let salt = vec![seq as u8; 16];
+        let digest = payload_digest(
+            &salt,
+            content.as_ref(),
+            metadata.as_object().expect("object"),
+        );
+        let header = EntryHeader {
+            tenant: "acme",
+            session_id: "s",
+            seq,
+            kind,
+            role,
+            created_at,
+            idempotency_key: None,
+            author: "key_1",
+            payload_digest: &digest,
+        };
+        let hash = entry_hash(prev, &header);
+        Entry {
+            seq,
+            kind: kind.into(),
+            role: role.map(Into::into),
+            content: content.as_ref().map(raw),
+            metadata: Some(raw(&metadata)),
+            created_at,
+            idempotency_key: None,
+            author: "key_1".into(),
+            salt: Some(salt),
+            payload_digest: digest.to_vec(),
+            prev_hash: prev.to_vec(),
+            hash: hash.to_vec(),
+            erased: false,
+        }
+    }
+
+    fn chain(count: i64) -> Vec<Entry> {
+        let mut entries: Vec<Entry> = Vec::new();
+        for seq in 1..=count {
+            entries.push(message_after(&entries, seq));
+        }
+        entries
+    }
+
+    fn message_after(entries: &[Entry], seq: i64) -> Entry {
+        linked(
+            &last_hash(entries),
+            seq,
+            "message",
+            Some("user"),
+            Some(json!(format!("message {seq}"))),
+            json!({"n": seq}),
+        )
+    }
+
+    fn erasure_after(entries: &[Entry], through: i64) -> Entry {
+        let metadata =
+            json!({"erased_through_seq": through, "erased_count": through, "reason": "r"});
+        linked(
+            &last_hash(entries),
+            entries.len() as i64 + 1,
+            "erasure",
+            None,
+            None,
+            metadata,
+        )
+    }
+
+    fn last_hash(entries: &[Entry]) -> [u8; 32] {
+        entries.last().map_or(GENESIS_HASH, |entry| {
+            entry.hash.as_slice().try_into().expect("32 bytes")
+        })
+    }
+
+    /// Blanks the payloads of `entries` as an erasure does.
+    fn erase(entries: &mut [Entry]) {
+        for entry in entries {
+            entry.content = None;
+            entry.metadata = None;
+            entry.salt = None;
+            entry.erased = true;
+        }
     }
 
     fn run(entries: &[Entry], last_seq: i64, head: &[u8]) -> Result<Verified, Break> {
@@ -288,19 +382,16 @@ mod tests {
     #[test]
     fn erased_entries_verify_through_their_stored_digest_and_nothing_else() {
         let mut entries = chain(4);
-        let head = entries[3].hash.clone();
-        for entry in &mut entries[..2] {
-            entry.content = None;
-            entry.metadata = None;
-            entry.salt = None;
-            entry.erased = true;
-        }
-        let verified = run(&entries, 4, &head).expect("an erased chain verifies");
+        let erasure = erasure_after(&entries, 2);
+        entries.push(erasure);
+        erase(&mut entries[..2]);
+        let head = entries[4].hash.clone();
+        let verified = run(&entries, 5, &head).expect("an erased chain verifies");
         assert_eq!(verified.erased_entries, 2);
         let mut leftover = entries.clone();
         leftover[1].salt = Some(vec![0; 16]);
         assert_eq!(
-            run(&leftover, 4, &head).expect_err("a salt left behind"),
+            run(&leftover, 5, &head).expect_err("a salt left behind"),
             Break {
                 first_bad_seq: 2,
                 reason: Reason::PayloadDigestMismatch
@@ -309,11 +400,57 @@ mod tests {
         let mut forged = entries.clone();
         forged[0].payload_digest = vec![7; 32];
         assert_eq!(
-            run(&forged, 4, &head).expect_err("a digest cannot change"),
+            run(&forged, 5, &head).expect_err("a digest cannot change"),
             Break {
                 first_bad_seq: 1,
                 reason: Reason::HashMismatch
             }
         );
+    }
+
+    #[test]
+    fn an_erased_entry_needs_a_later_erasure_entry_that_accounts_for_it() {
+        // Messages 1-3, an erasure through 2 (seq 4), messages 5-6, an erasure through 5 (seq 7).
+        let mut entries = chain(3);
+        entries.push(erasure_after(&entries, 2));
+        for seq in 5..=6 {
+            let message = message_after(&entries, seq);
+            entries.push(message);
+        }
+        entries.push(erasure_after(&entries, 5));
+        erase(&mut entries[..3]);
+        erase(&mut entries[4..5]);
+        let head = entries[6].hash.clone();
+        let verified = run(&entries, 7, &head).expect("each erased entry is accounted for");
+        assert_eq!(verified.erased_entries, 4);
+
+        let blanked = |erased: &[usize]| {
+            let mut copy = entries.clone();
+            for &index in erased {
+                erase(&mut copy[index..=index]);
+            }
+            run(&copy, 7, &head)
+        };
+        let unaccounted = |first_bad_seq| {
+            Err(Break {
+                first_bad_seq,
+                reason: Reason::PayloadDigestMismatch,
+            })
+        };
+        // Blanked in the table after the erasures it could belong to: seq 6, past the last one's 5.
+        assert_eq!(blanked(&[5]), unaccounted(6));
+
+        // An erasure through 2 does not account for seq 3.
+        let mut short = chain(3);
+        short.push(erasure_after(&short, 2));
+        erase(&mut short[..3]);
+        let short_head = short[3].hash.clone();
+        assert_eq!(run(&short, 4, &short_head), unaccounted(3));
+
+        // No erasure entry at all: a message blanked in a chain of messages.
+        let mut plain = chain(3);
+        erase(&mut plain[1..2]);
+        let plain_head = plain[2].hash.clone();
+        assert_eq!(run(&plain, 3, &plain_head), unaccounted(2));
     }
 }

@@ -319,6 +319,16 @@ async fn tampering_as_a_superuser_is_detected_with_the_right_first_bad_seq() {
             "payload_digest_mismatch",
         ),
         (
+            // Blanked as an erasure blanks, with no erasure entry to account for it: a message
+            // removed without a trace of who did it or why.
+            "erased-by-hand",
+            vec![
+                "UPDATE entries SET content = NULL, metadata = NULL, salt = NULL, erased_at = now() WHERE session_pk = $SESSION AND seq = 3",
+            ],
+            3,
+            "payload_digest_mismatch",
+        ),
+        (
             "role",
             vec!["UPDATE entries SET role = 'system' WHERE session_pk = $SESSION AND seq = 4"],
             4,
@@ -420,6 +430,7 @@ async fn tampering_as_a_superuser_is_detected_with_the_right_first_bad_seq() {
     // Exports of tampered sessions fail offline too (a truncated one ends without a trailer).
     for name in [
         "content",
+        "erased-by-hand",
         "role",
         "created-at",
         "deleted-middle",

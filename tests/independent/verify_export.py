@@ -154,6 +154,9 @@ def verify(path, expected_head, log_key=None):
     entries = lines[:-1]
     prev = bytes(32)
     erased = 0
+    # Erased seqs no erasure entry has accounted for yet: an erased entry must be followed by an
+    # erasure entry whose erased_through_seq reaches it.
+    unaccounted = []
     reached = expected_head is None
     for position, entry in enumerate(entries, start=1):
         if entry["seq"] != position:
@@ -174,10 +177,17 @@ def verify(path, expected_head, log_key=None):
         hashed = entry_hash(prev, entry)
         if hashed.hex() != entry["hash"]:
             raise Broken(f"seq {position}: hash")
+        if entry.get("erased"):
+            unaccounted.append(position)
+        elif entry["kind"] == "erasure":
+            through = (entry["metadata"] or {}).get("erased_through_seq", 0)
+            unaccounted = [seq for seq in unaccounted if seq > through]
         prev = hashed
         reached = reached or hashed.hex() == expected_head
     if trailer["last_seq"] != len(entries) or trailer["head_hash"] != prev.hex():
         raise Broken("trailer does not match the chain")
+    if unaccounted:
+        raise Broken(f"seq {unaccounted[0]}: erased, and no erasure entry accounts for it")
     if not reached:
         raise Broken("expected head not reached")
     if log_key is not None:

@@ -309,7 +309,7 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         ));
     }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+    let Object(value) = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();
         shape_error(&path, error.into_inner())
     })?;
@@ -317,6 +317,38 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         .end()
         .map_err(|error| ApiError::MalformedJson(error.to_string()))?;
     Ok(value)
+}
+
+/// `T` from a JSON object only: a struct serde derives also takes an array of its fields in
+/// their order (`[0, [...]]` for an append), which is no body of the API.
+pub struct Object<T>(pub T);
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Object<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectOnly<T>(PhantomData<T>);
+        impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for ObjectOnly<T> {
+            type Value = T;
+            fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+                formatter.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        deserializer
+            .deserialize_map(ObjectOnly(PhantomData))
+            .map(Object)
+    }
+}
+
+/// For a field that is a list of objects (`#[serde(deserialize_with = "objects")]`).
+pub fn objects<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    let objects: Vec<Object<T>> = serde::Deserialize::deserialize(deserializer)?;
+    Ok(objects.into_iter().map(|Object(value)| value).collect())
 }
 
 fn shape_error(path: &str, error: serde_json::Error) -> ApiError {
@@ -331,10 +363,44 @@ fn shape_error(path: &str, error: serde_json::Error) -> ApiError {
     match error.classify() {
         serde_json::error::Category::Data => {
             let at = if path == "." { "body" } else { path };
-            Invalid::validation(format!("{at}: {message}")).into()
+            Invalid::validation(format!("{at}: {}", in_json_terms(&message))).into()
         }
         _ => ApiError::MalformedJson(message),
     }
+}
+
+/// serde's message in the words of JSON, which the caller sent: "expected struct
+/// AppendMessages" names one of our types, "expected i32" a Rust one. Only serde's own words
+/// change: a value quoted from the body sits between "invalid type: " and the last ", expected ".
+fn in_json_terms(message: &str) -> String {
+    let mut plain = message.to_owned();
+    for (rust, json) in [
+        ("invalid type: sequence", "invalid type: an array"),
+        ("invalid type: map", "invalid type: an object"),
+    ] {
+        if let Some(rest) = plain.strip_prefix(rust) {
+            plain = format!("{json}{rest}");
+        }
+    }
+    let Some(at) = plain.rfind(", expected ") else {
+        return plain;
+    };
+    let (said, expected) = plain.split_at(at + ", expected ".len());
+    let end = |text: &str| text.find([' ', ',']).unwrap_or(text.len());
+    let (what, rest) = if let Some(named) = expected.strip_prefix("struct ") {
+        ("an object", &named[end(named)..])
+    } else {
+        let word = &expected[..end(expected)];
+        let what = match word {
+            "i8" | "i16" | "i32" | "i64" | "u8" | "u16" | "u32" | "u64" | "isize" | "usize" => {
+                "an integer"
+            }
+            "f32" | "f64" => "a number",
+            _ => return plain,
+        };
+        (what, &expected[word.len()..])
+    };
+    format!("{said}{what}{rest}")
 }
 
 /// `application/json`, optionally with `charset=utf-8`.
@@ -460,5 +526,63 @@ mod tests {
             problem(r#"{"expected_seq": 1e400, "messages": []}"#).0,
             InvalidKind::Number
         );
+    }
+
+    #[test]
+    fn shape_errors_speak_of_json_not_rust_types() {
+        let detail = |body: &str| match parse_json::<Shape>(body.as_bytes()) {
+            Err(ApiError::Domain(Error::Invalid(invalid))) => invalid.detail,
+            other => panic!("{body}: {other:?}", other = other.map(|_| ())),
+        };
+        let said = detail("[1]");
+        assert!(
+            said.starts_with("body: invalid type: an array, expected an object"),
+            "{said}"
+        );
+        let said = detail(r#"{"expected_seq": "5", "messages": []}"#);
+        assert!(
+            said.starts_with(r#"expected_seq: invalid type: string "5", expected an integer"#),
+            "{said}"
+        );
+        let said = detail(r#"{"expected_seq": 1e20, "messages": []}"#);
+        assert!(said.contains("expected an integer"), "{said}");
+        let said = detail(r#"{"messages": {}}"#);
+        assert!(
+            said.starts_with("messages: invalid type: an object, expected a sequence"),
+            "{said}"
+        );
+        for said in [
+            detail("[1]"),
+            detail(r#"{"expected_seq": true, "messages": []}"#),
+        ] {
+            assert!(!said.contains("Shape") && !said.contains("i64"), "{said}");
+        }
+    }
+
+    #[test]
+    fn a_body_and_each_message_are_objects_never_arrays_of_their_fields() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Listed {
+            expected_seq: Option<i64>,
+            #[serde(deserialize_with = "objects")]
+            messages: Vec<Inner>,
+        }
+        let detail = |body: &str| match parse_json::<Listed>(body.as_bytes()) {
+            Err(ApiError::Domain(Error::Invalid(invalid))) => invalid.detail,
+            other => panic!("{body}: {other:?}", other = other.map(|_| ())),
+        };
+        let said = detail(r#"[0, [{"role": "user"}]]"#);
+        assert!(
+            said.starts_with("body: invalid type: an array, expected an object"),
+            "{said}"
+        );
+        let said = detail(r#"{"messages": [["user"]]}"#);
+        assert!(
+            said.starts_with("messages[0]: invalid type: an array, expected an object"),
+            "{said}"
+        );
+        let parsed = parse_json::<Listed>(br#"{"messages": [{"role": "user"}]}"#).expect("objects");
+        assert_eq!(parsed.messages[0].role, "user");
     }
 }

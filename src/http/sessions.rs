@@ -51,6 +51,7 @@ pub struct AppendMessages {
     #[schema(minimum = 0)]
     expected_seq: Option<i64>,
     #[schema(min_items = 1)]
+    #[serde(deserialize_with = "super::extract::objects")]
     messages: Vec<NewMessage>,
 }
 

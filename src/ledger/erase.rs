@@ -144,12 +144,20 @@ impl Recorded for Erasure {
     }
 
     fn outcome(&self, erased: &Erased) -> Record {
+        if erased.appended.replayed {
+            // A retry answered with the erasure it repeats: it erased nothing itself.
+            return Record::created(json!({
+                "erasure_seq": erased.appended.first_seq,
+                "reason": self.request.reason,
+                "replayed": true,
+            }));
+        }
         Record::created(json!({
             "erased_through_seq": erased.erased_through_seq,
             "erased_count": erased.erased_count,
             "erasure_seq": erased.appended.first_seq,
             "reason": self.request.reason,
-            "replayed": erased.appended.replayed,
+            "replayed": false,
         }))
     }
 }

@@ -256,6 +256,28 @@ async fn a_retried_erasure_with_its_key_erases_once() {
     );
     assert_eq!(second.json::<Value>().await.expect("json"), first);
     assert_eq!(app.all_entries("retry").await.len(), 2, "one erasure entry");
+    // Each attempt is recorded; the replay's record says it changed nothing, not that it
+    // erased nothing through seq 0.
+    let log = json_ok(
+        as_auditor(&app, Method::GET, "/v1/audit/access?action=erase")
+            .send()
+            .await
+            .expect("sent"),
+    )
+    .await;
+    let details: Vec<&Value> = log["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .map(|record| &record["detail"])
+        .collect();
+    assert_eq!(
+        details,
+        [
+            &json!({"erased_count": 1, "erased_through_seq": 1, "erasure_seq": 2, "reason": "r", "replayed": false}),
+            &json!({"erasure_seq": 2, "reason": "r", "replayed": true}),
+        ]
+    );
     let other_body = as_auditor(&app, Method::POST, "/v1/sessions/retry/erasure")
         .header("Idempotency-Key", "erase-1")
         .json(&json!({"reason": "other"}))

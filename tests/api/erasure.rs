@@ -287,6 +287,61 @@ async fn a_retried_erasure_with_its_key_erases_once() {
     assert_problem(other_body, 422, "idempotency_key_reused").await;
 }
 
+/// An idempotency key's request digest is SHA-256 over the request, unsalted: after an erasure
+/// it would confirm a guess of what was erased (a retry with the guessed body replayed, any
+/// other refused, and anyone reading the table could test guesses offline).
+#[tokio::test]
+async fn an_erasure_forgets_the_request_digests_of_the_appends_it_erased() {
+    let app = TestApp::spawn().await;
+    let path = "/v1/sessions/guessed/messages";
+    let body = |content: &str| json!({"messages": [{"role": "user", "content": content}]});
+    for (key, content) in [("k-1", "yes"), ("k-2", "kept")] {
+        let appended = app.post_with_key(path, key, &body(content)).await;
+        assert_eq!(appended.status(), 201);
+    }
+    let erased = erase(&app, "guessed", json!({"reason": "gdpr", "through_seq": 1})).await;
+    assert_eq!(erased.status(), 201);
+
+    // Whatever a retry of the erased append says, it gets the same answer: the append, replayed.
+    for guess in ["yes", "no"] {
+        let retried = app.post_with_key(path, "k-1", &body(guess)).await;
+        assert_eq!(retried.status(), 201, "{guess}");
+        assert_eq!(
+            retried
+                .headers()
+                .get("idempotent-replayed")
+                .map(|v| v.as_bytes()),
+            Some(&b"true"[..]),
+            "{guess}"
+        );
+        assert_eq!(retried.json::<Value>().await.expect("json")["first_seq"], 1);
+    }
+    // The append that was not erased still tells its retry from another request.
+    assert_problem(
+        app.post_with_key(path, "k-2", &body("other")).await,
+        422,
+        "idempotency_key_reused",
+    )
+    .await;
+    let forgotten: Vec<(String, bool)> = sqlx::query_as(
+        "SELECT k.key, k.request_digest IS NULL FROM idempotency_keys k
+           JOIN sessions s ON s.id = k.session_pk WHERE s.session_id = 'guessed' ORDER BY k.key",
+    )
+    .fetch_all(&superuser(&app).await)
+    .await
+    .expect("keys");
+    assert_eq!(
+        forgotten,
+        [("k-1".to_owned(), true), ("k-2".to_owned(), false)],
+        "nothing of the erased request is left to test guesses against"
+    );
+    assert_eq!(
+        app.all_entries("guessed").await.len(),
+        3,
+        "nothing appended twice"
+    );
+}
+
 #[tokio::test]
 async fn a_legal_hold_blocks_erasure_until_it_is_released_and_every_step_is_recorded() {
     let app = TestApp::spawn().await;

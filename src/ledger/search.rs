@@ -313,10 +313,12 @@ pub fn snippet(text: &str, terms: &[String]) -> String {
 }
 
 /// One character as matching sees it: lower-cased where that keeps it one character, so that
-/// positions in the folded text are positions in the original.
+/// positions in the folded text are positions in the original, and final sigma as σ (as
+/// chatledger_fold folds it: migration 0020).
 fn fold(c: char) -> char {
     let mut lower = c.to_lowercase();
     match (lower.next(), lower.next()) {
+        (Some('ς'), None) => 'σ',
         (Some(single), None) => single,
         _ => c,
     }

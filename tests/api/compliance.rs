@@ -634,8 +634,39 @@ async fn search_finds_substrings_in_any_script_and_every_message_kind() {
     )
     .await;
     say(&app, "en", "user", json!("100% sure_thing"), json!({})).await;
+    // Σ lower-cases to ς at a word's end and to σ inside one.
+    say(
+        &app,
+        "el",
+        "user",
+        json!("Ο ΛΟΓΑΡΙΑΣΜΟΣ μου 4455"),
+        json!({}),
+    )
+    .await;
+    say(&app, "el", "user", json!("ΣΊΣΥΦΟΣüüü straße"), json!({})).await;
 
     assert_eq!(hits(&search(&app, "q=8892").await), [("zh".to_owned(), 1)]);
+    let term = |text: &str| {
+        format!(
+            "q={}",
+            form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>()
+        )
+    };
+    for greek in ["ΛΟΓΑΡΙΑΣ", "λογαριας", "λογαριασμος"] {
+        assert_eq!(
+            hits(&search(&app, &term(greek)).await),
+            [("el".to_owned(), 1)],
+            "{greek}"
+        );
+    }
+    assert_eq!(
+        hits(&search(&app, &term("ΣΊΣΥΦΟΣ")).await),
+        [("el".to_owned(), 2)]
+    );
+    assert_eq!(
+        search(&app, &term("σίσυφος")).await["results"][0]["snippet"],
+        "[[ΣΊΣΥΦΟΣ]]üüü straße"
+    );
     assert_eq!(
         hits(&search(&app, "q=%E9%80%80%E8%B4%A7").await),
         [("zh".to_owned(), 2)],

@@ -671,6 +671,11 @@ async fn retention_erases_exactly_the_expired_payloads_of_unheld_sessions() {
         Some(3),
         "one record per erasure"
     );
+    // Retention ages payloads out and ends no conversation: each session it erased whole takes
+    // the customer's next turn.
+    for session in ["old-a", "old-b", "held"] {
+        app.append(session, &[("user", "back again")]).await;
+    }
 }
 
 #[tokio::test]

@@ -241,8 +241,8 @@ pub trait Recorded: Send + Sync + 'static {
 }
 
 /// Runs `work` in `scope` and, unless the tenant's policy leaves it out, writes its access record in
-/// the same transaction: a `SessionNotFound` is recorded too (status 404); any other failure
-/// writes nothing.
+/// the same transaction: a not-found (a session, a seq, a hold) is recorded too (status 404);
+/// any other failure writes nothing but a refused erasure's.
 pub async fn run_recorded<W: Recorded>(
     pool: &PgPool,
     scope: Scope<'_>,
@@ -333,7 +333,8 @@ pub async fn run_recorded_on<W: Recorded>(
 fn recorded_outcome<W: Recorded>(work: &W, result: &Result<W::Output, Error>) -> Option<Outcome> {
     match result {
         Ok(output) => Some(work.outcome(output)),
-        Err(Error::SessionNotFound) => Some(Outcome {
+        // An attempt on what does not exist (a session, a hold, a seq) is part of the trail.
+        Err(Error::SessionNotFound | Error::NotFound) => Some(Outcome {
             detail: Value::Object(Default::default()),
             status: 404,
         }),

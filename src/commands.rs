@@ -681,6 +681,10 @@ pub async fn retention(command: RetentionCommand) -> CommandResult {
         database,
     } = command;
     with_database(&database, |pool| async move {
+        if let Some(name) = &tenant {
+            // A mistyped tenant is an error, not a sweep that found nothing due.
+            admin::tenant_by_name(&mut *pool.acquire().await?, name).await?;
+        }
         let report =
             retention::sweep(&pool, chrono::Utc::now(), tenant.as_deref(), dry_run).await?;
         if !report.ran {

@@ -380,7 +380,10 @@ impl SearchParams {
                 .metadata
                 .as_deref()
                 .map(|raw| match serde_json::from_str(raw) {
-                    Ok(Value::Object(object)) => Ok(object),
+                    // Its keys once each, as in any stored object (I-JSON).
+                    Ok(Value::Object(object)) => crate::ledger::json::check(raw, "metadata")
+                        .map(|()| object)
+                        .map_err(|invalid| Invalid::parameter(invalid.detail)),
                     _ => Err(Invalid::parameter("metadata must be a JSON object")),
                 })
                 .transpose()?,

@@ -646,4 +646,13 @@ async fn the_command_line_creates_tenants_and_keys_lists_and_revokes_them() {
         run(&["keys", "revoke", "key_00000000000000000000000000"]).0,
         1
     );
+    // A mistyped tenant is an error, not a sweep that found nothing due.
+    assert_eq!(
+        run(&["retention", "run", "--dry-run", "--tenant", "nosuch"]),
+        (1, String::new())
+    );
+    assert_eq!(
+        run(&["retention", "run", "--dry-run", "--tenant", "umbrella"]).0,
+        0
+    );
 }

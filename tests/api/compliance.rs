@@ -127,6 +127,30 @@ async fn every_read_by_a_reader_or_auditor_writes_exactly_one_record_and_writer_
         (fresh[1]["action"].clone(), fresh[1]["status"].clone()),
         (json!("read_session"), json!(404))
     );
+    // So are attempts on a seq or a hold that does not exist.
+    let proof = get(&app, "/v1/sessions/s1/proof?seq=99", &db.auditor_key)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(proof.status(), 404);
+    let release = app
+        .request_as(Method::DELETE, "/v1/holds/999999", Some(&db.auditor_key))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(release.status(), 404);
+    let fresh = new_records(&app, &db.auditor_key, &mut seen).await;
+    let attempts: Vec<(Value, Value)> = fresh
+        .iter()
+        .map(|record| (record["action"].clone(), record["status"].clone()))
+        .collect();
+    assert_eq!(
+        attempts,
+        [
+            (json!("proof"), json!(404)),
+            (json!("hold_release"), json!(404))
+        ]
+    );
 
     // A writer's reads (a bot loading its context) are not recorded by default...
     for path in [
@@ -833,6 +857,8 @@ async fn search_filters_combine_and_the_cursor_walks_every_result_once_newest_fi
         "q=x&from=yesterday",
         "q=x&metadata=%5B1%5D",
         "q=x&metadata=nope",
+        // {"a":1,"a":2}: a key twice.
+        "q=x&metadata=%7B%22a%22%3A1%2C%22a%22%3A2%7D",
         "q=x&after=garbage",
         "q=%22unclosed",
         "q=x&q=y",

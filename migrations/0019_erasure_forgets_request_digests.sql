@@ -3,16 +3,15 @@
 -- request; after an erasure that digest still confirmed a guess of what was erased: a retry
 -- with the same key and the guessed body was replayed (201), any other body refused (422), and
 -- anyone reading the table could test guesses offline ("yes" is one guess away). Now every
--- statement that erases entries sets request_digest to NULL on the keys of the appends it
--- erased (from an AFTER trigger, like the search index's removal, so every way of erasing does
--- it), and a key without its digest replays its append whatever body the retry carries
--- (chatledger_replay: NULL <> digest is not true): still written at most once, and no oracle.
-ALTER TABLE idempotency_keys ALTER COLUMN request_digest DROP NOT NULL;
-
--- Append-only as before, but for this one-way change of that one column.
+-- statement that erases messages replaces the digest of each key whose append it erased with
+-- one byte, 0x00, which no request's digest equals (from an AFTER trigger, like the search
+-- index's removal, so every way of erasing does it): any request with such a key, whatever its
+-- body and whichever route it is sent to, is refused as idempotency_key_reused
+-- (chatledger_replay). Nothing is written twice, no answer tells a right guess from a wrong one,
+-- and an erasure sent with an erased append's key is refused rather than taken for its replay.
 CREATE FUNCTION chatledger_request_forgotten_once() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF OLD.request_digest IS NULL OR NEW.request_digest IS NOT NULL
+    IF OLD.request_digest = '\x00'::bytea OR NEW.request_digest <> '\x00'::bytea
        OR (NEW.tenant_id, NEW.session_pk, NEW.key, NEW.first_seq, NEW.last_seq, NEW.created_at)
           IS DISTINCT FROM
           (OLD.tenant_id, OLD.session_pk, OLD.key, OLD.first_seq, OLD.last_seq, OLD.created_at) THEN
@@ -28,20 +27,23 @@ CREATE TRIGGER idempotency_keys_no_delete BEFORE DELETE ON idempotency_keys
 CREATE TRIGGER idempotency_keys_forget_only BEFORE UPDATE ON idempotency_keys
     FOR EACH ROW EXECUTE FUNCTION chatledger_request_forgotten_once();
 
--- The keys whose appends hold an entry the statement erased. An erasure erases every message up
--- to its seq that was not erased before, so each session's erased seqs fill the range from the
--- first to the last of them but for entries that are no messages or were erased already: a key
--- overlapping that range covers an entry erased now, or none that holds a payload.
+-- The keys of the appends the statement erased. An erasure erases every message up to its seq
+-- that was not erased before, so each session's erased seqs span a range in which every message
+-- is erased now or was before; an append's entries are all messages, so the keys to forget are
+-- those of that range whose first entry is a message (a reset's or an erasure's key stays).
 CREATE FUNCTION chatledger_forget_erased_requests() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER AS $$
 BEGIN
-    UPDATE idempotency_keys k SET request_digest = NULL
+    UPDATE idempotency_keys k SET request_digest = '\x00'::bytea
       FROM (SELECT n.tenant_id, n.session_pk, min(n.seq) AS first_seq, max(n.seq) AS last_seq
               FROM erased_entries n WHERE n.erased_at IS NOT NULL
              GROUP BY n.tenant_id, n.session_pk) r
      WHERE k.tenant_id = r.tenant_id AND k.session_pk = r.session_pk
-       AND k.first_seq <= r.last_seq AND k.last_seq >= r.first_seq
-       AND k.request_digest IS NOT NULL;
+       AND k.first_seq BETWEEN r.first_seq AND r.last_seq
+       AND k.request_digest <> '\x00'::bytea
+       AND EXISTS (SELECT 1 FROM entries e
+                    WHERE e.tenant_id = k.tenant_id AND e.session_pk = k.session_pk
+                      AND e.seq = k.first_seq AND e.kind = 'message');
     RETURN NULL;
 END
 $$;

@@ -28,7 +28,7 @@ async fn the_database_refuses_update_delete_and_truncate_even_for_the_owner() {
         "UPDATE idempotency_keys SET first_seq = 0",
         // The one update a key takes is forgetting its request digest, as an erasure does.
         "UPDATE idempotency_keys SET request_digest = sha256('guess')",
-        "UPDATE idempotency_keys SET request_digest = NULL, last_seq = 0",
+        "UPDATE idempotency_keys SET request_digest = '\\x00', last_seq = 0",
         "DELETE FROM idempotency_keys",
         "TRUNCATE idempotency_keys",
         "UPDATE sessions SET last_seq = last_seq - 1",

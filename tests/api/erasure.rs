@@ -295,50 +295,88 @@ async fn an_erasure_forgets_the_request_digests_of_the_appends_it_erased() {
     let app = TestApp::spawn().await;
     let path = "/v1/sessions/guessed/messages";
     let body = |content: &str| json!({"messages": [{"role": "user", "content": content}]});
-    for (key, content) in [("k-1", "yes"), ("k-2", "kept")] {
-        let appended = app.post_with_key(path, key, &body(content)).await;
-        assert_eq!(appended.status(), 201);
-    }
-    let erased = erase(&app, "guessed", json!({"reason": "gdpr", "through_seq": 1})).await;
-    assert_eq!(erased.status(), 201);
+    let append = |key: &'static str, content: &'static str| {
+        let app = &app;
+        let request = body(content);
+        async move {
+            let appended = app.post_with_key(path, key, &request).await;
+            assert_eq!(appended.status(), 201, "{key}");
+        }
+    };
+    let erase_with = |key: &'static str, through_seq: i64| {
+        as_auditor(&app, Method::POST, "/v1/sessions/guessed/erasure")
+            .header("Idempotency-Key", key)
+            .json(&json!({"reason": "gdpr", "through_seq": through_seq}))
+            .send()
+    };
+    append("k-1", "yes").await;
+    append("k-2", "maybe").await;
+    assert_eq!(erase_with("e-1", 1).await.expect("sent").status(), 201);
+    append("k-4", "more").await;
+    append("k-5", "kept").await;
+    // Erases seqs 2 and 4; the erasure entry between them (seq 3, key e-1) is no append.
+    assert_eq!(erase_with("e-2", 4).await.expect("sent").status(), 201);
 
-    // Whatever a retry of the erased append says, it gets the same answer: the append, replayed.
+    // Whatever a request with an erased append's key says, it gets the same answer.
     for guess in ["yes", "no"] {
-        let retried = app.post_with_key(path, "k-1", &body(guess)).await;
-        assert_eq!(retried.status(), 201, "{guess}");
-        assert_eq!(
-            retried
-                .headers()
-                .get("idempotent-replayed")
-                .map(|v| v.as_bytes()),
-            Some(&b"true"[..]),
-            "{guess}"
-        );
-        assert_eq!(retried.json::<Value>().await.expect("json")["first_seq"], 1);
+        assert_problem(
+            app.post_with_key(path, "k-1", &body(guess)).await,
+            422,
+            "idempotency_key_reused",
+        )
+        .await;
     }
-    // The append that was not erased still tells its retry from another request.
+    // An erasure sent with such a key is refused, not taken for the append's replay.
     assert_problem(
-        app.post_with_key(path, "k-2", &body("other")).await,
+        erase_with("k-2", 5).await.expect("sent"),
+        422,
+        "idempotency_key_reused",
+    )
+    .await;
+    // Keys of what was not erased still replay their request and refuse another.
+    let replayed = erase_with("e-1", 1).await.expect("sent");
+    assert_eq!(replayed.status(), 201);
+    assert_eq!(
+        replayed
+            .headers()
+            .get("idempotent-replayed")
+            .map(|v| v.as_bytes()),
+        Some(&b"true"[..])
+    );
+    assert_eq!(
+        app.post_with_key(path, "k-5", &body("kept")).await.status(),
+        201
+    );
+    assert_problem(
+        app.post_with_key(path, "k-5", &body("other")).await,
         422,
         "idempotency_key_reused",
     )
     .await;
     let forgotten: Vec<(String, bool)> = sqlx::query_as(
-        "SELECT k.key, k.request_digest IS NULL FROM idempotency_keys k
+        "SELECT k.key, k.request_digest = '\\x00'::bytea FROM idempotency_keys k
            JOIN sessions s ON s.id = k.session_pk WHERE s.session_id = 'guessed' ORDER BY k.key",
     )
     .fetch_all(&superuser(&app).await)
     .await
     .expect("keys");
+    let expected = [
+        ("e-1", false),
+        ("e-2", false),
+        ("k-1", true),
+        ("k-2", true),
+        ("k-4", true),
+        ("k-5", false),
+    ]
+    .map(|(key, gone)| (key.to_owned(), gone));
     assert_eq!(
-        forgotten,
-        [("k-1".to_owned(), true), ("k-2".to_owned(), false)],
-        "nothing of the erased request is left to test guesses against"
+        forgotten, expected,
+        "nothing of an erased request is left to test guesses against"
     );
     assert_eq!(
         app.all_entries("guessed").await.len(),
-        3,
-        "nothing appended twice"
+        6,
+        "nothing written twice"
     );
 }
 

@@ -23,16 +23,12 @@ use super::{AppState, AuditSlot, with_staleness};
 use crate::access::{self, AccessRecord, Action, ListAccess, Outcome, Recorded};
 use crate::auth::{Caller, Scope};
 use crate::error::{Error, Invalid};
-use crate::ledger::audit::{self, AuditHead};
+use crate::ledger::MessageRole;
+use crate::ledger::audit::{self, AuditHead, ExportCursor, ExportStep};
 use crate::ledger::checkpoints::{self, InclusionProof};
 use crate::ledger::export::{self, Trailer};
 use crate::ledger::search::{self, Cursor, Search, SearchQuery};
-use crate::ledger::{MessageRole, PageLimit};
 use crate::ledger::{SessionId, Timestamp};
-
-/// Entries per export page (pages are bounded by bytes too): bounds the server's memory
-/// whatever the session's length.
-const EXPORT_PAGE: i64 = 100;
 
 /// How long an export waits for its head to be integrated into the log: beyond API.md's 10 s
 /// coverage bound, the log is not keeping up and the export ends without a trailer.
@@ -160,13 +156,13 @@ pub async fn export(
         state,
         caller,
         session_id,
-        head,
         exported_at: Timestamp(Utc::now()),
     };
-    let lines = stream::unfold((export, Some(0)), |(export, after)| async move {
-        let after = after?;
-        let (chunk, next) = export.chunk_after(after).await;
-        Some((chunk, (export, next)))
+    let start = Some((export, ExportCursor::new(head)));
+    let lines = stream::unfold(start, |reading| async move {
+        let (export, cursor) = reading?;
+        let (chunk, cursor) = export.chunk(cursor).await;
+        Some((chunk, cursor.map(|cursor| (export, cursor))))
     });
     let response = (
         [(CONTENT_TYPE, "application/x-ndjson")],
@@ -205,24 +201,19 @@ struct Export {
     state: AppState,
     caller: Caller,
     session_id: SessionId,
-    head: AuditHead,
     exported_at: Timestamp,
 }
 
 impl Export {
     /// The head leaf's inclusion proof against the latest checkpoint, waiting (bounded) for
     /// the sequencer while the head is not integrated; `None` on a server without a log.
-    async fn head_proof(&self) -> Result<Option<InclusionProof>, ApiError> {
+    async fn head_proof(&self, last_seq: i64) -> Result<Option<InclusionProof>, ApiError> {
         if self.state.log_key.is_none() {
             return Ok(None);
         }
         let deadline = tokio::time::Instant::now() + HEAD_PROOF_WAIT;
         loop {
-            let (caller, session_id, last_seq) = (
-                self.caller.clone(),
-                self.session_id.clone(),
-                self.head.last_seq,
-            );
+            let (caller, session_id) = (self.caller.clone(), self.session_id.clone());
             let proof = self
                 .state
                 .run(move |pool| async move {
@@ -257,57 +248,27 @@ impl Export {
         }
     }
 
-    /// The lines after seq `after`, and where to go on (`None`: done).
-    async fn chunk_after(&self, after: i64) -> (std::io::Result<Bytes>, Option<i64>) {
-        if after >= self.head.last_seq {
-            let proof = match self.head_proof().await {
-                Ok(proof) => proof,
-                Err(error) => {
-                    tracing::error!(%error, "export stopped before its trailer");
-                    return (Err(std::io::Error::other("export stopped early")), None);
-                }
-            };
-            let (leaf_index, leaf, checkpoint, inclusion_path) = match proof {
-                Some(proof) => (
-                    Some(proof.leaf_index),
-                    Some(proof.leaf),
-                    Some(proof.checkpoint),
-                    Some(proof.inclusion_path),
-                ),
-                None => (None, None, None, None),
-            };
-            let trailer = Trailer {
-                tenant: self.caller.tenant.name.to_string(),
-                session_id: self.session_id.as_str().to_owned(),
-                last_seq: self.head.last_seq,
-                head_hash: hex::encode(&self.head.head_hash),
-                exported_at: self.exported_at.to_string(),
-                leaf_index,
-                leaf,
-                checkpoint,
-                inclusion_path,
-            };
-            return (Ok(Bytes::from(export::trailer_line(trailer))), None);
-        }
-        let (caller, session_id, before) = (
-            self.caller.clone(),
-            self.session_id.clone(),
-            self.head.last_seq + 1,
-        );
-        let limit = PageLimit {
-            entries: EXPORT_PAGE,
-            bytes: self.state.limits.max_page_bytes as i64,
-        };
-        let page = self
+    /// The next lines, and where to go on (`None`: done).
+    async fn chunk(&self, cursor: ExportCursor) -> (std::io::Result<Bytes>, Option<ExportCursor>) {
+        let (caller, session_id) = (self.caller.clone(), self.session_id.clone());
+        let max_page_bytes = self.state.limits.max_page_bytes as i64;
+        let step = self
             .state
             .run_read(|pool| async move {
+                let mut cursor = cursor;
                 let db = &mut *pool.acquire().await?;
-                audit::page(db, caller.scope(), &session_id, after, before, limit).await
+                let step = cursor
+                    .next(db, caller.scope(), &session_id, max_page_bytes)
+                    .await?;
+                Ok((step, cursor))
             })
             .await;
-        match page {
-            Ok(entries) if !entries.is_empty() => {
-                let next = entries.last().map_or(after, |entry| entry.seq);
+        let stopped = |error: &dyn std::fmt::Display| {
+            tracing::error!(%error, "export stopped before its trailer");
+            (Err(std::io::Error::other("export stopped early")), None)
+        };
+        match step {
+            Ok((ExportStep::Entries(entries), cursor)) => {
                 let mut chunk = Vec::new();
                 for entry in entries {
                     chunk.extend(export::entry_line(
@@ -316,18 +277,45 @@ impl Export {
                         entry,
                     ));
                 }
-                (Ok(Bytes::from(chunk)), Some(next))
+                (Ok(Bytes::from(chunk)), Some(cursor))
             }
-            // A gap in the stored ledger: stop without a trailer, so the export fails to verify.
-            Ok(_) => (
-                Err(std::io::Error::other("stored entries end before the head")),
-                None,
-            ),
-            Err(error) => {
-                tracing::error!(%error, "export stopped early");
-                (Err(std::io::Error::other("export stopped early")), None)
+            Ok((ExportStep::AtHead, cursor)) => match self.trailer(cursor.head()).await {
+                Ok(trailer) => (Ok(Bytes::from(export::trailer_line(trailer))), None),
+                Err(error) => stopped(&error),
+            },
+            Ok((ExportStep::ErasedMeanwhile, _)) => {
+                tracing::warn!(
+                    "export stopped before its trailer: the session was erased while it was \
+                     exported, so export it again"
+                );
+                (Err(std::io::Error::other("erased while exported")), None)
             }
+            Err(error) => stopped(&error),
         }
+    }
+
+    async fn trailer(&self, head: &AuditHead) -> Result<Trailer, ApiError> {
+        let (leaf_index, leaf, checkpoint, inclusion_path) =
+            match self.head_proof(head.last_seq).await? {
+                Some(proof) => (
+                    Some(proof.leaf_index),
+                    Some(proof.leaf),
+                    Some(proof.checkpoint),
+                    Some(proof.inclusion_path),
+                ),
+                None => (None, None, None, None),
+            };
+        Ok(Trailer {
+            tenant: self.caller.tenant.name.to_string(),
+            session_id: self.session_id.as_str().to_owned(),
+            last_seq: head.last_seq,
+            head_hash: hex::encode(&head.head_hash),
+            exported_at: self.exported_at.to_string(),
+            leaf_index,
+            leaf,
+            checkpoint,
+            inclusion_path,
+        })
     }
 }
 

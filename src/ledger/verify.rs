@@ -148,6 +148,11 @@ impl ChainVerifier {
         }
     }
 
+    /// Whether an erased entry accepted so far still awaits the `erasure` entry that erased it.
+    pub fn awaits_erasure_entry(&self) -> bool {
+        !self.unaccounted.is_empty()
+    }
+
     /// Entries accepted so far whose payload was erased.
     pub fn erased_entries(&self) -> i64 {
         self.erased
@@ -184,7 +189,7 @@ impl ChainVerifier {
 }
 
 /// How far an `erasure` entry says it erased (0 when its metadata does not say).
-fn erased_through_seq(entry: &Entry) -> i64 {
+pub(crate) fn erased_through_seq(entry: &Entry) -> i64 {
     entry
         .metadata
         .as_ref()

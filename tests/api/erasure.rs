@@ -1,6 +1,9 @@
 //! Erasure, legal holds and retention: the payload goes, the proof that something was said and
 //! erased stays; a hold stops both erasure and retention until it is released.
 
+use chatledger::auth::Scope;
+use chatledger::ledger::SessionId;
+use chatledger::ledger::audit::{self, AuditHead, ExportCursor, ExportStep};
 use chatledger::ledger::retention;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -230,6 +233,74 @@ async fn a_partial_erasure_leaves_later_entries_and_the_session_open() {
     let exported = export(&app, "part").await;
     assert_eq!(verify_export(&exported, None), 0);
     assert_eq!(independent_verifier(&exported, None).0, 0);
+}
+
+/// Each seq an export up to `head` reads with whether it was erased, and how it ends.
+async fn read_export(
+    pool: &sqlx::PgPool,
+    scope: Scope<'_>,
+    session: &SessionId,
+    head: AuditHead,
+) -> (Vec<(i64, bool)>, ExportStep) {
+    let mut cursor = ExportCursor::new(head);
+    let mut db = pool.acquire().await.expect("db");
+    let mut read = Vec::new();
+    loop {
+        match cursor.next(&mut db, scope, session, 1 << 20).await {
+            Ok(ExportStep::Entries(entries)) => {
+                read.extend(entries.iter().map(|entry| (entry.seq, entry.erased)));
+            }
+            Ok(end) => return (read, end),
+            Err(error) => panic!("export page: {error}"),
+        }
+    }
+}
+
+/// Verify and export read the head first and the entries after, in other transactions. An
+/// erasure that commits in between erases entries up to that head and appends its own entry
+/// past it; neither may then report a break that is not in the ledger.
+#[tokio::test]
+async fn an_erasure_between_reading_the_head_and_the_entries_is_not_taken_for_tampering() {
+    let app = TestApp::spawn().await;
+    app.append("racing", &[("user", "secret"), ("assistant", "noted")])
+        .await;
+    app.append("racing", &[("user", "kept")]).await;
+    let tenant =
+        chatledger::admin::tenant_by_name(&mut app.pool.acquire().await.expect("db"), "acme")
+            .await
+            .expect("acme");
+    let scope = Scope::operator(&tenant);
+    let session = SessionId::parse("racing").expect("id");
+    let head = async || {
+        audit::head(&mut app.pool.acquire().await.expect("db"), scope, &session)
+            .await
+            .expect("head")
+    };
+    let before_erasure = head().await;
+    assert_eq!(before_erasure.last_seq, 3);
+    let response = erase(&app, "racing", json!({"reason": "r", "through_seq": 2})).await;
+    assert_eq!(response.status(), 201);
+
+    // Verify reads on to the erasure entry, which accounts for the entries it found erased.
+    let verified =
+        audit::verify_through(&app.pool, scope, &session, before_erasure.clone(), 1 << 20)
+            .await
+            .expect("read")
+            .expect("intact");
+    assert_eq!(
+        (verified.verified_through_seq, verified.erased_entries),
+        (4, 2)
+    );
+
+    // An export holds no entry past its head, so it cannot hold that one: it ends without its
+    // trailer rather than with one that fails to verify.
+    let (read, end) = read_export(&app.pool, scope, &session, before_erasure).await;
+    assert_eq!(read, [(1, true), (2, true), (3, false)]);
+    assert!(matches!(end, ExportStep::ErasedMeanwhile), "{end:?}");
+    let (read, end) = read_export(&app.pool, scope, &session, head().await).await;
+    assert_eq!(read, [(1, true), (2, true), (3, false), (4, false)]);
+    assert!(matches!(end, ExportStep::AtHead), "{end:?}");
+    assert_eq!(verify_export(&export(&app, "racing").await, None), 0);
 }
 
 #[tokio::test]

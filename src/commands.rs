@@ -399,7 +399,9 @@ pub async fn migrate(args: DatabaseArgs) -> CommandResult {
     let result = db::migrate(database.owner()).await;
     let closed = database.close().await;
     result?;
-    Ok(closed?)
+    closed?;
+    println!("schema at migration {}", db::schema_version());
+    Ok(())
 }
 
 /// Runs `work` on a migrated database with the runtime role, then closes the database.

@@ -171,6 +171,14 @@ impl Database {
 }
 
 /// Applies pending migrations as the owner (which also creates the runtime role when it may).
+/// The newest migration this binary holds, as `version description`: what `migrate` leaves the
+/// schema at.
+pub fn schema_version() -> String {
+    MIGRATOR.iter().last().map_or_else(String::new, |newest| {
+        format!("{:04} {}", newest.version, newest.description)
+    })
+}
+
 pub async fn migrate(owner: &PgConnectOptions) -> Result<(), DbError> {
     let mut connection = owner.connect().await.map_err(DbError::Connect)?;
     let result = MIGRATOR.run(&mut connection).await.map_err(|source| {

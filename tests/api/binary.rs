@@ -475,3 +475,28 @@ fn commands_refuse_a_data_dir_without_a_cluster_and_create_nothing() {
         "nothing was created at the mistyped path"
     );
 }
+
+/// `migrate` names the schema it leaves, whether it applied anything or not: it printed nothing,
+/// so a run ahead of a rollout looked the same whatever it did.
+#[tokio::test]
+async fn migrate_names_the_newest_migration_it_leaves_the_schema_at() {
+    let database = TestDatabase::new().await;
+    let newest = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations"))
+        .expect("migrations")
+        .filter_map(|file| file.ok()?.file_name().into_string().ok())
+        .filter_map(|name| Some(name.strip_suffix(".sql")?.to_owned()))
+        .max()
+        .expect("a migration");
+    let (version, description) = newest.split_once('_').expect("version_description");
+    for _ in 0..2 {
+        let (status, printed) = run_cli(&["migrate"], None, Some(&database.owner_url));
+        assert_eq!(status, 0, "{printed}");
+        assert_eq!(
+            printed,
+            format!(
+                "schema at migration {version} {}\n",
+                description.replace('_', " ")
+            )
+        );
+    }
+}

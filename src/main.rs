@@ -24,7 +24,7 @@ async fn main() -> ExitCode {
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
     // Lines go to stderr from a thread of their own: a reader of stderr that falls behind (a
     // full pipe, a stalled log collector) costs lines, counted in /metrics, not requests.
-    let (writer, _flush_at_exit) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+    let (writer, flush_at_exit) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(true)
         .buffered_lines_limit(LOG_BUFFER_LINES)
         .thread_name("chatledger-log")
@@ -37,7 +37,7 @@ async fn main() -> ExitCode {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),
     }
-    match cli.command {
+    let ending = match cli.command {
         None => finish_serving(commands::serve(ServeArgs::from_env()).await),
         Some(Command::Serve(args)) => finish_serving(commands::serve(args).await),
         Some(Command::Migrate(args)) => finish(commands::migrate(args).await),
@@ -81,13 +81,7 @@ async fn main() -> ExitCode {
                 interval: std::time::Duration::from_secs(interval.max(1)),
                 once,
             };
-            match chatledger::witness::run(config).await {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(error) => {
-                    tracing::error!("{error}");
-                    ExitCode::from(1)
-                }
-            }
+            finish_serving(chatledger::witness::run(config).await.map_err(Into::into))
         }
         Some(Command::CheckpointKey {
             generate,
@@ -98,40 +92,59 @@ async fn main() -> ExitCode {
             name.as_deref(),
             key_file.as_deref(),
         )),
+    };
+    // The log's queued lines go out first: a one-shot command's error is the last thing said.
+    drop(flush_at_exit);
+    if let Some(error) = ending.error {
+        eprintln!("chatledger: {error}");
+    }
+    ending.code
+}
+
+/// How the process ends: its exit code, and a one-shot command's error, printed once on stderr.
+struct Ending {
+    code: ExitCode,
+    error: Option<String>,
+}
+
+impl Ending {
+    fn new(code: ExitCode) -> Self {
+        Self { code, error: None }
+    }
+
+    fn failed(code: ExitCode, error: impl std::fmt::Display) -> Self {
+        Self {
+            code,
+            error: Some(error.to_string()),
+        }
     }
 }
 
 /// A one-shot command's end: its error said once, on stderr.
-fn finish(result: commands::CommandResult) -> ExitCode {
+fn finish(result: commands::CommandResult) -> Ending {
     match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("chatledger: {error}");
-            ExitCode::FAILURE
-        }
+        Ok(()) => Ending::new(ExitCode::SUCCESS),
+        Err(error) => Ending::failed(ExitCode::FAILURE, error),
     }
 }
 
 /// A service's end (`serve`, `witness`): its error is the last line of its log, in the log's
 /// format.
-fn finish_serving(result: commands::CommandResult) -> ExitCode {
+fn finish_serving(result: commands::CommandResult) -> Ending {
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => Ending::new(ExitCode::SUCCESS),
         Err(error) => {
             tracing::error!("{error}");
-            ExitCode::FAILURE
+            Ending::new(ExitCode::FAILURE)
         }
     }
 }
 
 /// Verify commands: 0 intact, 1 broken, 2 could not check.
-fn verdict(result: Result<bool, commands::BoxError>) -> ExitCode {
+fn verdict(result: Result<bool, commands::BoxError>) -> Ending {
     match result {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(1),
-        Err(error) => {
-            eprintln!("chatledger: {error}");
-            ExitCode::from(2)
-        }
+        Ok(true) => Ending::new(ExitCode::SUCCESS),
+        Ok(false) => Ending::new(ExitCode::from(1)),
+        Err(error) => Ending::failed(ExitCode::from(2), error),
     }
 }

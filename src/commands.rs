@@ -166,12 +166,13 @@ const SEQUENCER_TICK: Duration = Duration::from_millis(200);
 /// With several hosts it connects to the one that accepts writes, and looks again after losing
 /// its connection (a promotion).
 async fn sequence_periodically(hosts: Vec<sqlx::postgres::PgConnectOptions>, signer: LogSigner) {
-    let mut written = signer.checkpoint_dir.as_deref().and_then(|dir| {
-        checkpoints::largest_note_file(dir)
-            .inspect_err(|error| tracing::warn!(%error, "cannot read the checkpoint directory"))
-            .ok()
-            .flatten()
-    });
+    let verifier = signer.key.verifier_key();
+    // The newest checkpoint outside the database, which every signed tree must extend; a
+    // directory whose newest file is not one of this log's stops the sequencer until it is.
+    let mut published = match signer.checkpoint_dir.as_deref() {
+        Some(dir) => checkpoints::published_checkpoint(dir, &verifier),
+        None => Ok(None),
+    };
     let mut primary = PrimaryConnection::new(hosts, "chatledger-sequencer", SEQUENCER_TICK);
     let mut refusals = Recurring::new("the sequencer refuses to sign", "the sequencer signs again");
     let mut file_trouble = Recurring::new(
@@ -181,8 +182,21 @@ async fn sequence_periodically(hosts: Vec<sqlx::postgres::PgConnectOptions>, sig
     loop {
         let db = primary.next().await;
         let mut broken = false;
+        let anchor = match &published {
+            Ok(anchor) => *anchor,
+            Err(error) => {
+                metrics::sequencer_refused();
+                refusals.happened(error);
+                published = signer.checkpoint_dir.as_deref().map_or(Ok(None), |dir| {
+                    checkpoints::published_checkpoint(dir, &verifier)
+                });
+                continue;
+            }
+        };
         loop {
-            match checkpoints::sequence_once(db, &signer, checkpoints::MAX_LEAVES_PER_ROUND).await {
+            match checkpoints::sequence_once(db, &signer, anchor, checkpoints::MAX_LEAVES_PER_ROUND)
+                .await
+            {
                 Ok(Round::Signed { size, leaves }) => {
                     refusals.ended();
                     metrics::sequencer_accepts();
@@ -210,9 +224,13 @@ async fn sequence_periodically(hosts: Vec<sqlx::postgres::PgConnectOptions>, sig
             }
         }
         if !broken && let Some(dir) = &signer.checkpoint_dir {
-            match checkpoints::write_checkpoint_files(db, dir, written).await {
-                Ok(now) => {
-                    written = now;
+            match checkpoints::write_checkpoint_files(db, dir, anchor.map(|a| a.size), &verifier)
+                .await
+            {
+                Ok(newest) => {
+                    if newest.is_some() {
+                        published = Ok(newest);
+                    }
                     file_trouble.ended();
                 }
                 Err(SequencerError::Database(error)) => {

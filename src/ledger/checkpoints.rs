@@ -54,6 +54,56 @@ pub struct LogSigner {
     pub checkpoint_dir: Option<PathBuf>,
 }
 
+/// The newest checkpoint published outside the database: the checkpoint directory's newest
+/// file. The sequencer signs only trees that extend it, so a database restored from an older
+/// backup, or a log rewritten in its tables, is refused instead of signed as a fork.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    pub size: u64,
+    pub root: Hash,
+}
+
+impl Published {
+    /// The tree a note signed with `key` commits to.
+    fn of_note(note: &str, key: &tlog::VerifierKey) -> Result<Self, tlog::Error> {
+        let signed = SignedCheckpoint::open(note, key)?;
+        Ok(Self {
+            size: signed.checkpoint().size,
+            root: signed.checkpoint().root,
+        })
+    }
+}
+
+/// The newest checkpoint file in `dir`, which must be signed with `key`; `None` when there is
+/// none yet.
+pub fn published_checkpoint(
+    dir: &Path,
+    key: &tlog::VerifierKey,
+) -> Result<Option<Published>, SequencerError> {
+    let unreadable = |path: &Path, problem: String| SequencerError::File {
+        path: path.display().to_string(),
+        problem,
+    };
+    let Some(size) = largest_note_file(dir).map_err(|error| unreadable(dir, error.to_string()))?
+    else {
+        return Ok(None);
+    };
+    let path = dir.join(format!("{size}.note"));
+    let note = std::fs::read(&path).map_err(|error| unreadable(&path, error.to_string()))?;
+    let note = String::from_utf8_lossy(&note);
+    match Published::of_note(&note, key) {
+        Ok(published) if published.size == size => Ok(Some(published)),
+        Ok(_) => Err(unreadable(
+            &path,
+            "holds a checkpoint of another size".into(),
+        )),
+        Err(error) => Err(unreadable(
+            &path,
+            format!("is not a checkpoint of this log: {error}"),
+        )),
+    }
+}
+
 /// What a round did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Round {
@@ -167,10 +217,12 @@ async fn stored_hashes(
 /// One sequencer round, on a connection of the schema owner: unless another server holds the
 /// lock, integrates up to `max_leaves` queued leaves in queue order and signs the new tree, in
 /// one transaction; signs the empty tree when nothing was ever signed. Refuses to sign a tree
-/// whose stored prefix does not match the last signed checkpoint.
+/// whose stored prefix does not match the last signed checkpoint, or that does not extend
+/// `published`.
 pub async fn sequence_once(
     owner: &mut PgConnection,
     signer: &LogSigner,
+    published: Option<Published>,
     max_leaves: i64,
 ) -> Result<Round, SequencerError> {
     let mut tx = owner.begin().await?;
@@ -204,13 +256,27 @@ pub async fn sequence_once(
     )
     .fetch_all(&mut *tx)
     .await?;
-    if pending.is_empty() && last.is_some() {
-        return Ok(Round::Idle);
-    }
     let (size, signed_root) = match &last {
         Some(last) => (last.size, last.root),
         None => (0, EMPTY_ROOT),
     };
+    if let Some(last) = &last
+        && Published::of_note(&last.note, &signer.key.verifier_key()).ok()
+            != Some(Published {
+                size,
+                root: signed_root,
+            })
+    {
+        return Err(SequencerError::NotAnExtension(format!(
+            "the stored checkpoint of {size} leaves is not signed over its own tree"
+        )));
+    }
+    if let Some(published) = published {
+        extends_published(&mut tx, size, &signed_root, published).await?;
+    }
+    if pending.is_empty() && last.is_some() {
+        return Ok(Round::Idle);
+    }
 
     // The stored tree must be exactly the signed one: no hash row beyond it, none missing.
     let stored_max = sqlx::query_scalar!("SELECT max(idx) FROM tlog_hashes")
@@ -298,6 +364,45 @@ pub async fn sequence_once(
     })
 }
 
+/// Checks that the stored tree of `size` leaves and root `root` extends the published one.
+async fn extends_published(
+    db: &mut PgConnection,
+    size: u64,
+    root: &Hash,
+    published: Published,
+) -> Result<(), SequencerError> {
+    let file = format!("{}.note", published.size);
+    if size < published.size {
+        return Err(SequencerError::NotAnExtension(format!(
+            "the stored log has {size} leaves, fewer than the {} of checkpoint {file} in the \
+             checkpoint directory: the database is behind what was published (restored from an \
+             older backup, or its log was cut), and signing would fork the log",
+            published.size
+        )));
+    }
+    if published.size == 0 {
+        return Ok(());
+    }
+    if published.size == size {
+        if published.root == *root {
+            return Ok(());
+        }
+        return Err(SequencerError::NotAnExtension(format!(
+            "the stored tree of {size} leaves is not the one of checkpoint {file} in the \
+             checkpoint directory: the log in the database was rewritten"
+        )));
+    }
+    let needs = tlog::consistency_proof_needs(published.size, size)?;
+    let stored = stored_hashes(db, &needs).await.map_err(internal)?;
+    let proof = tlog::consistency_proof(published.size, size, &stored)?;
+    tlog::verify_consistency(published.size, size, &proof, &published.root, root).map_err(|_| {
+        SequencerError::NotAnExtension(format!(
+            "the stored tree of {size} leaves does not extend checkpoint {file} in the \
+                 checkpoint directory: the log in the database was rewritten"
+        ))
+    })
+}
+
 fn internal(error: Error) -> SequencerError {
     match error {
         Error::Database(error) | Error::Unavailable(error) | Error::RecordNotWritten(error) => {
@@ -382,12 +487,13 @@ async fn leaf_bytes(db: &mut PgConnection, pending: &[Pending]) -> Result<Vec<Ve
 
 /// Writes every checkpoint above `after` to `dir` as `<size>.note`, never overwriting: a file
 /// that exists with other contents is an error (the database's log was rewritten, or another
-/// log writes there). Returns the largest size now on disk.
+/// log writes there). Returns the newest checkpoint written, which must be signed with `key`.
 pub async fn write_checkpoint_files(
     db: &mut PgConnection,
     dir: &Path,
     after: Option<u64>,
-) -> Result<Option<u64>, SequencerError> {
+    key: &tlog::VerifierKey,
+) -> Result<Option<Published>, SequencerError> {
     let after = after.map_or(-1, to_i64);
     let rows = sqlx::query!(
         "SELECT tree_size, note FROM tlog_checkpoints WHERE tree_size > $1 ORDER BY tree_size LIMIT 10000",
@@ -395,11 +501,18 @@ pub async fn write_checkpoint_files(
     )
     .fetch_all(&mut *db)
     .await?;
-    let mut written = u64::try_from(after).ok();
+    let mut written = None;
     for row in rows {
         let size = to_u64(row.tree_size).map_err(internal)?;
+        let published = Published::of_note(&row.note, key)?;
+        if published.size != size {
+            return Err(SequencerError::Corrupt(format!(
+                "the stored checkpoint of {size} leaves signs a tree of {}",
+                published.size
+            )));
+        }
         write_note_file(dir, size, &row.note)?;
-        written = Some(size);
+        written = Some(published);
     }
     Ok(written)
 }
@@ -817,6 +930,14 @@ pub async fn audit_log(
 
     for (size, (root, note)) in &signed {
         audit.checkpoints_checked += 1;
+        let noted = tlog::Note::parse(note)
+            .ok()
+            .and_then(|n| Checkpoint::parse(n.text()).ok());
+        if noted.is_none_or(|checkpoint| checkpoint.size != *size || checkpoint.root != *root) {
+            audit.log.push(format!(
+                "stored checkpoint {size}: its note is not of the tree its row holds"
+            ));
+        }
         check_checkpoint(
             &mut audit,
             "stored checkpoint",

@@ -986,6 +986,141 @@ async fn the_sequencer_refuses_to_sign_a_tree_that_does_not_extend_the_last_chec
     assert!(pending > 0, "the new leaf waits in the queue");
 }
 
+/// The sequencer signs only trees that extend the newest checkpoint in its checkpoint
+/// directory. A database restored from an older backup (here its log is cut back to an earlier
+/// checkpoint, as such a restore leaves it) was signed anew: sizes already published got other
+/// roots, a fork that nothing on the server reported.
+#[tokio::test]
+async fn a_database_behind_the_published_checkpoints_is_refused_not_signed_as_a_fork() {
+    let mut deployment = Deployment::start(1).await;
+    let (seq, _) = deployment.append(0, "early", 1).await;
+    deployment.proof(0, "early", seq).await;
+    let owner = deployment.database.owner_pool().await;
+    let size = || async {
+        sqlx::query_scalar::<_, i64>("SELECT max(tree_size) FROM tlog_checkpoints")
+            .fetch_one(&owner)
+            .await
+            .expect("size")
+    };
+    let cut = size().await;
+    let (seq, _) = deployment.append(0, "later", 3).await;
+    deployment.proof(0, "later", seq).await;
+    // Everything queued is signed and in the directory (the proof's own access record too).
+    let dir = deployment.checkpoint_dir(0);
+    let deadline = Instant::now() + COVERAGE;
+    let published = loop {
+        let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM tlog_pending")
+            .fetch_one(&owner)
+            .await
+            .expect("pending");
+        let newest = size().await;
+        if pending == 0 && dir.join(format!("{newest}.note")).exists() {
+            break newest;
+        }
+        assert!(Instant::now() < deadline, "the log did not catch up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(published > cut);
+    let server = deployment.servers.pop().expect("the server");
+    assert!(server.terminate().await.success());
+
+    let superuser = superuser_on(
+        deployment.database.name(),
+        &[("session_replication_role", "replica")],
+    )
+    .await;
+    sqlx::raw_sql(&format!(
+        "DELETE FROM tlog_checkpoints WHERE tree_size > {cut};
+         DELETE FROM tlog_leaves WHERE leaf_index >= {cut};
+         DELETE FROM tlog_hashes WHERE idx >= {};",
+        tlog::stored_hash_count(cut as u64)
+    ))
+    .execute(&superuser)
+    .await
+    .expect("the log is cut back");
+    let store = Store::External {
+        url: deployment.database.owner_url.clone(),
+        admin_key_file: deployment.dir.admin_key_file(ADMIN_KEY),
+    };
+    let server = Server::start(
+        &store,
+        0,
+        &[
+            "--checkpoint-dir",
+            dir.to_str().expect("utf-8 path"),
+            "--log-name",
+            "test",
+        ],
+        &deployment.logs,
+    )
+    .await
+    .expect("chatledger starts again");
+    deployment.servers.push(server);
+    deployment.append(0, "after-restore", 1).await;
+
+    let deadline = Instant::now() + COVERAGE;
+    while deployment.logs.errors() == 0 {
+        assert!(Instant::now() < deadline, "no refusal was logged");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = deployment.logs.tail();
+    assert!(
+        log.contains("the sequencer refuses to sign")
+            && log.contains(&format!(
+                "fewer than the {published} of checkpoint {published}.note"
+            )),
+        "{log}"
+    );
+    assert_eq!(size().await, cut, "no size is signed twice");
+    let metrics = deployment
+        .client
+        .get(deployment.url(0, "/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    assert_eq!(metric(&metrics, "chatledger_sequencer_refusing"), 1.0);
+}
+
+/// A stored checkpoint's note is what was signed; its `root` column only repeats it. A note
+/// moved from another row (validly signed, over another tree) passed `verify --checkpoints`,
+/// which checked the note's signature and the column's root.
+#[tokio::test]
+async fn a_stored_checkpoint_whose_note_signs_another_tree_is_found() {
+    let deployment = Deployment::start(1).await;
+    for session in ["one", "two"] {
+        let (seq, _) = deployment.append(0, session, 1).await;
+        deployment.proof(0, session, seq).await;
+    }
+    let log_key = deployment.log_key().await;
+    let (code, output) = deployment.verify_checkpoints(&log_key);
+    assert_eq!(code, 0, "{output}");
+    let superuser = superuser_on(
+        deployment.database.name(),
+        &[("session_replication_role", "replica")],
+    )
+    .await;
+    let moved: i64 = sqlx::query_scalar(
+        "UPDATE tlog_checkpoints
+            SET note = (SELECT note FROM tlog_checkpoints ORDER BY tree_size DESC LIMIT 1)
+          WHERE tree_size = (SELECT min(tree_size) FROM tlog_checkpoints)
+          RETURNING tree_size",
+    )
+    .fetch_one(&superuser)
+    .await
+    .expect("a note moved to another row");
+    let (code, output) = deployment.verify_checkpoints(&log_key);
+    assert_eq!(code, 1, "{output}");
+    assert!(
+        output.contains(&format!(
+            "stored checkpoint {moved}: its note is not of the tree its row holds"
+        )),
+        "{output}"
+    );
+}
+
 /// The value of an unlabelled metric in Prometheus's text format (0 when it is absent).
 fn metric(text: &str, name: &str) -> f64 {
     text.lines()
@@ -1009,7 +1144,7 @@ async fn a_sequencer_configured_for_another_origin_refuses_to_sign_for_the_log()
     // turn.
     let deadline = Instant::now() + COVERAGE;
     let refused = loop {
-        match chatledger::ledger::checkpoints::sequence_once(&mut db, &renamed, 100).await {
+        match chatledger::ledger::checkpoints::sequence_once(&mut db, &renamed, None, 100).await {
             Ok(chatledger::ledger::checkpoints::Round::NotSequencer) => {
                 assert!(Instant::now() < deadline, "never got the sequencer's lock");
                 tokio::task::yield_now().await;

@@ -48,6 +48,10 @@ pub enum Error {
     /// The access record of a request could not be written, so the request returns nothing.
     #[error("the access record could not be written: {0}")]
     RecordNotWritten(#[source] sqlx::Error),
+    /// The read replica has not yet replayed the key the primary accepted for this request (a
+    /// key created moments ago); the caller may retry.
+    #[error("the read replica has not caught up with this key yet")]
+    ReplicaBehind,
     /// An unexpected database error.
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
@@ -142,10 +146,21 @@ impl From<sqlx::Error> for Error {
 }
 
 impl Error {
+    /// This error of a read on the replica, in a request whose key the primary accepted: a key
+    /// the replica does not know is one it has not replayed yet, not a bad key.
+    pub fn on_replica(self) -> Self {
+        match self {
+            Error::Unauthenticated => Error::ReplicaBehind,
+            other => other,
+        }
+    }
+
     /// `Some("unavailable" | "error")` for database trouble, the label of its metric.
     pub fn database_trouble(&self) -> Option<&'static str> {
         match self {
-            Error::Unavailable(_) | Error::RecordNotWritten(_) => Some("unavailable"),
+            Error::Unavailable(_) | Error::RecordNotWritten(_) | Error::ReplicaBehind => {
+                Some("unavailable")
+            }
             Error::Database(_) | Error::Corrupt(_) => Some("error"),
             _ => None,
         }

@@ -294,20 +294,28 @@ pub async fn replica_pool(url: &str, settings: &PoolSettings) -> Result<PgPool, 
     Ok(pool)
 }
 
-/// How far a replica's data is behind its primary, in milliseconds: 0 when it has replayed
-/// everything it received, else the age of the last transaction it replayed (PostgreSQL's
-/// usual measure; it over-states the lag of a primary that was idle for a while).
-pub async fn replica_lag_ms(pool: &PgPool) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT CASE WHEN NOT pg_is_in_recovery()
-                       OR pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn()
+/// How far a replica's data may be behind its primary, in milliseconds: 0 when it has replayed
+/// all the WAL the primary had flushed just before, else the age of the last transaction it
+/// replayed (PostgreSQL's usual measure; it over-states the lag of a primary that was idle for a
+/// while). Compared with the primary's own position, not with what the replica received: a
+/// replica cut off from its primary receives nothing and would look caught up.
+pub async fn replica_lag_ms(primary: &PgPool, replica: &PgPool) -> Result<i64, sqlx::Error> {
+    let flushed: String = sqlx::query_scalar("SELECT pg_current_wal_flush_lsn()::text")
+        .fetch_one(primary)
+        .await?;
+    let lag: Option<i64> = sqlx::query_scalar(
+        "SELECT CASE WHEN NOT pg_is_in_recovery() OR pg_last_wal_replay_lsn() >= $1::pg_lsn
                      THEN 0
-                     ELSE coalesce(floor(extract(epoch FROM clock_timestamp()
-                                                  - pg_last_xact_replay_timestamp()) * 1000), 0)
+                     WHEN pg_last_xact_replay_timestamp() IS NULL THEN NULL
+                     ELSE greatest(1, floor(extract(epoch FROM clock_timestamp()
+                                                    - pg_last_xact_replay_timestamp()) * 1000))
                  END::bigint",
     )
-    .fetch_one(pool)
-    .await
+    .bind(flushed)
+    .fetch_one(replica)
+    .await?;
+    // Behind, with no transaction replayed since it started: how far is not known.
+    Ok(lag.unwrap_or(i64::MAX))
 }
 
 /// Parses a PostgreSQL URL; the error never repeats the URL, which may hold a password.

@@ -73,8 +73,8 @@ pub async fn verify(
     // was found, and nothing is returned unless it is written.
     let bytes = state.limits.max_page_bytes as i64;
     let lag = state.staleness().await?;
-    let verification =
-        audit::verify_session(state.reads(), caller.scope(), &session_id, bytes).await;
+    let verification = state
+        .of_reads(audit::verify_session(state.reads(), caller.scope(), &session_id, bytes).await);
     let verification = state
         .run(|pool| async move {
             let outcome = match &verification {

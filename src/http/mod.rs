@@ -208,8 +208,10 @@ impl AppState {
         let Some(replica) = self.replica.clone() else {
             return Ok(None);
         };
-        self.run(move |_| async move { Ok(Some(crate::db::replica_lag_ms(&replica).await?)) })
-            .await
+        self.run(move |primary| async move {
+            Ok(Some(crate::db::replica_lag_ms(&primary, &replica).await?))
+        })
+        .await
     }
 
     /// Like `recorded`, for a compliance read: on the replica if there is one (its record still
@@ -235,9 +237,18 @@ impl AppState {
                     work,
                 )
                 .await
+                .map_err(Error::on_replica)
             })
             .await?;
         Ok((output, lag))
+    }
+
+    /// The result of work on `reads()`, with a replica's errors read as a replica's.
+    fn of_reads<T>(&self, result: Result<T, Error>) -> Result<T, Error> {
+        match &self.replica {
+            Some(_) => result.map_err(Error::on_replica),
+            None => result,
+        }
     }
 
     /// Like `run`, with the pool compliance reads go to.
@@ -249,7 +260,10 @@ impl AppState {
     {
         let _in_flight = observe::InFlight::start();
         match tokio::spawn(work(self.reads().clone())).await {
-            Ok(result) => result.inspect_err(metrics::failed).map_err(ApiError::from),
+            Ok(result) => self
+                .of_reads(result)
+                .inspect_err(metrics::failed)
+                .map_err(ApiError::from),
             Err(join) => Err(ApiError::Internal(format!("database task failed: {join}"))),
         }
     }

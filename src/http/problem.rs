@@ -146,7 +146,9 @@ impl ApiError {
                 "idempotency_key_reused",
                 "Idempotency key reused",
             ),
-            ApiError::Domain(Error::Unavailable(_) | Error::RecordNotWritten(_))
+            ApiError::Domain(
+                Error::Unavailable(_) | Error::RecordNotWritten(_) | Error::ReplicaBehind,
+            )
             | ApiError::TimedOut(_)
             | ApiError::TooManyConnections => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -183,6 +185,9 @@ impl ApiError {
         match self {
             ApiError::Domain(Error::Unavailable(_)) => {
                 "the database is unavailable or overloaded; retry later".to_owned()
+            }
+            ApiError::Domain(Error::ReplicaBehind) => {
+                "the read replica has not yet replayed this API key (created moments ago); retry shortly".to_owned()
             }
             ApiError::Domain(Error::RecordNotWritten(_)) => {
                 "the access record of this request could not be written, so nothing is returned; retry later".to_owned()

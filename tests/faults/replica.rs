@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::harness::{ADMIN_KEY, SERIAL};
 use crate::outage::provision;
 use crate::replication::{DATABASE, OWNER, Pair};
-use crate::testbin::{Logs, Server, Store, TempDir, run_cli};
+use crate::testbin::{Logs, Server, Store, TempDir, create_key, run_cli};
 
 const LAG_HEADER: &str = "chatledger-replica-lag-ms";
 
@@ -179,6 +179,21 @@ async fn replica_reads_come_from_the_standby_and_are_still_recorded_on_the_prima
         "export reads the replica"
     );
 
+    // A key created now is on the primary and not yet on the paused replica: its compliance
+    // reads are the replica being behind (503, retry), not a bad key (it got 401).
+    let new_auditor = create_key(
+        &server.address,
+        ADMIN_KEY,
+        json!({"tenant": "acme", "role": "auditor"}),
+    )
+    .await;
+    let behind = client
+        .get("/v1/audit/search?q=alpha0001", &new_auditor)
+        .await;
+    assert_eq!(behind.status(), 503, "a key the replica has not replayed");
+    let problem: Value = behind.json().await.expect("a problem document");
+    assert_eq!(problem["code"], "unavailable", "{problem}");
+
     // Every one of those reads wrote its record on the primary, at once.
     let primary = pair.primary.superuser(DATABASE).await;
     let recorded: Vec<String> = sqlx::query_scalar("SELECT action FROM access_records ORDER BY id")
@@ -211,6 +226,52 @@ async fn replica_reads_come_from_the_standby_and_are_still_recorded_on_the_prima
         .json("/v1/sessions/rep/verify", &client.auditor)
         .await;
     assert_eq!(verified["verified_through_seq"], 2, "the replica caught up");
+    // Each search's record is written on the primary, so the replica is behind by that until it
+    // replays it.
+    let started = Instant::now();
+    while client.search("alpha0001").await != (Some(0), 1) {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "a caught-up replica says its lag is 0"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Cut off from its primary, the standby receives nothing, so all it received is replayed;
+    // its lag is still what it has not got (the header said 0).
+    // (The primary stops waiting for it first: this pair's standby is synchronous.)
+    for statement in [
+        "ALTER SYSTEM SET synchronous_standby_names = ''",
+        "SELECT pg_reload_conf()",
+    ] {
+        sqlx::raw_sql(statement)
+            .execute(&primary)
+            .await
+            .expect("the primary stops waiting");
+    }
+    for statement in [
+        "ALTER SYSTEM SET primary_conninfo = 'host=127.0.0.1 port=1'",
+        "SELECT pg_reload_conf()",
+    ] {
+        sqlx::raw_sql(statement)
+            .execute(&standby)
+            .await
+            .expect("cut the standby off");
+    }
+    crate::replication::wait_until(
+        &standby,
+        "SELECT NOT EXISTS (SELECT 1 FROM pg_stat_wal_receiver)",
+        Duration::from_secs(10),
+        "the WAL receiver stops",
+    )
+    .await;
+    client.append("rep", "third gamma0003").await;
+    let (lag, hits) = client.search("gamma0003").await;
+    assert_eq!(hits, 0, "the cut-off replica does not have it");
+    assert!(
+        lag.is_some_and(|lag| lag > 0),
+        "and says it may be behind: {lag:?}"
+    );
     println!(
         "REPLICA: bot reads on the primary saw seq 2 at once; with replay paused search, verify, \
          export and the access-log listing ({listed} of {} records) answered from the replica; \

@@ -79,6 +79,9 @@ export function contentParts(content) {
 /** A problem document (or a network failure) as one sentence for the officer. */
 export function describeProblem(problem, context = {}) {
   const status = problem.status;
+  if (problem.code === "export_incomplete") {
+    return "The export stopped before its end, so nothing was saved (the session may have been erased while it was read, or the connection broke). Download it again.";
+  }
   if (status === 0) return "The server cannot be reached. Check that chatledger is running, then try again.";
   if (status === 401) return "This key is not accepted: it is wrong, or it has been revoked.";
   if (status === 403) return "This key may not do that: the console needs an auditor key.";

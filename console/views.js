@@ -4,7 +4,7 @@
 import { h, replace, field } from "./dom.js";
 import { contentParts, describeVerify, formatTime, pageStart, plural, shortHash, describeProblem } from "./format.js";
 import { follow } from "./sse.js";
-import { readProblem } from "./api.js";
+import { Problem, readProblem } from "./api.js";
 
 /** Entries per transcript page. */
 const PAGE = 100;
@@ -77,7 +77,7 @@ export function sessionPage({ api, session, seq, errorBox, announce }) {
     } catch (problem) {
       if (controller.signal.aborted) return false;
       replace(summaryBox, errorBox(problem, { session }));
-      if (problem.code === "session_not_found") {
+      if (problem.code === "session_not_found" || problem.code === "invalid_session_id") {
         for (const button of [verifyButton, exportButton, liveButton, accessButton]) button.disabled = true;
         replace(transcript);
         replace(rangeLabel, "Nothing to show.");
@@ -168,8 +168,9 @@ export function sessionPage({ api, session, seq, errorBox, announce }) {
       "form",
       { class: "jump", novalidate: true },
       field("Go to seq", jumpInput),
-      h("button", { type: "submit" }, "Go"),
+      h("button", { type: "submit", disabled: live !== null }, "Go"),
     );
+    jumpInput.disabled = live !== null;
     jump.addEventListener("submit", (event) => {
       event.preventDefault();
       const target = Number.parseInt(jumpInput.value, 10);
@@ -265,7 +266,7 @@ export function sessionPage({ api, session, seq, errorBox, announce }) {
     replace(toolStatus, h("p", { class: "loading" }, "Preparing the export (it waits for the next signed checkpoint)…"));
     try {
       const response = await api.raw(["sessions", session, "export"]);
-      const blob = await response.blob();
+      const blob = await completeExport(response);
       const url = URL.createObjectURL(blob);
       const anchor = h("a", { href: url, download: `${session}.ndjson`, class: "visually-hidden" }, "export");
       document.body.append(anchor);
@@ -278,6 +279,20 @@ export function sessionPage({ api, session, seq, errorBox, announce }) {
     } finally {
       exportButton.disabled = false;
     }
+  }
+
+  /** The export's bytes, or a Problem when the transfer broke off or ended without its trailer. */
+  async function completeExport(response) {
+    const incomplete = new Problem({ status: 0, code: "export_incomplete", title: "Export incomplete" });
+    let blob;
+    try {
+      blob = await response.blob();
+    } catch {
+      throw incomplete;
+    }
+    const tail = await blob.slice(Math.max(0, blob.size - 65536)).text();
+    if (!tail.trimEnd().split("\n").pop().startsWith('{"export_trailer":')) throw incomplete;
+    return blob;
   }
 
   // ---- access records ------------------------------------------------------------------
@@ -397,7 +412,7 @@ export function sessionPage({ api, session, seq, errorBox, announce }) {
       `Release legal hold ${hold.name}?`,
       [
         `Hold #${hold.id} covers ${plural(hold.session_ids.length, "session")}. Releasing it lifts it from all of them`,
-        others.length ? ` (also: ${others.slice(0, 5).join(", ")}${others.length > 5 ? ", …" : ""})` : "",
+        others.length ? ` (also: ${others.join(", ")})` : "",
         ". They can then be erased, and retention applies to them again.",
       ].join(""),
       `Release hold ${hold.name}`,
@@ -441,16 +456,28 @@ export function sessionPage({ api, session, seq, errorBox, announce }) {
         reason.focus();
         return;
       }
-      const count = summary.message_count;
+      // The session as it is now, not as the page was loaded: the dialog names what is erased,
+      // and entries written after it are not (through_seq).
+      let current;
+      try {
+        current = await api.get(["sessions", session]);
+      } catch (problem) {
+        replace(toolStatus, errorBox(problem, { session }));
+        return;
+      }
+      const count = current.message_count;
       const confirmed = await confirmDialog(
         `Erase session ${session}?`,
-        `This permanently erases the content of all ${plural(count, "message")} in session ${session} (entries 1 to ${summary.last_seq}). It cannot be undone. Reason recorded: “${reason.value.trim()}”.`,
+        `This permanently erases the content of all ${plural(count, "message")} in session ${session} (entries 1 to ${current.last_seq}). It cannot be undone. Reason recorded: “${reason.value.trim()}”.`,
         `Erase ${plural(count, "message")}`,
       );
       if (!confirmed) return;
       const done = await act(
-        () => api.post(["sessions", session, "erasure"], { reason: reason.value.trim() }),
-        (appended) => `Erased. The erasure is recorded as entry ${appended.last_seq}.`,
+        () => api.post(["sessions", session, "erasure"], { reason: reason.value.trim(), through_seq: current.last_seq }),
+        (appended) =>
+          appended.first_seq === current.last_seq + 1
+            ? `Erased. The erasure is recorded as entry ${appended.last_seq}.`
+            : `Erased entries 1 to ${current.last_seq}. The erasure is recorded as entry ${appended.last_seq}; entries written after the confirmation were not erased, and the session stays open.`,
       );
       if (done) reason.value = "";
     });
@@ -510,6 +537,10 @@ export function sessionPage({ api, session, seq, errorBox, announce }) {
         } else if (state === "retrying") {
           replace(liveStatus, `Connection lost; reconnecting… (${describeProblem(problem)})`);
           liveStatus.dataset.state = "retrying";
+        } else if (problem.status === 401) {
+          // A key revoked while following: back to sign-in, as for any other request.
+          stopLive();
+          errorBox(problem, { session });
         } else {
           const text =
             problem.status === 404 && problem.code === "not_found"

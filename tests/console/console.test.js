@@ -277,6 +277,28 @@ describe("the console in headless Chromium", { skip: missing ? `skipped: ${missi
     assert.match(text, /5 erased entries verify/);
   });
 
+  test("Erase names the messages as they are when it asks, and erases only those", async () => {
+    await world.append("late-1", [["user", "first secret"], ["assistant", "second secret"]]);
+    await openSession("late-1");
+    // Written after the page was loaded: the dialog counts them too.
+    await world.append("late-1", [["user", "third secret"], ["assistant", "fourth secret"], ["user", "fifth secret"]]);
+    await page.getByLabel("Reason for the erasure").fill("gdpr-17 request 4712");
+    await page.getByRole("button", { name: "Erase this session…" }).click();
+    const dialog = page.getByRole("dialog");
+    await dialog.waitFor();
+    assert.match(await dialog.innerText(), /all 5 messages in session late-1 \(entries 1 to 5\)/);
+    // Written while the dialog is open: not named, so not erased.
+    await world.append("late-1", [["user", "sixth, after the confirmation"]]);
+    await dialog.getByRole("button", { name: "Erase 5 messages" }).click();
+    await page.getByRole("status").filter({ hasText: "entries written after the confirmation were not erased" }).waitFor();
+    const entries = await world.expect("GET", "/v1/sessions/late-1/messages", world.keys.auditor, undefined, 200);
+    assert.deepEqual(entries.entries.map((e) => e.erased), [true, true, true, true, true, false, false]);
+    assert.equal(entries.entries[5].content, "sixth, after the confirmation");
+    assert.equal(entries.entries[6].metadata.erased_through_seq, 5);
+    const summary = await world.expect("GET", "/v1/sessions/late-1", world.keys.auditor, undefined, 200);
+    assert.equal(summary.closed, false, "the session stays open for what was not erased");
+  });
+
   test("the access log lists the officer's own views of the session", async () => {
     await openSession("order-8892");
     await page.getByRole("button", { name: "Show who accessed this session" }).click();
@@ -475,6 +497,25 @@ describe("the console in headless Chromium", { skip: missing ? `skipped: ${missi
     assert.equal(await page.getByRole("link", { name: "order-8892" }).count(), 0);
     await page.reload();
     await page.getByLabel("Auditor key").waitFor();
+  });
+
+  test("a key revoked while following live sends the officer back to sign-in at once", async () => {
+    const other = await world.tenantWithKeys();
+    await world.append("watched", [["user", "hello"]], other.keys.writer);
+    await page.getByLabel("Auditor key").fill(other.keys.auditor);
+    await page.getByRole("button", { name: "Sign in" }).click();
+    await page.getByRole("link", { name: "watched", exact: true }).click();
+    await page.locator(".range", { hasText: /^Entries/ }).waitFor();
+    await page.getByRole("button", { name: "Follow live" }).click();
+    await page.getByText("Following live").waitFor();
+    const revoked = await world.request("DELETE", `/v1/admin/keys/${other.keyIds.auditor}`, world.adminKey);
+    assert.equal(revoked.status, 204);
+    // An entry wakes the tail, which checks its key before it reads (a quiet one does at its
+    // 10 s heartbeat). No action of the officer's: the tail's refusal alone signs out.
+    await world.append("watched", [["user", "written after the revocation"]], other.keys.writer);
+    await page.getByText("no longer accepted").waitFor();
+    await page.getByLabel("Auditor key").waitFor();
+    assert.equal(await page.getByText("hello").count(), 0, "the transcript is gone with the key");
   });
 
   test("a key revoked while signed in sends the officer back to sign-in", async () => {

@@ -59,6 +59,8 @@ test("problems read as sentences", () => {
   assert.match(describeProblem({ status: 404, code: "session_not_found" }, { session: "x" }), /no session “x”/);
   assert.match(describeProblem({ status: 409, code: "legal_hold", holds: [4, 7] }), /legal hold #4, #7/);
   assert.match(describeProblem({ status: 0 }), /cannot be reached/);
+  // An export whose transfer broke off (it was "Request failed (undefined)").
+  assert.match(describeProblem({ status: 0, code: "export_incomplete" }), /stopped before its end.*Download it again/);
 });
 
 test("the SSE parser takes events in any chunks, CRLF or LF, and skips comments", () => {

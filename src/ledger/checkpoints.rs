@@ -412,9 +412,13 @@ fn internal(error: Error) -> SequencerError {
     }
 }
 
-/// The leaf bytes of each pending row, in order: appends from the queue itself, access records
-/// read back (under each tenant's binding: their table forces row-level security on its owner).
-async fn leaf_bytes(db: &mut PgConnection, pending: &[Pending]) -> Result<Vec<Vec<u8>>, Error> {
+/// The access records that `pending` names, by tenant id and record id; one that does not
+/// exist is absent. Read under each tenant's binding: their table forces row-level security on
+/// its owner.
+async fn access_records(
+    db: &mut PgConnection,
+    pending: &[Pending],
+) -> Result<BTreeMap<(i64, i64), AccessRecord>, Error> {
     let mut by_tenant: BTreeMap<i64, (String, Vec<i64>)> = BTreeMap::new();
     for p in pending {
         if let Some(id) = p.access_id {
@@ -460,6 +464,13 @@ async fn leaf_bytes(db: &mut PgConnection, pending: &[Pending]) -> Result<Vec<Ve
             );
         }
     }
+    Ok(records)
+}
+
+/// The leaf bytes of each pending row, in order: appends from the queue itself, access records
+/// read back.
+async fn leaf_bytes(db: &mut PgConnection, pending: &[Pending]) -> Result<Vec<Vec<u8>>, Error> {
+    let records = access_records(db, pending).await?;
     pending
         .iter()
         .map(|p| {
@@ -743,6 +754,7 @@ pub async fn audit_log(
     }
 
     let mut tree = tlog::CompactRange::new();
+    let mut interior: Vec<tlog::StoredHash> = Vec::new();
     let mut after: i64 = -1;
     loop {
         let mut tx = owner.begin().await?;
@@ -812,30 +824,24 @@ pub async fn audit_log(
                 })
             })
             .collect();
-        let recomputed: BTreeMap<i64, Vec<u8>> = match leaf_bytes(&mut tx, &access).await {
-            Ok(bytes) => access.iter().map(|p| p.id).zip(bytes).collect(),
-            Err(Error::Corrupt(why)) => {
-                audit.log.push(format!(
-                    "the access records of leaves {}..={}: {why}",
-                    page.first().map_or(0, |row| row.leaf_index),
-                    after
-                ));
-                BTreeMap::new()
-            }
-            Err(other) => return Err(other),
-        };
+        let records = access_records(&mut tx, &access).await?;
         tx.commit().await?;
         for row in page {
             let index = to_u64(row.leaf_index)?;
-            if row.access_id.is_some()
-                && let Some(bytes) = recomputed.get(&row.leaf_index)
-                && *bytes != row.leaf
-            {
-                audit.log.push(format!(
-                    "leaf {index}: access record {} of {} is not the one logged (rewritten)",
-                    row.access_id.unwrap_or_default(),
-                    row.tenant
-                ));
+            if let Some(id) = row.access_id {
+                match records.get(&(row.tenant_id, id)) {
+                    None => audit.log.push(format!(
+                        "leaf {index}: access record {id} of {} is gone (deleted)",
+                        row.tenant
+                    )),
+                    Some(record) if canonical_json(&access_leaf(record)) != row.leaf => {
+                        audit.log.push(format!(
+                            "leaf {index}: access record {id} of {} is not the one logged (rewritten)",
+                            row.tenant
+                        ));
+                    }
+                    Some(_) => {}
+                }
             }
             if index != tree.size() {
                 audit.log.push(format!("leaf {} is missing", tree.size()));
@@ -883,11 +889,35 @@ pub async fn audit_log(
             } else if row.access_id.is_none() {
                 audit.log.push(format!("leaf {index}: of no kind"));
             }
-            tree.push(&hash)
+            let mut completed = Vec::new();
+            tree.append_leaf(&hash, &mut completed)
                 .map_err(|_| Error::Corrupt("a log beyond the largest tree"))?;
+            // The first is the leaf's own, checked above; the rest are the nodes it completes.
+            interior.extend(completed.into_iter().skip(1));
             audit.leaves += 1;
             if wanted.contains(&tree.size()) {
                 roots.insert(tree.size(), tree.root());
+            }
+        }
+        // The stored nodes above the leaves, which proofs are built from, as the leaves make them.
+        if let (Some(first), Some(last)) = (interior.first(), interior.last()) {
+            let stored: BTreeMap<i64, Vec<u8>> = sqlx::query!(
+                "SELECT idx, hash FROM tlog_hashes WHERE idx BETWEEN $1 AND $2",
+                to_i64(first.index),
+                to_i64(last.index)
+            )
+            .fetch_all(&mut *owner)
+            .await?
+            .into_iter()
+            .map(|row| (row.idx, row.hash))
+            .collect();
+            for node in interior.drain(..) {
+                if stored.get(&to_i64(node.index)).map(Vec::as_slice) != Some(&node.hash.0[..]) {
+                    audit.log.push(format!(
+                        "stored tree hash {}: not the node its leaves make (proofs through it fail)",
+                        node.index
+                    ));
+                }
             }
         }
     }
@@ -919,12 +949,32 @@ pub async fn audit_log(
         )
         .fetch_all(&mut *tx)
         .await?;
+        // Likewise every access record: one written with the log's trigger off is not.
+        let unlogged = sqlx::query_scalar!(
+            r#"SELECT r.id AS "id!"
+                 FROM access_records r
+                WHERE r.tenant_id = $1
+                  AND NOT EXISTS (SELECT 1 FROM tlog_leaves l
+                                   WHERE l.tenant_id = r.tenant_id AND l.access_id = r.id)
+                  AND NOT EXISTS (SELECT 1 FROM tlog_pending p
+                                   WHERE p.tenant_id = r.tenant_id AND p.access_id = r.id)
+                ORDER BY r.id"#,
+            tenant.id
+        )
+        .fetch_all(&mut *tx)
+        .await?;
         tx.commit().await?;
         for row in rows {
             audit
                 .sessions
                 .entry(format!("{}/{}", tenant.name, row.session_id))
                 .or_insert_with(|| format!("its head at seq {} is not in the log", row.last_seq));
+        }
+        for id in unlogged {
+            audit.log.push(format!(
+                "access record {id} of {} is not in the log",
+                tenant.name
+            ));
         }
     }
 

@@ -891,6 +891,33 @@ async fn the_checkpoint_routes_answer_as_the_contract_says_and_the_log_is_append
         )),
         "{output}"
     );
+    // A logged record deleted, and one forged with the log's trigger off (as the superuser
+    // can): each is reported, and neither hides the rewritten one (a deleted record made the
+    // whole page of leaves one finding).
+    let deleted: i64 = sqlx::query_scalar(
+        "DELETE FROM access_records WHERE id = (SELECT max(access_id) FROM tlog_leaves) RETURNING id",
+    )
+    .fetch_one(&superuser)
+    .await
+    .expect("delete a logged record");
+    let forged: i64 = sqlx::query_scalar(
+        "INSERT INTO access_records (tenant_id, actor, role, action, session_id, detail, status)
+         SELECT id, 'key_framed', 'auditor', 'export', 'victim', '{}', 200 FROM tenants
+          WHERE name = 'acme'
+         RETURNING id",
+    )
+    .fetch_one(&superuser)
+    .await
+    .expect("forge a record behind the log's back");
+    let (code, output) = deployment.verify_checkpoints(&log_key);
+    assert_eq!(code, 1, "{output}");
+    for finding in [
+        format!("access record {first_proof} of acme is not the one logged"),
+        format!("access record {deleted} of acme is gone (deleted)"),
+        format!("access record {forged} of acme is not in the log"),
+    ] {
+        assert!(output.contains(&finding), "{finding}: {output}");
+    }
     assert_eq!(deployment.logs.errors(), 0, "{}", deployment.logs.tail());
 }
 
@@ -1116,6 +1143,46 @@ async fn a_stored_checkpoint_whose_note_signs_another_tree_is_found() {
     assert!(
         output.contains(&format!(
             "stored checkpoint {moved}: its note is not of the tree its row holds"
+        )),
+        "{output}"
+    );
+}
+
+/// Proofs are built from the stored nodes above the leaves. One forged there (the node over
+/// leaves 0 and 1, which a tree of 4 leaves or more no longer reads when it appends) made every
+/// proof through it fail, and `verify --checkpoints`, which checked only the leaves' own
+/// hashes, found nothing.
+#[tokio::test]
+async fn a_forged_node_of_the_stored_tree_is_found() {
+    let deployment = Deployment::start(1).await;
+    for session in ["one", "two", "three"] {
+        let (seq, _) = deployment.append(0, session, 1).await;
+        deployment.proof(0, session, seq).await;
+    }
+    let log_key = deployment.log_key().await;
+    let (code, output) = deployment.verify_checkpoints(&log_key);
+    assert_eq!(code, 0, "{output}");
+    assert!(
+        output.contains("leaves") && !output.contains(" 0 leaves"),
+        "{output}"
+    );
+    let node = tlog::stored_hash_index(1, 0);
+    let superuser = superuser_on(
+        deployment.database.name(),
+        &[("session_replication_role", "replica")],
+    )
+    .await;
+    let forged = sqlx::query("UPDATE tlog_hashes SET hash = sha256('forged') WHERE idx = $1")
+        .bind(node as i64)
+        .execute(&superuser)
+        .await
+        .expect("forge a node");
+    assert_eq!(forged.rows_affected(), 1);
+    let (code, output) = deployment.verify_checkpoints(&log_key);
+    assert_eq!(code, 1, "{output}");
+    assert!(
+        output.contains(&format!(
+            "stored tree hash {node}: not the node its leaves make"
         )),
         "{output}"
     );

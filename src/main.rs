@@ -81,7 +81,15 @@ async fn main() -> ExitCode {
                 interval: std::time::Duration::from_secs(interval.max(1)),
                 once,
             };
-            finish_serving(chatledger::witness::run(config).await.map_err(Into::into))
+            // 1: the log misbehaved (a refusal); 2: the witness could not do its job.
+            match chatledger::witness::run(config).await {
+                Ok(()) => Ending::new(ExitCode::SUCCESS),
+                Err(error) => {
+                    tracing::error!("{error}");
+                    let refused = matches!(error, chatledger::witness::WitnessError::Refused(_));
+                    Ending::new(ExitCode::from(if refused { 1 } else { 2 }))
+                }
+            }
         }
         Some(Command::CheckpointKey {
             generate,

@@ -40,6 +40,10 @@ pub struct WitnessConfig {
 pub enum WitnessError {
     #[error("refused the log's checkpoint: {0}")]
     Refused(#[from] tlog::Error),
+    /// The log could not be asked (network, timeout, 429 or 5xx): tried again at the next
+    /// interval, unless `--once`.
+    #[error("{0}")]
+    Unreachable(String),
     #[error("{0}")]
     Other(BoxError),
 }
@@ -50,7 +54,8 @@ fn other(error: impl Into<BoxError>) -> WitnessError {
 
 type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>;
 
-/// Runs until a refusal or an error (or after one round with `once`).
+/// Runs until a refusal or an error (or after one round with `once`); a log it cannot reach is
+/// asked again at the next interval.
 pub async fn run(config: WitnessConfig) -> Result<(), WitnessError> {
     check_secret_file(&config.key_file, "witness key").map_err(other)?;
     let contents = zeroize::Zeroizing::new(
@@ -66,13 +71,33 @@ pub async fn run(config: WitnessConfig) -> Result<(), WitnessError> {
     let log_key = log_key(&config)?;
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
     loop {
-        let last = last_accepted(&config.state_dir, &log_key)?;
-        let note = get(&client, &config, "/v1/checkpoint").await?;
-        let fetched = SignedCheckpoint::open(&note, &log_key)?;
+        match round(&client, &config, &log_key, &cosigner).await {
+            Err(WitnessError::Unreachable(why)) if !config.once => {
+                tracing::warn!(error = %why, "cannot reach the log; asking again");
+            }
+            Err(error) => return Err(error),
+            Ok(()) if config.once => return Ok(()),
+            Ok(()) => {}
+        }
+        tokio::time::sleep(config.interval).await;
+    }
+}
+
+/// Fetches the log's checkpoint, checks it against the last accepted one and cosigns it.
+async fn round(
+    client: &HttpClient,
+    config: &WitnessConfig,
+    log_key: &VerifierKey,
+    cosigner: &CosignerKey,
+) -> Result<(), WitnessError> {
+    {
+        let last = last_accepted(&config.state_dir, log_key)?;
+        let note = get(client, config, "/v1/checkpoint").await?;
+        let fetched = SignedCheckpoint::open(&note, log_key)?;
         let size = fetched.checkpoint().size;
         let proof = match &last {
             Some(last) if last.size > 0 && size > last.size => {
-                consistency(&client, &config, last.size, size).await?
+                consistency(client, config, last.size, size).await?
             }
             _ => Vec::new(),
         };
@@ -81,16 +106,13 @@ pub async fn run(config: WitnessConfig) -> Result<(), WitnessError> {
             .map_err(other)?
             .as_secs();
         let accepted =
-            tlog::witness_checkpoint(&log_key, last.as_ref(), &note, &proof, &cosigner, now)?;
+            tlog::witness_checkpoint(log_key, last.as_ref(), &note, &proof, cosigner, now)?;
         if last.as_ref().is_none_or(|last| last.size < size) {
             store(&config.state_dir, size, &accepted.cosigned.to_note_string())?;
             tracing::info!(tree_size = size, "accepted and cosigned a checkpoint");
             println!("accepted {size}");
         }
-        if config.once {
-            return Ok(());
-        }
-        tokio::time::sleep(config.interval).await;
+        Ok(())
     }
 }
 
@@ -182,16 +204,20 @@ async fn get(
         .header("authorization", format!("Bearer {}", config.api_key))
         .body(Empty::new())
         .map_err(other)?;
+    let unreachable = |why: String| WitnessError::Unreachable(format!("GET {path}: {why}"));
     let response = tokio::time::timeout(Duration::from_secs(30), client.request(request))
         .await
-        .map_err(|_| other(format!("GET {path}: timed out")))?
-        .map_err(|e| other(format!("GET {path}: {e}")))?;
+        .map_err(|_| unreachable("timed out".into()))?
+        .map_err(|e| unreachable(e.to_string()))?;
     let status = response.status();
     let body = tokio::time::timeout(Duration::from_secs(30), response.into_body().collect())
         .await
-        .map_err(|_| other(format!("GET {path}: timed out")))?
-        .map_err(|e| other(format!("GET {path}: {e}")))?
+        .map_err(|_| unreachable("timed out".into()))?
+        .map_err(|e| unreachable(e.to_string()))?
         .to_bytes();
+    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+        return Err(unreachable(status.to_string()));
+    }
     if status != StatusCode::OK {
         return Err(other(format!("GET {path}: {status}")));
     }

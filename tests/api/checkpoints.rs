@@ -457,8 +457,72 @@ async fn the_strongest_attack_passes_verify_but_not_the_log() {
         None,
         None,
     );
+    // A log it cannot reach is not a log that lied (both were exit 1).
+    let (code, output) = run_cli(
+        &[
+            "witness",
+            "--url",
+            "http://127.0.0.1:1",
+            "--key-file",
+            deployment
+                .dir
+                .path()
+                .join("witness.key")
+                .to_str()
+                .expect("utf-8"),
+            "--state-dir",
+            state.to_str().expect("utf-8"),
+            "--api-key",
+            &deployment.database.reader_key,
+            "--once",
+        ],
+        None,
+        None,
+    );
+    assert_eq!(code, 2, "an unreachable log: {output}");
+    // Without --once it keeps asking: one 503 or network blip ended a witness.
+    let mut looping = std::process::Command::new(crate::testbin::BIN)
+        .args([
+            "witness",
+            "--url",
+            "http://127.0.0.1:1",
+            "--key-file",
+            deployment
+                .dir
+                .path()
+                .join("witness.key")
+                .to_str()
+                .expect("utf-8"),
+            "--state-dir",
+            state.to_str().expect("utf-8"),
+            "--api-key",
+            &deployment.database.reader_key,
+            "--interval",
+            "1",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the witness runs");
+    let stderr = looping.stderr.take().expect("stderr");
+    let mut asked = std::io::BufRead::lines(std::io::BufReader::new(stderr))
+        .map_while(Result::ok)
+        .filter(|line| line.contains("cannot reach the log; asking again"));
+    assert!(
+        asked.next().is_some() && asked.next().is_some(),
+        "it asks again"
+    );
+    assert!(
+        looping.try_wait().expect("status").is_none(),
+        "and is still running"
+    );
+    looping.kill().expect("kill");
+    looping.wait().expect("reaped");
     let (code, output) = witness(&deployment, &state, Some(other_key.trim()));
-    assert_eq!(code, 1, "a witness refuses another log key: {output}");
+    assert_eq!(
+        code, 2,
+        "another log key is the operator's mistake, not the log's: {output}"
+    );
     assert!(
         output.contains("is not the key this witness follows"),
         "{output}"

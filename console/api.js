@@ -28,6 +28,14 @@ export async function readProblem(response) {
   });
 }
 
+/** The replica lag each answer read from a replica came with (`Chatledger-Replica-Lag-Ms`). */
+const lags = new WeakMap();
+
+/** How many milliseconds the replica an answer was read from may be behind; null for none. */
+export function replicaLag(body) {
+  return lags.has(body) ? lags.get(body) : null;
+}
+
 /** `/v1/...` with `params` (empty ones left out), each segment of `parts` escaped. */
 export function path(parts, params = {}) {
   const segments = parts.map((part) => encodeURIComponent(String(part))).join("/");
@@ -67,7 +75,10 @@ export class Api {
 
   async get(parts, params) {
     const response = await this.#fetch(path(parts, params), { headers: { Accept: "application/json" } });
-    return response.json();
+    const body = await response.json();
+    const lag = response.headers.get("Chatledger-Replica-Lag-Ms");
+    if (lag !== null && /^\d+$/.test(lag) && body && typeof body === "object") lags.set(body, Number(lag));
+    return body;
   }
 
   async post(parts, body) {

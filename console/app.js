@@ -4,7 +4,7 @@
 import { Api } from "./api.js";
 import { h, replace, snippet, link, field } from "./dom.js";
 import { describeProblem, formatTime, localToRfc3339, plural, shortHash } from "./format.js";
-import { sessionPage } from "./views.js";
+import { sessionPage, staleNotice } from "./views.js";
 
 const IDLE_LIMIT_MS = 15 * 60 * 1000;
 
@@ -343,6 +343,7 @@ function searchForm(api) {
       replace(
         results,
         h("h3", { id: "results-title" }, "Results, newest first"),
+        staleNotice(page),
         list,
       );
     }
@@ -350,7 +351,7 @@ function searchForm(api) {
     for (const hit of page.results) list.append(hitItem(hit));
     const count = list.children.length;
     if (count === 0) {
-      replace(results, h("p", { class: "empty", role: "status" }, "No message matches this search."));
+      replace(results, staleNotice(page), h("p", { class: "empty", role: "status" }, "No message matches this search."));
       announce("No results.");
       return;
     }

@@ -103,6 +103,16 @@ export function describeProblem(problem, context = {}) {
   return `${problem.title || "Request failed"}${detail} (${status}${problem.code ? ` ${problem.code}` : ""})`;
 }
 
+/** Replicas behind by less than this are not worth a warning. */
+const LAG_WORTH_SAYING_MS = 1000;
+
+/** A warning for an answer read from a replica that may be behind (`null` when it is not). */
+export function describeLag(lagMs) {
+  if (lagMs === null || lagMs === undefined || lagMs < LAG_WORTH_SAYING_MS) return null;
+  const behind = lagMs >= Number.MAX_SAFE_INTEGER ? "an unknown time" : `up to ${Math.ceil(lagMs / 1000).toLocaleString("en")} s`;
+  return `Read from a replica that may be ${behind} behind the primary: what was written in that time (new entries, erasures, access records) may not show here yet.`;
+}
+
 /** A timestamp for people: date and time to the second, in UTC, as the ledger keeps them. */
 export function formatTime(timestamp) {
   if (typeof timestamp !== "string") return "";

@@ -2,14 +2,20 @@
 // access records, legal holds, erasure and the live tail.
 
 import { h, replace, field } from "./dom.js";
-import { contentParts, describeVerify, formatTime, pageStart, plural, shortHash, describeProblem } from "./format.js";
+import { contentParts, describeLag, describeVerify, formatTime, pageStart, plural, shortHash, describeProblem } from "./format.js";
 import { follow } from "./sse.js";
-import { Problem, readProblem } from "./api.js";
+import { Problem, readProblem, replicaLag } from "./api.js";
 
 /** Entries per transcript page. */
 const PAGE = 100;
 /** Entries kept on screen while following live; older ones leave the page. */
 const LIVE_KEEP = 300;
+
+/** A warning beside an answer from a replica that may be behind, or nothing. */
+export function staleNotice(body) {
+  const text = describeLag(replicaLag(body));
+  return text ? h("p", { class: "notice stale", role: "status" }, text) : null;
+}
 
 export function sessionPage({ api, session, seq, errorBox, announce }) {
   document.title = `${session} · chatledger console`;
@@ -252,6 +258,7 @@ export function sessionPage({ api, session, seq, errorBox, announce }) {
           h("p", { class: "headline" }, words.headline),
           words.detail ? h("p", {}, words.detail) : null,
         ),
+        staleNotice(result),
       );
       announce(words.headline);
     } catch (problem) {
@@ -311,6 +318,7 @@ export function sessionPage({ api, session, seq, errorBox, announce }) {
       body = h("tbody");
       replace(
         accessBox,
+        staleNotice(page),
         h(
           "div",
           { class: "table-wrap" },

@@ -4,7 +4,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 
-import { parseSnippet, describeVerify, contentParts, pageStart, describeProblem } from "../../console/format.js";
+import { parseSnippet, describeVerify, contentParts, pageStart, describeProblem, describeLag } from "../../console/format.js";
 import { SseParser } from "../../console/sse.js";
 
 test("snippets split into plain runs and matches, markup staying text", () => {
@@ -61,6 +61,14 @@ test("problems read as sentences", () => {
   assert.match(describeProblem({ status: 0 }), /cannot be reached/);
   // An export whose transfer broke off (it was "Request failed (undefined)").
   assert.match(describeProblem({ status: 0, code: "export_incomplete" }), /stopped before its end.*Download it again/);
+});
+
+test("an answer from a replica behind by a second or more says so", () => {
+  assert.equal(describeLag(null), null, "not read from a replica");
+  assert.equal(describeLag(0), null);
+  assert.equal(describeLag(999), null);
+  assert.match(describeLag(5620), /may be up to 6 s behind the primary/);
+  assert.match(describeLag(9223372036854775807), /an unknown time behind/);
 });
 
 test("the SSE parser takes events in any chunks, CRLF or LF, and skips comments", () => {

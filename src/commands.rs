@@ -224,9 +224,7 @@ async fn sequence_periodically(hosts: Vec<sqlx::postgres::PgConnectOptions>, sig
             }
         }
         if !broken && let Some(dir) = &signer.checkpoint_dir {
-            match checkpoints::write_checkpoint_files(db, dir, anchor.map(|a| a.size), &verifier)
-                .await
-            {
+            match checkpoints::write_checkpoint_files(db, dir, anchor, &verifier).await {
                 Ok(newest) => {
                     if newest.is_some() {
                         published = Ok(newest);
@@ -236,6 +234,11 @@ async fn sequence_periodically(hosts: Vec<sqlx::postgres::PgConnectOptions>, sig
                 Err(SequencerError::Database(error)) => {
                     tracing::warn!(%error, "cannot read checkpoints to write; retrying");
                     broken = true;
+                }
+                // Another server signed what this one refuses to publish.
+                Err(error @ SequencerError::NotAnExtension(_)) => {
+                    metrics::sequencer_refused();
+                    refusals.happened(&error);
                 }
                 Err(error) => {
                     metrics::checkpoint_file_failed();

@@ -74,34 +74,42 @@ impl Published {
     }
 }
 
-/// The newest checkpoint file in `dir`, which must be signed with `key`; `None` when there is
-/// none yet.
+/// The newest checkpoint file in `dir` that is one of this log's (signed with `key`, of the
+/// size its name says); `None` when there is none. Newer files that are not are skipped, each
+/// with a warning: files are written whole (a temporary file linked into place), so such a
+/// file was put there by someone else.
 pub fn published_checkpoint(
     dir: &Path,
     key: &tlog::VerifierKey,
 ) -> Result<Option<Published>, SequencerError> {
-    let unreadable = |path: &Path, problem: String| SequencerError::File {
-        path: path.display().to_string(),
-        problem,
-    };
-    let Some(size) = largest_note_file(dir).map_err(|error| unreadable(dir, error.to_string()))?
-    else {
-        return Ok(None);
-    };
-    let path = dir.join(format!("{size}.note"));
-    let note = std::fs::read(&path).map_err(|error| unreadable(&path, error.to_string()))?;
-    let note = String::from_utf8_lossy(&note);
-    match Published::of_note(&note, key) {
-        Ok(published) if published.size == size => Ok(Some(published)),
-        Ok(_) => Err(unreadable(
-            &path,
-            "holds a checkpoint of another size".into(),
-        )),
-        Err(error) => Err(unreadable(
-            &path,
-            format!("is not a checkpoint of this log: {error}"),
-        )),
+    let mut sizes = note_file_sizes(dir).map_err(|error| SequencerError::File {
+        path: dir.display().to_string(),
+        problem: error.to_string(),
+    })?;
+    sizes.sort_unstable_by(|a, b| b.cmp(a));
+    for size in sizes {
+        let path = dir.join(format!("{size}.note"));
+        let checked = std::fs::read(&path)
+            .map_err(|error| error.to_string())
+            .and_then(|note| {
+                Published::of_note(&String::from_utf8_lossy(&note), key)
+                    .map_err(|error| format!("not a checkpoint of this log: {error}"))
+            })
+            .and_then(|published| {
+                if published.size == size {
+                    Ok(published)
+                } else {
+                    Err("holds a checkpoint of another size".to_owned())
+                }
+            });
+        match checked {
+            Ok(published) => return Ok(Some(published)),
+            Err(problem) => {
+                tracing::warn!(path = %path.display(), %problem, "skipping a checkpoint file")
+            }
+        }
     }
+    Ok(None)
 }
 
 /// What a round did.
@@ -380,27 +388,33 @@ async fn extends_published(
             published.size
         )));
     }
-    if published.size == 0 {
-        return Ok(());
-    }
-    if published.size == size {
-        if published.root == *root {
-            return Ok(());
-        }
+    if !consistent(db, published, Published { size, root: *root }).await? {
         return Err(SequencerError::NotAnExtension(format!(
-            "the stored tree of {size} leaves is not the one of checkpoint {file} in the \
+            "the stored tree of {size} leaves does not extend checkpoint {file} in the \
              checkpoint directory: the log in the database was rewritten"
         )));
     }
-    let needs = tlog::consistency_proof_needs(published.size, size)?;
+    Ok(())
+}
+
+/// Whether the tree `to` extends the tree `from`, by a consistency proof from the stored tree.
+async fn consistent(
+    db: &mut PgConnection,
+    from: Published,
+    to: Published,
+) -> Result<bool, SequencerError> {
+    if from.size == 0 || from.size == to.size {
+        return Ok(from.size == 0 || from.root == to.root);
+    }
+    if from.size > to.size {
+        return Ok(false);
+    }
+    let needs = tlog::consistency_proof_needs(from.size, to.size)?;
     let stored = stored_hashes(db, &needs).await.map_err(internal)?;
-    let proof = tlog::consistency_proof(published.size, size, &stored)?;
-    tlog::verify_consistency(published.size, size, &proof, &published.root, root).map_err(|_| {
-        SequencerError::NotAnExtension(format!(
-            "the stored tree of {size} leaves does not extend checkpoint {file} in the \
-                 checkpoint directory: the log in the database was rewritten"
-        ))
-    })
+    let Ok(proof) = tlog::consistency_proof(from.size, to.size, &stored) else {
+        return Ok(false);
+    };
+    Ok(tlog::verify_consistency(from.size, to.size, &proof, &from.root, &to.root).is_ok())
 }
 
 fn internal(error: Error) -> SequencerError {
@@ -498,14 +512,17 @@ async fn leaf_bytes(db: &mut PgConnection, pending: &[Pending]) -> Result<Vec<Ve
 
 /// Writes every checkpoint above `after` to `dir` as `<size>.note`, never overwriting: a file
 /// that exists with other contents is an error (the database's log was rewritten, or another
-/// log writes there). Returns the newest checkpoint written, which must be signed with `key`.
+/// log writes there). Each must be signed with `key` and extend the one before it, `after`
+/// first: a checkpoint another server signed over a fork is not published. Returns the newest
+/// checkpoint written.
 pub async fn write_checkpoint_files(
     db: &mut PgConnection,
     dir: &Path,
-    after: Option<u64>,
+    after: Option<Published>,
     key: &tlog::VerifierKey,
 ) -> Result<Option<Published>, SequencerError> {
-    let after = after.map_or(-1, to_i64);
+    let mut previous = after;
+    let after = after.map_or(-1, |published| to_i64(published.size));
     let rows = sqlx::query!(
         "SELECT tree_size, note FROM tlog_checkpoints WHERE tree_size > $1 ORDER BY tree_size LIMIT 10000",
         after
@@ -522,12 +539,24 @@ pub async fn write_checkpoint_files(
                 published.size
             )));
         }
+        if let Some(previous) = previous
+            && !consistent(db, previous, published).await?
+        {
+            return Err(SequencerError::NotAnExtension(format!(
+                "the stored checkpoint of {size} leaves does not extend checkpoint {}.note in \
+                 the checkpoint directory: it is not written there",
+                previous.size
+            )));
+        }
         write_note_file(dir, size, &row.note)?;
         written = Some(published);
+        previous = Some(published);
     }
     Ok(written)
 }
 
+/// Writes `<size>.note` whole or not at all: a temporary file, synced, then linked into place
+/// (a link never replaces a file), so that a crash or a full disk leaves no partial checkpoint.
 fn write_note_file(dir: &Path, size: u64, note: &str) -> Result<(), SequencerError> {
     use std::io::Write;
     let path = dir.join(format!("{size}.note"));
@@ -535,17 +564,17 @@ fn write_note_file(dir: &Path, size: u64, note: &str) -> Result<(), SequencerErr
         path: path.display().to_string(),
         problem,
     };
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&path)
-    {
-        Ok(mut file) => {
-            file.write_all(note.as_bytes())
-                .and_then(|()| file.sync_all())
-                .map_err(|error| fail(error.to_string()))?;
-            Ok(())
-        }
+    let temporary = dir.join(format!(".{size}.note.partial"));
+    let written = std::fs::File::create(&temporary).and_then(|mut file| {
+        file.write_all(note.as_bytes())?;
+        file.sync_all()
+    });
+    let linked = written.and_then(|()| std::fs::hard_link(&temporary, &path));
+    let _ = std::fs::remove_file(&temporary);
+    match linked {
+        Ok(()) => std::fs::File::open(dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|error| fail(error.to_string())),
         Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
             let existing = std::fs::read_to_string(&path).map_err(|e| fail(e.to_string()))?;
             if existing == note {
@@ -560,9 +589,9 @@ fn write_note_file(dir: &Path, size: u64, note: &str) -> Result<(), SequencerErr
     }
 }
 
-/// The largest `<size>.note` in `dir`, where writing resumes.
-pub fn largest_note_file(dir: &Path) -> std::io::Result<Option<u64>> {
-    let mut largest = None;
+/// The sizes of the `<size>.note` files in `dir`.
+fn note_file_sizes(dir: &Path) -> std::io::Result<Vec<u64>> {
+    let mut sizes = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let name = entry?.file_name();
         if let Some(size) = name
@@ -570,10 +599,10 @@ pub fn largest_note_file(dir: &Path) -> std::io::Result<Option<u64>> {
             .and_then(|name| name.strip_suffix(".note"))
             .and_then(|size| size.parse::<u64>().ok())
         {
-            largest = largest.max(Some(size));
+            sizes.push(size);
         }
     }
-    Ok(largest)
+    Ok(sizes)
 }
 
 /// An inclusion proof of a session's append, as `GET /v1/sessions/{id}/proof` answers it.

@@ -1173,6 +1173,106 @@ async fn a_database_behind_the_published_checkpoints_is_refused_not_signed_as_a_
         .await
         .expect("metrics text");
     assert_eq!(metric(&metrics, "chatledger_sequencer_refusing"), 1.0);
+
+    // A second server with an empty checkpoint directory has nothing to compare with, and signs
+    // the cut log on. The first must not take those checkpoints into its directory (it did, and
+    // its refusal then ended on the fork).
+    let empty = deployment.dir.path().join("checkpoints-new");
+    std::fs::create_dir(&empty).expect("an empty checkpoint dir");
+    let unaware = Server::start(
+        &store,
+        0,
+        &[
+            "--checkpoint-dir",
+            empty.to_str().expect("utf-8 path"),
+            "--log-name",
+            "test",
+        ],
+        &deployment.logs,
+    )
+    .await
+    .expect("a second server starts");
+    deployment.servers.push(unaware);
+    for turn in 0..(published - cut + 2) {
+        deployment.append(0, &format!("fork-{turn}"), 1).await;
+    }
+    let refusals = || async {
+        let metrics = deployment
+            .client
+            .get(deployment.url(0, "/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        metric(&metrics, "chatledger_sequencer_refusals_total")
+    };
+    let deadline = Instant::now() + COVERAGE;
+    while size().await <= published {
+        assert!(Instant::now() < deadline, "the unaware server signs on");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Rounds of the first server after the fork passed what it published.
+    let before = refusals().await;
+    while refusals().await < before + 2.0 {
+        assert!(Instant::now() < deadline, "the first server keeps refusing");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let newest = std::fs::read_dir(&dir)
+        .expect("dir")
+        .filter_map(|file| {
+            file.ok()?
+                .file_name()
+                .to_str()?
+                .strip_suffix(".note")?
+                .parse::<i64>()
+                .ok()
+        })
+        .max();
+    assert_eq!(newest, Some(published), "the fork is not published");
+}
+
+/// A checkpoint file that is not one of this log's (an empty one, as a crash used to leave
+/// before files were written whole) is skipped and named at start; it stopped the sequencer for
+/// good, so no append was integrated again.
+#[tokio::test]
+async fn a_newest_checkpoint_file_that_is_not_a_checkpoint_does_not_stop_the_log() {
+    let mut deployment = Deployment::start(1).await;
+    let (seq, _) = deployment.append(0, "before", 1).await;
+    deployment.proof(0, "before", seq).await;
+    let server = deployment.servers.pop().expect("the server");
+    assert!(server.terminate().await.success());
+    let dir = deployment.checkpoint_dir(0);
+    std::fs::write(dir.join("999999.note"), "").expect("an empty newest file");
+    let store = Store::External {
+        url: deployment.database.owner_url.clone(),
+        admin_key_file: deployment.dir.admin_key_file(ADMIN_KEY),
+    };
+    let server = Server::start(
+        &store,
+        0,
+        &[
+            "--checkpoint-dir",
+            dir.to_str().expect("utf-8 path"),
+            "--log-name",
+            "test",
+        ],
+        &deployment.logs,
+    )
+    .await
+    .expect("chatledger starts again");
+    deployment.servers.push(server);
+    let (seq, _) = deployment.append(0, "after", 1).await;
+    deployment.proof(0, "after", seq).await;
+    assert!(
+        deployment
+            .logs
+            .tail()
+            .contains("skipping a checkpoint file"),
+        "{}",
+        deployment.logs.tail()
+    );
 }
 
 /// A stored checkpoint's note is what was signed; its `root` column only repeats it. A note

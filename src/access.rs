@@ -309,7 +309,8 @@ pub async fn run_recorded_on<W: Recorded>(
     // A transaction, so that a work's tenant binding holds for all its statements; a standby
     // runs it read-only.
     let mut tx = reads.begin().await?;
-    let result = work.run(&mut tx, scope).await;
+    // A key the replica does not know yet, not the record's refusal of a revoked key below.
+    let result = work.run(&mut tx, scope).await.map_err(Error::on_replica);
     tx.rollback().await?;
     if !accessor.records(work.action(), log_writer_reads) {
         return result;

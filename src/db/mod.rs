@@ -294,28 +294,39 @@ pub async fn replica_pool(url: &str, settings: &PoolSettings) -> Result<PgPool, 
     Ok(pool)
 }
 
+/// How long a replica read waits for the replica to replay what the primary has flushed (an
+/// access record committed a moment ago, say) before it reports the replica as behind.
+const REPLAY_WAIT: Duration = Duration::from_millis(100);
+
 /// How far a replica's data may be behind its primary, in milliseconds: 0 when it has replayed
-/// all the WAL the primary had flushed just before, else the age of the last transaction it
-/// replayed (PostgreSQL's usual measure; it over-states the lag of a primary that was idle for a
-/// while). Compared with the primary's own position, not with what the replica received: a
-/// replica cut off from its primary receives nothing and would look caught up.
+/// all the WAL the primary had flushed just before (waiting up to `REPLAY_WAIT` for it), else
+/// the age of the last transaction it replayed (PostgreSQL's usual measure; it over-states the
+/// lag of a primary that was idle for a while). Compared with the primary's own position, not
+/// with what the replica received: a replica cut off from its primary receives nothing and
+/// would look caught up.
 pub async fn replica_lag_ms(primary: &PgPool, replica: &PgPool) -> Result<i64, sqlx::Error> {
     let flushed: String = sqlx::query_scalar("SELECT pg_current_wal_flush_lsn()::text")
         .fetch_one(primary)
         .await?;
-    let lag: Option<i64> = sqlx::query_scalar(
-        "SELECT CASE WHEN NOT pg_is_in_recovery() OR pg_last_wal_replay_lsn() >= $1::pg_lsn
-                     THEN 0
-                     WHEN pg_last_xact_replay_timestamp() IS NULL THEN NULL
-                     ELSE greatest(1, floor(extract(epoch FROM clock_timestamp()
-                                                    - pg_last_xact_replay_timestamp()) * 1000))
-                 END::bigint",
-    )
-    .bind(flushed)
-    .fetch_one(replica)
-    .await?;
-    // Behind, with no transaction replayed since it started: how far is not known.
-    Ok(lag.unwrap_or(i64::MAX))
+    let started = std::time::Instant::now();
+    loop {
+        let lag: Option<i64> = sqlx::query_scalar(
+            "SELECT CASE WHEN NOT pg_is_in_recovery() OR pg_last_wal_replay_lsn() >= $1::pg_lsn
+                         THEN 0
+                         WHEN pg_last_xact_replay_timestamp() IS NULL THEN NULL
+                         ELSE greatest(1, floor(extract(epoch FROM clock_timestamp()
+                                                        - pg_last_xact_replay_timestamp()) * 1000))
+                     END::bigint",
+        )
+        .bind(&flushed)
+        .fetch_one(replica)
+        .await?;
+        if lag == Some(0) || started.elapsed() >= REPLAY_WAIT {
+            // Behind, with no transaction replayed since it started: how far is not known.
+            return Ok(lag.unwrap_or(i64::MAX));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Parses a PostgreSQL URL; the error never repeats the URL, which may hold a password.

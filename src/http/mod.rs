@@ -237,7 +237,6 @@ impl AppState {
                     work,
                 )
                 .await
-                .map_err(Error::on_replica)
             })
             .await?;
         Ok((output, lag))

@@ -179,7 +179,12 @@ impl ExportCursor {
         max_page_bytes: i64,
     ) -> Result<ExportStep, Error> {
         if self.after >= self.head.last_seq {
-            if self.last_erased_seq > self.erased_through_seq {
+            // Erased entries with no erasure entry that accounts for them: an erasure committed
+            // meanwhile if the head moved on, else the stored ledger itself, exported as it is
+            // (so that the tampering shows when it is verified).
+            if self.last_erased_seq > self.erased_through_seq
+                && head(db, scope, session_id).await?.last_seq > self.head.last_seq
+            {
                 return Ok(ExportStep::ErasedMeanwhile);
             }
             return Ok(ExportStep::AtHead);

@@ -301,6 +301,27 @@ async fn an_erasure_between_reading_the_head_and_the_entries_is_not_taken_for_ta
     assert_eq!(read, [(1, true), (2, true), (3, false), (4, false)]);
     assert!(matches!(end, ExportStep::AtHead), "{end:?}");
     assert_eq!(verify_export(&export(&app, "racing").await, None), 0);
+
+    // A message blanked by hand, with no erasure at all, is exported as stored, trailer and all,
+    // so that verifying the export shows it (it was taken for an erasure racing the export, and
+    // no export of the session could be made).
+    app.append("blanked", &[("user", "said"), ("assistant", "heard")])
+        .await;
+    sqlx::raw_sql(
+        "UPDATE entries SET content = NULL, metadata = NULL, salt = NULL, erased_at = now()
+          WHERE seq = 1 AND session_pk = (SELECT id FROM sessions WHERE session_id = 'blanked')",
+    )
+    .execute(&superuser(&app).await)
+    .await
+    .expect("the superuser blanks a message");
+    let blanked = SessionId::parse("blanked").expect("id");
+    let now = audit::head(&mut app.pool.acquire().await.expect("db"), scope, &blanked)
+        .await
+        .expect("head");
+    let (read, end) = read_export(&app.pool, scope, &blanked, now).await;
+    assert_eq!(read, [(1, true), (2, false)]);
+    assert!(matches!(end, ExportStep::AtHead), "{end:?}");
+    assert_ne!(verify_export(&export(&app, "blanked").await, None), 0);
 }
 
 #[tokio::test]

@@ -52,6 +52,9 @@ fn other(error: impl Into<BoxError>) -> WitnessError {
     WitnessError::Other(error.into())
 }
 
+/// How long the log may be out of reach before the witness's rounds log it as an error.
+const UNREACHABLE_ALARM: Duration = Duration::from_secs(300);
+
 type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>;
 
 /// Runs until a refusal or an error (or after one round with `once`); a log it cannot reach is
@@ -70,14 +73,23 @@ pub async fn run(config: WitnessConfig) -> Result<(), WitnessError> {
     println!("cosigner {}", cosigner.verifier_key());
     let log_key = log_key(&config)?;
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let mut unreachable_since: Option<std::time::Instant> = None;
     loop {
         match round(&client, &config, &log_key, &cosigner).await {
             Err(WitnessError::Unreachable(why)) if !config.once => {
-                tracing::warn!(error = %why, "cannot reach the log; asking again");
+                // A log that stays out of reach may be hiding from its witness: after a while,
+                // each round says so as an error.
+                let since = unreachable_since.get_or_insert_with(std::time::Instant::now);
+                let seconds = since.elapsed().as_secs();
+                if since.elapsed() >= UNREACHABLE_ALARM {
+                    tracing::error!(error = %why, seconds, "the log has been out of reach; asking again");
+                } else {
+                    tracing::warn!(error = %why, seconds, "cannot reach the log; asking again");
+                }
             }
             Err(error) => return Err(error),
             Ok(()) if config.once => return Ok(()),
-            Ok(()) => {}
+            Ok(()) => unreachable_since = None,
         }
         tokio::time::sleep(config.interval).await;
     }

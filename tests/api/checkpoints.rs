@@ -72,6 +72,49 @@ impl Deployment {
         )
     }
 
+    /// Asserts that `verify --checkpoints` finds the log broken, naming `finding`.
+    fn assert_log_finds(&self, log_key: &str, finding: &str) {
+        let (code, output) = self.verify_checkpoints(log_key);
+        assert_eq!(code, 1, "{output}");
+        assert!(output.contains(finding), "{finding}: {output}");
+    }
+
+    /// The value of an unlabelled metric of server 0.
+    async fn metric(&self, name: &str) -> f64 {
+        let metrics = self
+            .client
+            .get(self.url(0, "/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        metric(&metrics, name)
+    }
+
+    /// Another server on this deployment's database, writing its checkpoints to `dir`.
+    async fn add_server(&mut self, dir: &Path) {
+        let store = Store::External {
+            url: self.database.owner_url.clone(),
+            admin_key_file: self.dir.admin_key_file(ADMIN_KEY),
+        };
+        let server = Server::start(
+            &store,
+            0,
+            &[
+                "--checkpoint-dir",
+                dir.to_str().expect("utf-8 path"),
+                "--log-name",
+                "test",
+            ],
+            &self.logs,
+        )
+        .await
+        .expect("chatledger starts");
+        self.servers.push(server);
+    }
+
     fn checkpoint_dir(&self, server: usize) -> PathBuf {
         self.dir.path().join(format!("checkpoints-{server}"))
     }
@@ -458,48 +501,24 @@ async fn the_strongest_attack_passes_verify_but_not_the_log() {
         None,
     );
     // A log it cannot reach is not a log that lied (both were exit 1).
-    let (code, output) = run_cli(
-        &[
-            "witness",
-            "--url",
-            "http://127.0.0.1:1",
-            "--key-file",
-            deployment
-                .dir
-                .path()
-                .join("witness.key")
-                .to_str()
-                .expect("utf-8"),
-            "--state-dir",
-            state.to_str().expect("utf-8"),
-            "--api-key",
-            &deployment.database.reader_key,
-            "--once",
-        ],
-        None,
-        None,
-    );
+    let witness_key = deployment.dir.path().join("witness.key");
+    let unreachable: Vec<&str> = vec![
+        "witness",
+        "--url",
+        "http://127.0.0.1:1",
+        "--key-file",
+        witness_key.to_str().expect("utf-8"),
+        "--state-dir",
+        state.to_str().expect("utf-8"),
+        "--api-key",
+        &deployment.database.reader_key,
+    ];
+    let (code, output) = run_cli(&[&unreachable[..], &["--once"]].concat(), None, None);
     assert_eq!(code, 2, "an unreachable log: {output}");
     // Without --once it keeps asking: one 503 or network blip ended a witness.
     let mut looping = std::process::Command::new(crate::testbin::BIN)
-        .args([
-            "witness",
-            "--url",
-            "http://127.0.0.1:1",
-            "--key-file",
-            deployment
-                .dir
-                .path()
-                .join("witness.key")
-                .to_str()
-                .expect("utf-8"),
-            "--state-dir",
-            state.to_str().expect("utf-8"),
-            "--api-key",
-            &deployment.database.reader_key,
-            "--interval",
-            "1",
-        ])
+        .args(&unreachable)
+        .args(["--interval", "1"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -947,13 +966,9 @@ async fn the_checkpoint_routes_answer_as_the_contract_says_and_the_log_is_append
         .execute(&superuser)
         .await
         .expect("rewrite a record");
-    let (code, output) = deployment.verify_checkpoints(&log_key);
-    assert_eq!(code, 1, "{output}");
-    assert!(
-        output.contains(&format!(
-            "access record {first_proof} of acme is not the one logged"
-        )),
-        "{output}"
+    deployment.assert_log_finds(
+        &log_key,
+        &format!("access record {first_proof} of acme is not the one logged"),
     );
     // A logged record deleted, and one forged with the log's trigger off (as the superuser
     // can): each is reported, and neither hides the rewritten one (a deleted record made the
@@ -1037,19 +1052,11 @@ async fn the_sequencer_refuses_to_sign_a_tree_that_does_not_extend_the_last_chec
     let signed = size().await;
     let logged = deployment.logs.errors();
     let refused_rounds = || async {
-        let metrics = deployment
-            .client
-            .get(deployment.url(0, "/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics text");
-        let gauge = metric(&metrics, "chatledger_sequencer_refusing");
         (
-            metric(&metrics, "chatledger_sequencer_refusals_total"),
-            gauge,
+            deployment
+                .metric("chatledger_sequencer_refusals_total")
+                .await,
+            deployment.metric("chatledger_sequencer_refusing").await,
         )
     };
     let (first, refusing) = refused_rounds().await;
@@ -1129,24 +1136,7 @@ async fn a_database_behind_the_published_checkpoints_is_refused_not_signed_as_a_
     .execute(&superuser)
     .await
     .expect("the log is cut back");
-    let store = Store::External {
-        url: deployment.database.owner_url.clone(),
-        admin_key_file: deployment.dir.admin_key_file(ADMIN_KEY),
-    };
-    let server = Server::start(
-        &store,
-        0,
-        &[
-            "--checkpoint-dir",
-            dir.to_str().expect("utf-8 path"),
-            "--log-name",
-            "test",
-        ],
-        &deployment.logs,
-    )
-    .await
-    .expect("chatledger starts again");
-    deployment.servers.push(server);
+    deployment.add_server(&dir).await;
     deployment.append(0, "after-restore", 1).await;
 
     let deadline = Instant::now() + COVERAGE;
@@ -1163,51 +1153,21 @@ async fn a_database_behind_the_published_checkpoints_is_refused_not_signed_as_a_
         "{log}"
     );
     assert_eq!(size().await, cut, "no size is signed twice");
-    let metrics = deployment
-        .client
-        .get(deployment.url(0, "/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    assert_eq!(metric(&metrics, "chatledger_sequencer_refusing"), 1.0);
+    assert_eq!(
+        deployment.metric("chatledger_sequencer_refusing").await,
+        1.0
+    );
 
     // A second server with an empty checkpoint directory has nothing to compare with, and signs
     // the cut log on. The first must not take those checkpoints into its directory (it did, and
     // its refusal then ended on the fork).
     let empty = deployment.dir.path().join("checkpoints-new");
     std::fs::create_dir(&empty).expect("an empty checkpoint dir");
-    let unaware = Server::start(
-        &store,
-        0,
-        &[
-            "--checkpoint-dir",
-            empty.to_str().expect("utf-8 path"),
-            "--log-name",
-            "test",
-        ],
-        &deployment.logs,
-    )
-    .await
-    .expect("a second server starts");
-    deployment.servers.push(unaware);
+    deployment.add_server(&empty).await;
     for turn in 0..(published - cut + 2) {
         deployment.append(0, &format!("fork-{turn}"), 1).await;
     }
-    let refusals = || async {
-        let metrics = deployment
-            .client
-            .get(deployment.url(0, "/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics text");
-        metric(&metrics, "chatledger_sequencer_refusals_total")
-    };
+    let refusals = || deployment.metric("chatledger_sequencer_refusals_total");
     let deadline = Instant::now() + COVERAGE;
     while size().await <= published {
         assert!(Instant::now() < deadline, "the unaware server signs on");
@@ -1245,24 +1205,7 @@ async fn a_newest_checkpoint_file_that_is_not_a_checkpoint_does_not_stop_the_log
     assert!(server.terminate().await.success());
     let dir = deployment.checkpoint_dir(0);
     std::fs::write(dir.join("999999.note"), "").expect("an empty newest file");
-    let store = Store::External {
-        url: deployment.database.owner_url.clone(),
-        admin_key_file: deployment.dir.admin_key_file(ADMIN_KEY),
-    };
-    let server = Server::start(
-        &store,
-        0,
-        &[
-            "--checkpoint-dir",
-            dir.to_str().expect("utf-8 path"),
-            "--log-name",
-            "test",
-        ],
-        &deployment.logs,
-    )
-    .await
-    .expect("chatledger starts again");
-    deployment.servers.push(server);
+    deployment.add_server(&dir).await;
     let (seq, _) = deployment.append(0, "after", 1).await;
     deployment.proof(0, "after", seq).await;
     assert!(
@@ -1302,13 +1245,9 @@ async fn a_stored_checkpoint_whose_note_signs_another_tree_is_found() {
     .fetch_one(&superuser)
     .await
     .expect("a note moved to another row");
-    let (code, output) = deployment.verify_checkpoints(&log_key);
-    assert_eq!(code, 1, "{output}");
-    assert!(
-        output.contains(&format!(
-            "stored checkpoint {moved}: its note is not of the tree its row holds"
-        )),
-        "{output}"
+    deployment.assert_log_finds(
+        &log_key,
+        &format!("stored checkpoint {moved}: its note is not of the tree its row holds"),
     );
 }
 
@@ -1342,13 +1281,9 @@ async fn a_forged_node_of_the_stored_tree_is_found() {
         .await
         .expect("forge a node");
     assert_eq!(forged.rows_affected(), 1);
-    let (code, output) = deployment.verify_checkpoints(&log_key);
-    assert_eq!(code, 1, "{output}");
-    assert!(
-        output.contains(&format!(
-            "stored tree hash {node}: not the node its leaves make"
-        )),
-        "{output}"
+    deployment.assert_log_finds(
+        &log_key,
+        &format!("stored tree hash {node}: not the node its leaves make"),
     );
 }
 
@@ -1481,18 +1416,7 @@ async fn a_checkpoint_file_that_cannot_be_written_is_counted_every_round_and_log
     let errors_before = deployment.logs.errors();
     deployment.append(0, "files", 1).await;
 
-    let failed_rounds = || async {
-        let metrics = deployment
-            .client
-            .get(deployment.url(0, "/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics text");
-        metric(&metrics, "chatledger_checkpoint_file_errors_total")
-    };
+    let failed_rounds = || deployment.metric("chatledger_checkpoint_file_errors_total");
     let deadline = Instant::now() + COVERAGE;
     while deployment.logs.errors() == errors_before {
         assert!(Instant::now() < deadline, "no error was logged");

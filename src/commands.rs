@@ -71,7 +71,7 @@ async fn serve_on(database: &Database, args: &ServeArgs) -> CommandResult {
         None => None,
     };
     if let Some(replica) = &replica {
-        state = state.reading_from(replica.clone());
+        state = state.reading_from(replica.clone(), args.pool_settings().statement_timeout);
     }
     let sweeper = tokio::spawn(sweep_periodically(
         pool.clone(),

@@ -50,6 +50,9 @@ pub struct AppState {
     warm: Arc<Warm>,
     /// A read replica for compliance reads (`--replica-url`); `None`: they read the primary.
     replica: Option<PgPool>,
+    /// How long the replica may take to say how far behind it is: a replica that does not
+    /// answer (a frozen server, which no server-side statement timeout stops) is a 503 then.
+    replica_timeout: std::time::Duration,
     pub limits: Limits,
     pub admin_key: AdminKey,
     /// The largest request body accepted.
@@ -113,6 +116,7 @@ impl AppState {
             warm: Warm::new(pool.clone()),
             pool,
             replica: None,
+            replica_timeout: std::time::Duration::from_secs(5),
             limits,
             admin_key,
             keys,
@@ -192,8 +196,9 @@ impl AppState {
 
     /// Sends compliance reads (search, export, verify, the access-log listing) to `replica`;
     /// their access records, bot reads and every write stay on the primary.
-    pub fn reading_from(mut self, replica: PgPool) -> Self {
+    pub fn reading_from(mut self, replica: PgPool, timeout: std::time::Duration) -> Self {
         self.replica = Some(replica);
+        self.replica_timeout = timeout;
         self
     }
 
@@ -208,8 +213,13 @@ impl AppState {
         let Some(replica) = self.replica.clone() else {
             return Ok(None);
         };
+        let timeout = self.replica_timeout;
         self.run(move |primary| async move {
-            Ok(Some(crate::db::replica_lag_ms(&primary, &replica).await?))
+            match tokio::time::timeout(timeout, crate::db::replica_lag_ms(&primary, &replica)).await
+            {
+                Ok(lag) => Ok(Some(lag?)),
+                Err(_) => Err(Error::Unavailable(sqlx::Error::PoolTimedOut)),
+            }
         })
         .await
     }

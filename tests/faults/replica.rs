@@ -6,6 +6,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use reqwest::Response;
 use serde_json::{Value, json};
 
@@ -272,6 +274,26 @@ async fn replica_reads_come_from_the_standby_and_are_still_recorded_on_the_prima
         lag.is_some_and(|lag| lag > 0),
         "and says it may be behind: {lag:?}"
     );
+    // A frozen replica (every process stopped, so its sockets stay open and nothing answers,
+    // and no server-side statement timeout fires) is a 503 within the statement timeout (5 s);
+    // a read waited out the 30 s request timeout.
+    let frozen = standby_processes(pair.standby.postmaster_pid());
+    for pid in &frozen {
+        kill(*pid, Signal::SIGSTOP).expect("SIGSTOP the standby");
+    }
+    let asked = Instant::now();
+    let answer = client
+        .get("/v1/audit/search?q=alpha0001", &client.auditor)
+        .await;
+    let waited = asked.elapsed();
+    for pid in &frozen {
+        kill(*pid, Signal::SIGCONT).expect("SIGCONT the standby");
+    }
+    assert_eq!(answer.status(), 503, "a frozen replica");
+    assert!(
+        waited < Duration::from_secs(15),
+        "answered in {waited:?}, within the statement timeout rather than the request timeout"
+    );
     println!(
         "REPLICA: bot reads on the primary saw seq 2 at once; with replay paused search, verify, \
          export and the access-log listing ({listed} of {} records) answered from the replica; \
@@ -281,4 +303,28 @@ async fn replica_reads_come_from_the_standby_and_are_still_recorded_on_the_prima
     standby.close().await;
     primary.close().await;
     assert!(server.terminate().await.success());
+}
+
+/// A cluster's postmaster and every process it started.
+fn standby_processes(postmaster: i32) -> Vec<Pid> {
+    let mut pids = vec![Pid::from_raw(postmaster)];
+    for entry in std::fs::read_dir("/proc").expect("/proc") {
+        let Some(pid) = entry
+            .ok()
+            .and_then(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // The parent is the field after the command, which is in parentheses.
+        let parent = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| {
+                let after = stat.rsplit_once(')')?.1.to_owned();
+                after.split_whitespace().nth(1)?.parse::<i32>().ok()
+            });
+        if parent == Some(postmaster) {
+            pids.push(Pid::from_raw(pid));
+        }
+    }
+    pids
 }

@@ -168,11 +168,12 @@ const SEQUENCER_TICK: Duration = Duration::from_millis(200);
 async fn sequence_periodically(hosts: Vec<sqlx::postgres::PgConnectOptions>, signer: LogSigner) {
     let verifier = signer.key.verifier_key();
     // The newest checkpoint outside the database, which every signed tree must extend; a
-    // directory whose newest file is not one of this log's stops the sequencer until it is.
-    let mut published = match signer.checkpoint_dir.as_deref() {
+    // directory it cannot read stops the sequencer until it can.
+    let read_published = || match signer.checkpoint_dir.as_deref() {
         Some(dir) => checkpoints::published_checkpoint(dir, &verifier),
         None => Ok(None),
     };
+    let mut published = read_published();
     let mut primary = PrimaryConnection::new(hosts, "chatledger-sequencer", SEQUENCER_TICK);
     let mut refusals = Recurring::new("the sequencer refuses to sign", "the sequencer signs again");
     let mut file_trouble = Recurring::new(
@@ -187,9 +188,7 @@ async fn sequence_periodically(hosts: Vec<sqlx::postgres::PgConnectOptions>, sig
             Err(error) => {
                 metrics::sequencer_refused();
                 refusals.happened(error);
-                published = signer.checkpoint_dir.as_deref().map_or(Ok(None), |dir| {
-                    checkpoints::published_checkpoint(dir, &verifier)
-                });
+                published = read_published();
                 continue;
             }
         };

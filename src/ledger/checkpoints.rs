@@ -204,6 +204,24 @@ async fn stored_hashes(
     db: &mut PgConnection,
     indexes: &[u64],
 ) -> Result<BTreeMap<u64, Hash>, Error> {
+    stored_hash_bytes(db, indexes)
+        .await?
+        .into_iter()
+        .map(|(idx, hash)| {
+            Ok((
+                to_u64(idx)?,
+                Hash::from_slice(&hash)
+                    .map_err(|_| Error::Corrupt("a stored hash that is not 32 bytes"))?,
+            ))
+        })
+        .collect()
+}
+
+/// The stored hashes at `indexes` as stored, whatever their length.
+async fn stored_hash_bytes(
+    db: &mut PgConnection,
+    indexes: &[u64],
+) -> Result<BTreeMap<i64, Vec<u8>>, Error> {
     let wanted: Vec<i64> = indexes.iter().copied().map(to_i64).collect();
     let rows = sqlx::query!(
         "SELECT idx, hash FROM tlog_hashes WHERE idx = ANY($1)",
@@ -211,15 +229,7 @@ async fn stored_hashes(
     )
     .fetch_all(&mut *db)
     .await?;
-    rows.into_iter()
-        .map(|row| {
-            Ok((
-                to_u64(row.idx)?,
-                Hash::from_slice(&row.hash)
-                    .map_err(|_| Error::Corrupt("a stored hash that is not 32 bytes"))?,
-            ))
-        })
-        .collect()
+    Ok(rows.into_iter().map(|row| (row.idx, row.hash)).collect())
 }
 
 /// One sequencer round, on a connection of the schema owner: unless another server holds the
@@ -759,21 +769,13 @@ pub async fn audit_log(
             .collect::<Result<_, Error>>()?;
     let mut files: BTreeMap<u64, String> = BTreeMap::new();
     if let Some(dir) = checkpoint_dir {
-        let entries = std::fs::read_dir(dir)
+        let sizes = note_file_sizes(dir)
             .map_err(|_| Error::Corrupt("an unreadable checkpoint directory"))?;
-        for entry in entries {
-            let entry = entry.map_err(|_| Error::Corrupt("an unreadable checkpoint directory"))?;
-            let name = entry.file_name();
-            if let Some(size) = name
-                .to_str()
-                .and_then(|n| n.strip_suffix(".note"))
-                .and_then(|n| n.parse::<u64>().ok())
-            {
-                // Bytes that are not text are checked too (and found not to be a checkpoint).
-                let bytes = std::fs::read(entry.path())
-                    .map_err(|_| Error::Corrupt("an unreadable checkpoint file"))?;
-                files.insert(size, String::from_utf8_lossy(&bytes).into_owned());
-            }
+        for size in sizes {
+            // Bytes that are not text are checked too (and found not to be a checkpoint).
+            let bytes = std::fs::read(dir.join(format!("{size}.note")))
+                .map_err(|_| Error::Corrupt("an unreadable checkpoint file"))?;
+            files.insert(size, String::from_utf8_lossy(&bytes).into_owned());
         }
     }
     let wanted: std::collections::BTreeSet<u64> =
@@ -929,17 +931,9 @@ pub async fn audit_log(
             }
         }
         // The stored nodes above the leaves, which proofs are built from, as the leaves make them.
-        if let (Some(first), Some(last)) = (interior.first(), interior.last()) {
-            let stored: BTreeMap<i64, Vec<u8>> = sqlx::query!(
-                "SELECT idx, hash FROM tlog_hashes WHERE idx BETWEEN $1 AND $2",
-                to_i64(first.index),
-                to_i64(last.index)
-            )
-            .fetch_all(&mut *owner)
-            .await?
-            .into_iter()
-            .map(|row| (row.idx, row.hash))
-            .collect();
+        if !interior.is_empty() {
+            let indexes: Vec<u64> = interior.iter().map(|node| node.index).collect();
+            let stored = stored_hash_bytes(owner, &indexes).await?;
             for node in interior.drain(..) {
                 if stored.get(&to_i64(node.index)).map(Vec::as_slice) != Some(&node.hash.0[..]) {
                     audit.log.push(format!(

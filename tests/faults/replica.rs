@@ -242,24 +242,8 @@ async fn replica_reads_come_from_the_standby_and_are_still_recorded_on_the_prima
     // Cut off from its primary, the standby receives nothing, so all it received is replayed;
     // its lag is still what it has not got (the header said 0).
     // (The primary stops waiting for it first: this pair's standby is synchronous.)
-    for statement in [
-        "ALTER SYSTEM SET synchronous_standby_names = ''",
-        "SELECT pg_reload_conf()",
-    ] {
-        sqlx::raw_sql(statement)
-            .execute(&primary)
-            .await
-            .expect("the primary stops waiting");
-    }
-    for statement in [
-        "ALTER SYSTEM SET primary_conninfo = 'host=127.0.0.1 port=1'",
-        "SELECT pg_reload_conf()",
-    ] {
-        sqlx::raw_sql(statement)
-            .execute(&standby)
-            .await
-            .expect("cut the standby off");
-    }
+    reconfigure(&primary, "synchronous_standby_names = ''").await;
+    reconfigure(&standby, "primary_conninfo = 'host=127.0.0.1 port=1'").await;
     crate::replication::wait_until(
         &standby,
         "SELECT NOT EXISTS (SELECT 1 FROM pg_stat_wal_receiver)",
@@ -303,6 +287,20 @@ async fn replica_reads_come_from_the_standby_and_are_still_recorded_on_the_prima
     standby.close().await;
     primary.close().await;
     assert!(server.terminate().await.success());
+}
+
+/// `ALTER SYSTEM SET <setting>` on the cluster of `pool`, then a reload (two statements: ALTER
+/// SYSTEM runs outside a transaction block only).
+async fn reconfigure(pool: &sqlx::PgPool, setting: &str) {
+    for statement in [
+        format!("ALTER SYSTEM SET {setting}"),
+        "SELECT pg_reload_conf()".into(),
+    ] {
+        sqlx::raw_sql(&statement)
+            .execute(pool)
+            .await
+            .unwrap_or_else(|error| panic!("{statement}: {error}"));
+    }
 }
 
 /// A cluster's postmaster and every process it started.
